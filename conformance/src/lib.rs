@@ -1,0 +1,1 @@
+//! roomshard conformance (being written).

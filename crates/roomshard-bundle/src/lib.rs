@@ -1,0 +1,1 @@
+//! roomshard bundle writer (being written).

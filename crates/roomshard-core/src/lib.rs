@@ -1,0 +1,1 @@
+//! roomshard core (being written).

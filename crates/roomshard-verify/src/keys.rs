@@ -1,0 +1,146 @@
+//! The trusted key set (docs/bundle-format.md §6): parsing, key selection with validity and
+//! revocation, and signature checks for both algorithms.
+
+use crate::error::{Reason, VerifyError};
+use crate::format::{validate_key_id, validate_timestamp, Algorithm, KeySet, TrustedKey};
+
+/// A parsed public key.
+#[derive(Clone, Debug)]
+enum PublicKey {
+    P256(p256::ecdsa::VerifyingKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+/// A key set whose keys are parsed and checked once, ready to verify signatures.
+#[derive(Clone, Debug)]
+pub struct TrustedKeys {
+    entries: Vec<(TrustedKey, PublicKey)>,
+}
+
+impl TrustedKeys {
+    /// Parses a key set from its JSON text (`{"keys":[…]}`).
+    pub fn from_json(json: &[u8]) -> Result<Self, VerifyError> {
+        let set: KeySet = serde_json::from_slice(json).map_err(|e| {
+            VerifyError::new(Reason::KeySetInvalid, format!("trusted key set: {e}"))
+        })?;
+        Self::new(set)
+    }
+
+    /// Checks every key (id, timestamps, PEM matching its algorithm, unique ids).
+    pub fn new(set: KeySet) -> Result<Self, VerifyError> {
+        let bad = |d: String| VerifyError::new(Reason::KeySetInvalid, d);
+        let mut entries: Vec<(TrustedKey, PublicKey)> = Vec::with_capacity(set.keys.len());
+        for key in set.keys {
+            validate_key_id(&key.id).map_err(|e| bad(e.detail))?;
+            if entries.iter().any(|(k, _)| k.id == key.id) {
+                return Err(bad(format!("key id {:?} appears twice", key.id)));
+            }
+            for ts in key.not_before.iter().chain(key.not_after.iter()) {
+                validate_timestamp(ts).map_err(|e| bad(format!("key {}: {}", key.id, e.detail)))?;
+            }
+            let public = parse_public_key(key.alg, &key.public_key_pem)
+                .map_err(|d| bad(format!("key {}: {d}", key.id)))?;
+            entries.push((key, public));
+        }
+        Ok(TrustedKeys { entries })
+    }
+
+    /// The keys, as given.
+    pub fn keys(&self) -> impl Iterator<Item = &TrustedKey> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
+    /// Checks that `signature` over `message` was made by key `key_id` with `alg`, and that the
+    /// key was usable at `signed_at` (a format timestamp). Returns the key on success.
+    ///
+    /// `bad_signature` is the reason reported when the key is fine but the signature is not, so
+    /// manifests, sidecars and receipts each report their own code.
+    pub fn verify(
+        &self,
+        key_id: &str,
+        alg: Algorithm,
+        signed_at: &str,
+        message: &[u8],
+        signature: &[u8],
+        bad_signature: Reason,
+    ) -> Result<&TrustedKey, VerifyError> {
+        let (key, public) = self
+            .entries
+            .iter()
+            .find(|(k, _)| k.id == key_id)
+            .ok_or_else(|| {
+                VerifyError::new(
+                    Reason::UnknownKey,
+                    format!("key {key_id:?} is not in the trusted key set"),
+                )
+            })?;
+        if key.revoked {
+            return Err(VerifyError::new(
+                Reason::KeyRevoked,
+                format!("key {key_id:?} is revoked"),
+            ));
+        }
+        if key.alg != alg {
+            return Err(VerifyError::new(
+                Reason::KeyAlgorithmMismatch,
+                format!(
+                    "signature claims {} but key {key_id:?} is {}",
+                    alg.as_str(),
+                    key.alg.as_str()
+                ),
+            ));
+        }
+        if let Some(nb) = &key.not_before {
+            if signed_at < nb.as_str() {
+                return Err(VerifyError::new(
+                    Reason::KeyNotYetValid,
+                    format!("key {key_id:?} is valid from {nb}, signature made {signed_at}"),
+                ));
+            }
+        }
+        if let Some(na) = &key.not_after {
+            if signed_at > na.as_str() {
+                return Err(VerifyError::new(
+                    Reason::KeyExpired,
+                    format!("key {key_id:?} expired {na}, signature made {signed_at}"),
+                ));
+            }
+        }
+        let ok = match public {
+            PublicKey::P256(vk) => {
+                use p256::ecdsa::signature::Verifier as _;
+                p256::ecdsa::Signature::from_der(signature)
+                    .map(|sig| vk.verify(message, &sig).is_ok())
+                    .unwrap_or(false)
+            }
+            PublicKey::Ed25519(vk) => ed25519_dalek::Signature::from_slice(signature)
+                .map(|sig| vk.verify_strict(message, &sig).is_ok())
+                .unwrap_or(false),
+        };
+        if ok {
+            Ok(key)
+        } else {
+            Err(VerifyError::new(
+                bad_signature,
+                format!("signature does not verify with key {key_id:?}"),
+            ))
+        }
+    }
+}
+
+fn parse_public_key(alg: Algorithm, pem: &str) -> Result<PublicKey, String> {
+    match alg {
+        Algorithm::EcdsaP256Sha256 => {
+            use p256::pkcs8::DecodePublicKey;
+            p256::PublicKey::from_public_key_pem(pem)
+                .map(|pk| PublicKey::P256(pk.into()))
+                .map_err(|e| format!("not a P-256 SPKI PEM public key: {e}"))
+        }
+        Algorithm::Ed25519 => {
+            use ed25519_dalek::pkcs8::DecodePublicKey;
+            ed25519_dalek::VerifyingKey::from_public_key_pem(pem)
+                .map(PublicKey::Ed25519)
+                .map_err(|e| format!("not an Ed25519 SPKI PEM public key: {e}"))
+        }
+    }
+}
