@@ -348,7 +348,10 @@ pub fn validate_manifest(m: &Manifest) -> Result<(), VerifyError> {
     for f in &m.files {
         validate_path(&f.path).map_err(|e| invalid(e.detail))?;
         if f.path != DB_SQL && !f.path.starts_with(MEDIA_PREFIX) {
-            return Err(invalid(format!("files lists {:?}, not a content entry", f.path)));
+            return Err(invalid(format!(
+                "files lists {:?}, not a content entry",
+                f.path
+            )));
         }
         if let Some(p) = previous {
             if p >= f.path.as_str() {
@@ -360,7 +363,10 @@ pub fn validate_manifest(m: &Manifest) -> Result<(), VerifyError> {
         }
         previous = Some(&f.path);
         if !is_sha256_hex(&f.sha256) {
-            return Err(invalid(format!("{}: sha256 is not 64 lowercase hex digits", f.path)));
+            return Err(invalid(format!(
+                "{}: sha256 is not 64 lowercase hex digits",
+                f.path
+            )));
         }
         totals.files += 1;
         totals.bytes = totals.bytes.saturating_add(f.size);
@@ -417,7 +423,10 @@ pub fn validate_tables<'a>(
             .chain(std::iter::once(&t.room_key_column))
         {
             if !has(name) {
-                return Err(err(format!("table {:?} names missing column {name:?}", t.name)));
+                return Err(err(format!(
+                    "table {:?} names missing column {name:?}",
+                    t.name
+                )));
             }
         }
     }
@@ -462,9 +471,10 @@ pub fn validate_room_id(id: &str) -> Result<(), VerifyError> {
 pub fn validate_identifier(name: &str) -> Result<(), VerifyError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_IDENT_LEN
-        && name.bytes().enumerate().all(|(i, b)| {
-            b.is_ascii_lowercase() || b == b'_' || (i > 0 && b.is_ascii_digit())
-        });
+        && name
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_lowercase() || b == b'_' || (i > 0 && b.is_ascii_digit()));
     if ok {
         Ok(())
     } else {
@@ -528,7 +538,10 @@ pub fn validate_timestamp(ts: &str) -> Result<(), VerifyError> {
 /// Entry paths (docs/bundle-format.md §1). Returns the specific reason a path is refused.
 pub fn validate_path(path: &str) -> Result<(), VerifyError> {
     let refuse = |reason: Reason, why: &str| {
-        Err(VerifyError::new(reason, format!("entry path {path:?}: {why}")))
+        Err(VerifyError::new(
+            reason,
+            format!("entry path {path:?}: {why}"),
+        ))
     };
     if path.len() > MAX_PATH_BYTES {
         return refuse(Reason::NameTooLong, "longer than 200 bytes");

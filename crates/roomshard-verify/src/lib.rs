@@ -30,7 +30,10 @@ mod sqlscan;
 mod tar;
 mod verifier;
 
-pub use dsse::{verify_receipt, verify_sidecar, SidecarInfo};
+pub use dsse::{
+    pae, verify_receipt, verify_sidecar, Envelope, EnvelopeSignature, ExportPredicate,
+    ReceiptPredicate, SidecarInfo, SigstoreBundle, Statement, Subject, VerifiedReceipt,
+};
 pub use error::{Reason, VerifyError};
 pub use format::{Algorithm, KeySet, Manifest, TrustedKey};
 pub use keys::TrustedKeys;

@@ -101,7 +101,9 @@ pub enum FileStatus {
 impl Report {
     /// The reason the bundle was refused, if it was.
     pub fn reason(&self) -> Option<Reason> {
-        self.error.as_ref().and_then(|e| Reason::from_code(&e.reason))
+        self.error
+            .as_ref()
+            .and_then(|e| Reason::from_code(&e.reason))
     }
 
     /// Records a refusal.

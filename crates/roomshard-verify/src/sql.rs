@@ -40,7 +40,11 @@ pub fn create_table_line(t: &TableDescriptor) -> String {
         .collect();
     let pk: Vec<String> = t.primary_key.iter().map(|c| quote_ident(c)).collect();
     cols.push(format!("PRIMARY KEY ({})", pk.join(", ")));
-    format!("CREATE TABLE {} ({});\n", quote_ident(&t.name), cols.join(", "))
+    format!(
+        "CREATE TABLE {} ({});\n",
+        quote_ident(&t.name),
+        cols.join(", ")
+    )
 }
 
 /// `COPY "t" ("c1", "c2") FROM stdin;\n`

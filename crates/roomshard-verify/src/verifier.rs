@@ -1,10 +1,25 @@
 //! The streaming verifier: zstd frames → ustar entries → per-entry checks, with a push API
 //! ([`Verifier`]) and a pull API ([`verify_reader`]) over one state machine.
+//!
+//! Compressed chunks are hashed (optionally), decompressed into one reused buffer, and the tar
+//! stream is parsed as it comes out ([`crate::tar`]). Each entry is checked against the order of
+//! docs/bundle-format.md §2 when its header arrives, hashed while its data streams past, and
+//! `db.sql` is scanned line by line ([`crate::sqlscan`]). Only `manifest.json` and
+//! `export.signature` are buffered. Problems of the stream itself (framing, paths, order,
+//! limits) stop verification at once; problems found by comparing against the manifest are
+//! judged in [`Verifier::finish`], signature before content.
 
 use crate::error::{Reason, VerifyError};
+use crate::format::{self, hex, Manifest, DB_SQL, EXPORT_SIGNATURE, MANIFEST_JSON, MEDIA_PREFIX};
 use crate::keys::TrustedKeys;
-use crate::report::Report;
+use crate::report::{FileResult, FileStatus, Report, SignerInfo, TableResult};
+use crate::sql;
+use crate::sqlscan::{CopyBlock, ScanProblem, SqlScan};
+use crate::tar::{EntrySink, TarReader};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 /// Limits against decompression bombs and oversized metadata (docs/bundle-format.md §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,41 +63,238 @@ pub struct VerifyOptions {
     pub hash_archive: bool,
 }
 
+/// Largest `export.signature` accepted (docs/bundle-format.md §5).
+const MAX_SIGNATURE_BYTES: u64 = 4096;
+
+/// Size of the reused decompression output buffer.
+const OUTPUT_BUFFER_BYTES: usize = 128 * 1024;
+
 /// Push-style verifier: feed compressed bytes with [`Verifier::update`] in any chunking, then
 /// call [`Verifier::finish`] for the report.
 pub struct Verifier {
-    keys: TrustedKeys,
     options: VerifyOptions,
-    report: Report,
     failed: Option<VerifyError>,
+    /// `None` only if the zstd context could not be created (reported as the first error).
+    decoder: Option<Decoder<'static>>,
+    output: Vec<u8>,
+    archive_hasher: Option<Sha256>,
+    /// Compressed bytes consumed by the decoder.
+    compressed: u64,
+    /// Decompressed bytes handed to the tar reader.
+    decompressed: u64,
+    frame: FrameState,
+    tar: TarReader,
+    entries: EntryChecker,
+}
+
+/// Where the decoder is between and inside zstd frames.
+#[derive(Clone, Copy, Debug, Default)]
+struct FrameState {
+    /// Compressed bytes consumed of the frame in progress (0 between frames).
+    consumed: u64,
+    /// Its first bytes, to tell a cut-off frame from non-zstd bytes at the end.
+    head: [u8; 4],
+    /// Whether it began after the tar end-of-archive marker.
+    after_archive_end: bool,
+}
+
+impl FrameState {
+    /// Records `bytes` as consumed by the frame in progress.
+    fn consume(&mut self, bytes: &[u8], archive_ended: bool) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.consumed == 0 {
+            self.after_archive_end = archive_ended;
+        }
+        for (i, &b) in bytes.iter().enumerate().take(4) {
+            if let Some(slot) = usize::try_from(self.consumed)
+                .ok()
+                .and_then(|at| at.checked_add(i))
+                .and_then(|at| self.head.get_mut(at))
+            {
+                *slot = b;
+            }
+        }
+        self.consumed += bytes.len() as u64;
+    }
+
+    /// Whether the frame in progress starts like a zstd or skippable frame.
+    fn head_is_frame_magic(&self) -> bool {
+        let n = usize::try_from(self.consumed).unwrap_or(4).min(4);
+        let zstd_magic = [0x28, 0xb5, 0x2f, 0xfd];
+        let skippable =
+            self.head[0] & 0xf0 == 0x50 && self.head[1..n] == [0x2a, 0x4d, 0x18][..n - 1];
+        self.head[..n] == zstd_magic[..n] || skippable
+    }
 }
 
 impl Verifier {
     /// A verifier trusting `keys`.
     pub fn new(keys: TrustedKeys, options: VerifyOptions) -> Self {
+        let limits = options.limits;
+        let mut failed = None;
+        let decoder = match Decoder::new().and_then(|mut d| {
+            d.set_parameter(DParameter::WindowLogMax(limits.max_window_log))?;
+            Ok(d)
+        }) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                failed = Some(VerifyError::new(
+                    Reason::MalformedArchive,
+                    format!("zstd: cannot set up a decoder: {e}"),
+                ));
+                None
+            }
+        };
         Verifier {
-            keys,
             options,
-            report: Report::default(),
-            failed: None,
+            failed,
+            decoder,
+            output: vec![0; OUTPUT_BUFFER_BYTES],
+            archive_hasher: if options.hash_archive {
+                Some(Sha256::new())
+            } else {
+                None
+            },
+            compressed: 0,
+            decompressed: 0,
+            frame: FrameState::default(),
+            tar: TarReader::new(limits.max_entries),
+            entries: EntryChecker::new(keys, limits),
         }
+    }
+
+    /// Compressed bytes consumed so far.
+    pub fn compressed_bytes(&self) -> u64 {
+        self.compressed
+    }
+
+    /// Decompressed (tar) bytes processed so far.
+    pub fn decompressed_bytes(&self) -> u64 {
+        self.decompressed
     }
 
     /// Consumes the next chunk of the compressed archive. After the first error every call
     /// returns that error again; `finish` still gives the report.
     pub fn update(&mut self, chunk: &[u8]) -> Result<(), VerifyError> {
-        let _ = (&self.keys, &self.options, chunk);
-        let err = VerifyError::new(Reason::MalformedArchive, "verifier not implemented yet");
-        self.failed = Some(err.clone());
-        Err(err)
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if let Some(h) = &mut self.archive_hasher {
+            h.update(chunk);
+        }
+        let result = self.decompress(chunk);
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    /// Runs `chunk` through the decoder and the decompressed bytes through the tar reader.
+    fn decompress(&mut self, chunk: &[u8]) -> Result<(), VerifyError> {
+        let decoder = match &mut self.decoder {
+            Some(d) => d,
+            None => return Ok(()),
+        };
+        let limits = self.options.limits;
+        let mut input = InBuffer::around(chunk);
+        loop {
+            let start = input.pos();
+            let mut output = OutBuffer::around(&mut self.output[..]);
+            let run = decoder.run(&mut input, &mut output);
+            let produced = output.pos();
+            let consumed = &chunk[start..input.pos()];
+            let hint = match run {
+                Ok(hint) => hint,
+                Err(e) => {
+                    let after_end = if self.frame.consumed == 0 {
+                        self.tar.is_ended()
+                    } else {
+                        self.frame.after_archive_end
+                    };
+                    return Err(if after_end {
+                        VerifyError::new(
+                            Reason::TrailingGarbage,
+                            format!(
+                                "bytes after the end of the archive at compressed offset {} are not zstd: {e}",
+                                self.compressed
+                            ),
+                        )
+                    } else {
+                        VerifyError::new(
+                            Reason::MalformedArchive,
+                            format!("zstd: {e} (compressed offset {})", self.compressed),
+                        )
+                    });
+                }
+            };
+            self.frame.consume(consumed, self.tar.is_ended());
+            self.compressed += consumed.len() as u64;
+            if hint == 0 {
+                self.frame = FrameState::default();
+            }
+            if produced > 0 {
+                let total = self.decompressed + produced as u64;
+                if total > limits.max_total_bytes {
+                    return Err(VerifyError::new(
+                        Reason::TooLarge,
+                        format!("more than {} decompressed bytes", limits.max_total_bytes),
+                    ));
+                }
+                if total > limits.ratio_grace_bytes
+                    && total > self.compressed.saturating_mul(limits.max_ratio)
+                {
+                    return Err(VerifyError::new(
+                        Reason::CompressionRatio,
+                        format!(
+                            "{total} decompressed bytes from {} compressed exceed the ratio {}",
+                            self.compressed, limits.max_ratio
+                        ),
+                    ));
+                }
+                self.decompressed = total;
+                self.tar.feed(&self.output[..produced], &mut self.entries)?;
+            }
+            if input.pos() == chunk.len() && produced < self.output.len() {
+                return Ok(());
+            }
+        }
     }
 
     /// Ends the input and returns the report.
-    pub fn finish(mut self) -> Report {
-        if let Some(e) = &self.failed {
-            self.report.fail(e);
+    pub fn finish(self) -> Report {
+        let mut stream_error = self.failed;
+        if stream_error.is_none() {
+            stream_error = if self.frame.consumed > 0 {
+                Some(
+                    if self.frame.after_archive_end && !self.frame.head_is_frame_magic() {
+                        VerifyError::new(
+                            Reason::TrailingGarbage,
+                            "bytes after the last zstd frame are not zstd",
+                        )
+                    } else {
+                        VerifyError::new(Reason::Truncated, "input ends inside a zstd frame")
+                    },
+                )
+            } else {
+                self.tar.finish().err()
+            };
         }
-        self.report
+        let mut report = Report {
+            compressed_bytes: self.compressed,
+            decompressed_bytes: self.decompressed,
+            ..Report::default()
+        };
+        if stream_error.is_none() {
+            report.archive_sha256 = self.archive_hasher.map(|h| hex(&h.finalize()));
+        }
+        let verdict = self.entries.conclude(&mut report);
+        match stream_error.or(verdict) {
+            Some(e) => report.fail(&e),
+            None => report.valid = true,
+        }
+        report
     }
 }
 
@@ -100,10 +312,680 @@ pub fn verify_reader<R: Read>(mut reader: R, keys: TrustedKeys, options: VerifyO
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                verifier.failed = Some(VerifyError::new(Reason::Io, format!("reading archive: {e}")));
+                verifier.failed = Some(VerifyError::new(
+                    Reason::Io,
+                    format!("reading archive: {e}"),
+                ));
                 break;
             }
         }
     }
     verifier.finish()
+}
+
+/// A content entry as found: path, size, and (filled in at the end) its digest.
+struct FoundFile {
+    path: String,
+    size: u64,
+}
+
+/// The entry being streamed.
+enum Current {
+    /// Between entries.
+    None,
+    /// `db.sql` or a media file: hashed (and, for `db.sql`, scanned) as it streams.
+    Content { path: String, size: u64, sql: bool },
+    /// `manifest.json`, buffered (its size was checked against the limit).
+    Manifest(Vec<u8>),
+    /// `export.signature`, buffered unless it is over the size limit.
+    Signature(Option<Vec<u8>>),
+}
+
+/// The per-entry rules (docs/bundle-format.md §2–5): order, hashing, SQL scan, manifest and
+/// signature. Streaming errors are returned at once; verdicts that need the manifest are kept for
+/// [`EntryChecker::conclude`].
+struct EntryChecker {
+    keys: TrustedKeys,
+    limits: VerifyLimits,
+    hasher: ContentHasher,
+    sql: SqlScan,
+    sql_complete: bool,
+    files: Vec<FoundFile>,
+    seen: HashSet<String>,
+    entries: u64,
+    last_media: Option<String>,
+    current: Current,
+    manifest_sha256: Option<String>,
+    manifest: Option<Result<Manifest, VerifyError>>,
+    /// The exact bytes of `manifest.json`, which the signature covers.
+    manifest_bytes: Vec<u8>,
+    signature_seen: bool,
+    signature: Option<Result<SignerInfo, VerifyError>>,
+}
+
+impl EntryChecker {
+    fn new(keys: TrustedKeys, limits: VerifyLimits) -> Self {
+        EntryChecker {
+            keys,
+            limits,
+            hasher: ContentHasher::new(),
+            sql: SqlScan::new(limits.max_sql_skeleton_bytes),
+            sql_complete: false,
+            files: Vec::new(),
+            seen: HashSet::new(),
+            entries: 0,
+            last_media: None,
+            current: Current::None,
+            manifest_sha256: None,
+            manifest: None,
+            manifest_bytes: Vec::new(),
+            signature_seen: false,
+            signature: None,
+        }
+    }
+
+    /// Decodes `export.signature` and checks it over the manifest's bytes with the key the
+    /// manifest names. `None` when the manifest is unusable (its own error is reported first).
+    fn check_signature(&self, text: &[u8]) -> Option<Result<SignerInfo, VerifyError>> {
+        use base64::Engine as _;
+        let m = match &self.manifest {
+            Some(Ok(m)) => m,
+            _ => return None,
+        };
+        let text = text.strip_suffix(b"\n").unwrap_or(text);
+        let signature = match base64::engine::general_purpose::STANDARD.decode(text) {
+            Ok(s) => s,
+            Err(e) => {
+                return Some(Err(VerifyError::new(
+                    Reason::SignatureMalformed,
+                    format!("{EXPORT_SIGNATURE} is not padded standard base64: {e}"),
+                )))
+            }
+        };
+        Some(
+            self.keys
+                .verify(
+                    &m.signature.key_id,
+                    m.signature.algorithm,
+                    &m.created_at,
+                    &self.manifest_bytes,
+                    &signature,
+                    Reason::SignatureInvalid,
+                )
+                .map(|key| SignerInfo {
+                    key_id: key.id.clone(),
+                    algorithm: key.alg,
+                }),
+        )
+    }
+
+    /// Checks that an entry may appear here (path kind, uniqueness, order).
+    fn check_order(&mut self, path: &str) -> Result<(), VerifyError> {
+        let order = |detail: String| Err(VerifyError::new(Reason::EntryOrder, detail));
+        if self.signature_seen {
+            return Err(VerifyError::new(
+                Reason::EntryAfterSignature,
+                format!("entry {path:?} after {EXPORT_SIGNATURE}"),
+            ));
+        }
+        let media = path.starts_with(MEDIA_PREFIX);
+        if !(media || path == DB_SQL || path == MANIFEST_JSON || path == EXPORT_SIGNATURE) {
+            return Err(VerifyError::new(
+                Reason::UnexpectedEntry,
+                format!("entry {path:?} is not db.sql, media/…, manifest.json or export.signature"),
+            ));
+        }
+        if !self.seen.insert(path.to_string()) {
+            return Err(VerifyError::new(
+                Reason::DuplicateEntry,
+                format!("entry {path:?} appears twice"),
+            ));
+        }
+        if path == DB_SQL && self.entries > 0 {
+            return order(format!("{DB_SQL} is not the first entry"));
+        }
+        if (media || path == DB_SQL) && self.manifest.is_some() {
+            return order(format!("content entry {path:?} after {MANIFEST_JSON}"));
+        }
+        if path == EXPORT_SIGNATURE && self.manifest.is_none() {
+            return order(format!("{EXPORT_SIGNATURE} before {MANIFEST_JSON}"));
+        }
+        if media {
+            if let Some(last) = &self.last_media {
+                if path < last.as_str() {
+                    return order(format!(
+                        "media entry {path:?} after {last:?} (media must be in ascending byte order)"
+                    ));
+                }
+            }
+            self.last_media = Some(path.to_string());
+        }
+        Ok(())
+    }
+
+    /// Everything not judged while streaming, in the order of the spec: presence of manifest and
+    /// signature, the manifest, the signature, the entry set, sizes, digests, then `db.sql`.
+    /// Fills the report with what is known and returns the first problem.
+    fn conclude(self, report: &mut Report) -> Option<VerifyError> {
+        let digests = self.hasher.finish();
+        let mut problems = Problems::default();
+        if self.manifest.is_none() {
+            problems.note(Reason::MissingManifest, || format!("no {MANIFEST_JSON}"));
+        } else if !self.signature_seen {
+            problems.note(Reason::MissingSignature, || {
+                format!("no {EXPORT_SIGNATURE}")
+            });
+        }
+        report.manifest_sha256 = self.manifest_sha256;
+        let manifest = match self.manifest {
+            Some(Ok(m)) => Some(m),
+            Some(Err(e)) => {
+                problems.add(e);
+                None
+            }
+            None => None,
+        };
+        match self.signature {
+            Some(Ok(signer)) => report.signer = Some(signer),
+            Some(Err(e)) => problems.add(e),
+            None => {}
+        }
+        let found: Vec<(FoundFile, Option<[u8; 32]>)> = self
+            .files
+            .into_iter()
+            .zip(digests.into_iter().map(Some).chain(std::iter::repeat(None)))
+            .collect();
+        let m = match manifest {
+            Some(m) => m,
+            None => {
+                report.files = found
+                    .into_iter()
+                    .map(|(f, d)| FileResult {
+                        path: f.path,
+                        size: f.size,
+                        sha256: d.map(|d| hex(&d)),
+                        status: FileStatus::Unchecked,
+                    })
+                    .collect();
+                if self.sql_complete {
+                    let (_, blocks, _) = self.sql.finish();
+                    report.tables = table_results(None, &blocks);
+                }
+                return problems.first;
+            }
+        };
+        report.room = Some(m.room.clone());
+        report.format_version = Some(m.format_version);
+        report.created_at = Some(m.created_at.clone());
+        report.source_instance = Some(m.source_instance.clone());
+
+        // The entry set, then sizes, then digests, each in archive order.
+        let listed: HashMap<&str, &format::FileEntry> =
+            m.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let present: HashSet<&str> = found.iter().map(|(f, _)| f.path.as_str()).collect();
+        if let Some(f) = m.files.iter().find(|f| !present.contains(f.path.as_str())) {
+            problems.note(Reason::MissingEntry, || {
+                format!("{:?} is listed in the manifest but absent", f.path)
+            });
+        }
+        let mut results = Vec::with_capacity(found.len());
+        let (mut extra, mut size, mut digest) = (None, None, None);
+        for (f, d) in &found {
+            let hex_digest = d.map(|d| hex(&d));
+            let status = match listed.get(f.path.as_str()) {
+                None => {
+                    extra.get_or_insert_with(|| {
+                        format!("{:?} is not listed in the manifest", f.path)
+                    });
+                    FileStatus::Extra
+                }
+                Some(l) if l.size != f.size => {
+                    size.get_or_insert_with(|| {
+                        format!(
+                            "{:?} has {} bytes, the manifest says {}",
+                            f.path, f.size, l.size
+                        )
+                    });
+                    FileStatus::SizeMismatch
+                }
+                Some(l) if hex_digest.as_deref() != Some(l.sha256.as_str()) => {
+                    digest.get_or_insert_with(|| {
+                        format!(
+                            "{:?} has SHA-256 {}, the manifest says {}",
+                            f.path,
+                            hex_digest.as_deref().unwrap_or("(not computed)"),
+                            l.sha256
+                        )
+                    });
+                    FileStatus::DigestMismatch
+                }
+                Some(_) => FileStatus::Ok,
+            };
+            results.push(FileResult {
+                path: f.path.clone(),
+                size: f.size,
+                sha256: hex_digest,
+                status,
+            });
+        }
+        for f in m
+            .files
+            .iter()
+            .filter(|f| !present.contains(f.path.as_str()))
+        {
+            results.push(FileResult {
+                path: f.path.clone(),
+                size: f.size,
+                sha256: None,
+                status: FileStatus::Missing,
+            });
+        }
+        report.files = results;
+        for (reason, detail) in [
+            (Reason::ExtraEntry, extra),
+            (Reason::SizeMismatch, size),
+            (Reason::DigestMismatch, digest),
+        ] {
+            if let Some(detail) = detail {
+                problems.add(VerifyError::new(reason, detail));
+            }
+        }
+
+        if self.sql_complete {
+            let (skeleton, blocks, scan_problem) = self.sql.finish();
+            report.tables = table_results(Some(&m), &blocks);
+            if let Some(e) = check_sql(&m, &skeleton, &blocks, scan_problem) {
+                problems.add(e);
+            }
+        } else {
+            report.tables = table_results(Some(&m), &[]);
+        }
+        problems.first
+    }
+}
+
+/// The first problem noted wins.
+#[derive(Default)]
+struct Problems {
+    first: Option<VerifyError>,
+}
+
+impl Problems {
+    fn add(&mut self, e: VerifyError) {
+        if self.first.is_none() {
+            self.first = Some(e);
+        }
+    }
+
+    fn note(&mut self, reason: Reason, detail: impl FnOnce() -> String) {
+        if self.first.is_none() {
+            self.first = Some(VerifyError::new(reason, detail()));
+        }
+    }
+}
+
+/// Row counts per table: the manifest's tables in order, then blocks it does not name.
+fn table_results(m: Option<&Manifest>, blocks: &[CopyBlock]) -> Vec<TableResult> {
+    let found = |name: &str| blocks.iter().find(|b| b.table == name).map(|b| b.rows);
+    let mut out: Vec<TableResult> = m
+        .map(|m| m.tables.as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .map(|t| TableResult {
+            name: t.descriptor.name.clone(),
+            expected_rows: Some(t.row_count),
+            found_rows: found(&t.descriptor.name),
+        })
+        .collect();
+    for b in blocks {
+        if !out.iter().any(|t| t.name == b.table) {
+            out.push(TableResult {
+                name: b.table.clone(),
+                expected_rows: None,
+                found_rows: Some(b.rows),
+            });
+        }
+    }
+    out
+}
+
+/// The `db.sql` rules of docs/bundle-format.md §4, given its scan.
+fn check_sql(
+    m: &Manifest,
+    skeleton: &[u8],
+    blocks: &[CopyBlock],
+    problem: Option<ScanProblem>,
+) -> Option<VerifyError> {
+    match problem {
+        Some(ScanProblem::UnterminatedCopy) => {
+            return Some(VerifyError::new(
+                Reason::SqlUnterminatedCopy,
+                "db.sql: a COPY block does not end with \\.",
+            ))
+        }
+        Some(ScanProblem::SkeletonTooLarge) => {
+            return Some(VerifyError::new(
+                Reason::SqlUnexpectedStatement,
+                "db.sql: more text outside COPY data than the limit allows",
+            ))
+        }
+        None => {}
+    }
+    let descriptors: Vec<&format::TableDescriptor> =
+        m.tables.iter().map(|t| &t.descriptor).collect();
+    let mut expected = sql::preamble_lines(&m.room.id, &descriptors);
+    for t in &descriptors {
+        expected.push(sql::copy_header_line(t));
+        expected.push(sql::COPY_END_LINE.to_string());
+    }
+    let mut actual = skeleton.split_inclusive(|&b| b == b'\n');
+    for (i, want) in expected.iter().enumerate() {
+        match actual.next() {
+            Some(line) if line == want.as_bytes() => {}
+            other => {
+                return Some(VerifyError::new(
+                    Reason::SqlUnexpectedStatement,
+                    format!(
+                        "db.sql: statement line {} is {}, expected {:?}",
+                        i + 1,
+                        other
+                            .map_or_else(|| "missing".to_string(), |l| format!("{:?}", shorten(l))),
+                        want
+                    ),
+                ))
+            }
+        }
+    }
+    if let Some(line) = actual.next() {
+        return Some(VerifyError::new(
+            Reason::SqlUnexpectedStatement,
+            format!(
+                "db.sql: unexpected statement line {}: {:?}",
+                expected.len() + 1,
+                shorten(line)
+            ),
+        ));
+    }
+    // The skeleton matched, so the blocks are the manifest's tables in order.
+    for (t, b) in m.tables.iter().zip(blocks) {
+        let columns = t.descriptor.columns.len() as u64;
+        if b.rows > 0 && (b.min_fields != columns || b.max_fields != columns) {
+            let wrong = if b.min_fields != columns {
+                b.min_fields
+            } else {
+                b.max_fields
+            };
+            return Some(VerifyError::new(
+                Reason::SqlFieldCount,
+                format!(
+                    "db.sql: table {:?} has a row with {wrong} fields, expected {columns}",
+                    t.descriptor.name
+                ),
+            ));
+        }
+    }
+    for (t, b) in m.tables.iter().zip(blocks) {
+        if b.rows != t.row_count {
+            return Some(VerifyError::new(
+                Reason::RowCountMismatch,
+                format!(
+                    "db.sql: table {:?} has {} rows, the manifest says {}",
+                    t.descriptor.name, b.rows, t.row_count
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// A line for an error message: lossy UTF-8, at most 120 characters.
+fn shorten(line: &[u8]) -> String {
+    let s = String::from_utf8_lossy(line);
+    if s.chars().count() > 120 {
+        let mut t: String = s.chars().take(120).collect();
+        t.push('…');
+        t
+    } else {
+        s.into_owned()
+    }
+}
+
+impl EntrySink for EntryChecker {
+    fn begin_entry(&mut self, path: String, size: u64) -> Result<(), VerifyError> {
+        self.check_order(&path)?;
+        self.entries += 1;
+        self.current = if path == MANIFEST_JSON {
+            if size > self.limits.max_manifest_bytes {
+                return Err(VerifyError::new(
+                    Reason::ManifestTooLarge,
+                    format!(
+                        "{MANIFEST_JSON} has {size} bytes, the limit is {}",
+                        self.limits.max_manifest_bytes
+                    ),
+                ));
+            }
+            Current::Manifest(Vec::with_capacity(usize::try_from(size).unwrap_or(0)))
+        } else if path == EXPORT_SIGNATURE {
+            self.signature_seen = true;
+            if size > MAX_SIGNATURE_BYTES {
+                self.signature = Some(Err(VerifyError::new(
+                    Reason::SignatureMalformed,
+                    format!("{EXPORT_SIGNATURE} has {size} bytes, more than {MAX_SIGNATURE_BYTES}"),
+                )));
+                Current::Signature(None)
+            } else {
+                Current::Signature(Some(Vec::with_capacity(size as usize)))
+            }
+        } else {
+            let sql = path == DB_SQL;
+            Current::Content { path, size, sql }
+        };
+        Ok(())
+    }
+
+    fn entry_data(&mut self, data: &[u8]) -> Result<(), VerifyError> {
+        match &mut self.current {
+            Current::Content { sql, .. } => {
+                self.hasher.update(data);
+                if *sql {
+                    self.sql.feed(data);
+                }
+            }
+            Current::Manifest(bytes) => bytes.extend_from_slice(data),
+            Current::Signature(Some(bytes)) => bytes.extend_from_slice(data),
+            Current::Signature(None) | Current::None => {}
+        }
+        Ok(())
+    }
+
+    fn end_entry(&mut self) -> Result<(), VerifyError> {
+        match std::mem::replace(&mut self.current, Current::None) {
+            Current::Content { path, size, sql } => {
+                self.hasher.end_entry();
+                self.sql_complete |= sql;
+                self.files.push(FoundFile { path, size });
+            }
+            Current::Manifest(bytes) => {
+                self.manifest_sha256 = Some(hex(&Sha256::digest(&bytes)));
+                self.manifest = Some(format::parse_manifest(&bytes));
+                self.manifest_bytes = bytes;
+            }
+            Current::Signature(Some(bytes)) => {
+                self.signature = self.check_signature(&bytes);
+            }
+            Current::Signature(None) | Current::None => {}
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 of each content entry, in entry order. Where threads exist the hashing runs on a
+/// worker thread, so decompression and hashing use two cores; in WASM it runs inline.
+enum ContentHasher {
+    /// Hashing on this thread.
+    Inline {
+        current: Sha256,
+        digests: Vec<[u8; 32]>,
+    },
+    /// Hashing on a worker thread.
+    #[cfg(not(target_arch = "wasm32"))]
+    Threaded(worker::HashWorker),
+}
+
+impl ContentHasher {
+    fn new() -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            if let Some(w) = worker::HashWorker::spawn() {
+                return ContentHasher::Threaded(w);
+            }
+        }
+        ContentHasher::Inline {
+            current: Sha256::new(),
+            digests: Vec::new(),
+        }
+    }
+
+    /// Hashes the next piece of the current entry.
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            ContentHasher::Inline { current, .. } => current.update(data),
+            #[cfg(not(target_arch = "wasm32"))]
+            ContentHasher::Threaded(w) => w.update(data),
+        }
+    }
+
+    /// The current entry is complete; its digest is the next one [`ContentHasher::finish`]
+    /// returns.
+    fn end_entry(&mut self) {
+        match self {
+            ContentHasher::Inline { current, digests } => {
+                digests.push(current.finalize_reset().into())
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            ContentHasher::Threaded(w) => w.end_entry(),
+        }
+    }
+
+    /// The digests of all completed entries, in order (an entry cut short is dropped).
+    fn finish(self) -> Vec<[u8; 32]> {
+        match self {
+            ContentHasher::Inline { digests, .. } => digests,
+            #[cfg(not(target_arch = "wasm32"))]
+            ContentHasher::Threaded(w) => w.finish(),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod worker {
+    //! The hashing thread: entry data goes to it in pooled buffers over a bounded channel, so
+    //! memory stays at `BUFFERS * BUFFER_BYTES` however fast decompression runs.
+
+    use sha2::{Digest, Sha256};
+    use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+    use std::thread::JoinHandle;
+
+    const BUFFER_BYTES: usize = 256 * 1024;
+    const BUFFERS: usize = 8;
+
+    enum Job {
+        Data(Vec<u8>),
+        EndEntry,
+    }
+
+    pub(super) struct HashWorker {
+        jobs: SyncSender<Job>,
+        spare: Receiver<Vec<u8>>,
+        allocated: usize,
+        pending: Vec<u8>,
+        thread: JoinHandle<Vec<[u8; 32]>>,
+    }
+
+    impl HashWorker {
+        /// Starts the thread; `None` if the platform refuses.
+        pub(super) fn spawn() -> Option<Self> {
+            let (jobs, job_rx) = sync_channel::<Job>(BUFFERS);
+            let (spare_tx, spare) = channel::<Vec<u8>>();
+            let thread = std::thread::Builder::new()
+                .name("roomshard-verify-hash".into())
+                .spawn(move || {
+                    let mut hasher = Sha256::new();
+                    let mut digests = Vec::new();
+                    for job in job_rx {
+                        match job {
+                            Job::Data(mut buf) => {
+                                hasher.update(&buf);
+                                buf.clear();
+                                // The verifier may be gone; the buffer is then simply freed.
+                                let _ = spare_tx.send(buf);
+                            }
+                            Job::EndEntry => digests.push(hasher.finalize_reset().into()),
+                        }
+                    }
+                    digests
+                })
+                .ok()?;
+            Some(HashWorker {
+                jobs,
+                spare,
+                allocated: 0,
+                pending: Vec::new(),
+                thread,
+            })
+        }
+
+        pub(super) fn update(&mut self, mut data: &[u8]) {
+            while !data.is_empty() {
+                if self.pending.capacity() == 0 {
+                    self.pending = self.take_buffer();
+                }
+                let n = (BUFFER_BYTES - self.pending.len()).min(data.len());
+                self.pending.extend_from_slice(&data[..n]);
+                data = &data[n..];
+                if self.pending.len() == BUFFER_BYTES {
+                    self.flush();
+                }
+            }
+        }
+
+        pub(super) fn end_entry(&mut self) {
+            self.flush();
+            self.send(Job::EndEntry);
+        }
+
+        pub(super) fn finish(self) -> Vec<[u8; 32]> {
+            drop(self.jobs);
+            // The thread does not panic; if it somehow did, no digest matches and the report
+            // says so per file.
+            self.thread.join().unwrap_or_default()
+        }
+
+        fn flush(&mut self) {
+            if !self.pending.is_empty() {
+                let full = std::mem::take(&mut self.pending);
+                self.send(Job::Data(full));
+            }
+        }
+
+        fn send(&mut self, job: Job) {
+            // Fails only if the thread is gone, which `finish` reports as missing digests.
+            let _ = self.jobs.send(job);
+        }
+
+        /// A cleared buffer: a returned one, a new one while under the pool size, or the next
+        /// one the thread returns.
+        fn take_buffer(&mut self) -> Vec<u8> {
+            if let Ok(buf) = self.spare.try_recv() {
+                return buf;
+            }
+            if self.allocated < BUFFERS {
+                self.allocated += 1;
+                return Vec::with_capacity(BUFFER_BYTES);
+            }
+            self.spare
+                .recv()
+                .unwrap_or_else(|_| Vec::with_capacity(BUFFER_BYTES))
+        }
+    }
 }

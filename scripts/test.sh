@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every roomshard test on this machine: lints, the Rust test suites (including interop tests
+# against real openssl, GNU tar/zstd, PostgreSQL 15 and @sigstore/verify), the WASM verifier on
+# the golden vectors under Node, a short fuzz run and the benchmark smoke run.
+#
+# Needs the tools .ci/install.sh installs. Set FUZZ_SECONDS=0 to skip fuzzing locally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (workspace, all targets, -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo deny check"
+# advisories need github.com (RustSec DB), which this network cannot reach: see docs/dependencies.md
+cargo deny --locked check bans licenses sources
+
+step "golden vectors are current"
+cargo run --quiet --locked -p roomshard-conformance --bin gen-vectors -- "$(mktemp -d)" >/dev/null
+
+step "cargo test (workspace)"
+cargo test --workspace --locked
+
+step "WASM verifier: build with the rustc 1.63 toolchain and run the vectors under Node"
+bash wasm/build.sh
+(cd tests/node && node --test)
+
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+  step "fuzz verify_archive for ${FUZZ_SECONDS}s"
+  bash fuzz/run.sh "$FUZZ_SECONDS"
+fi
+
+step "benchmark smoke (--quick)"
+cargo run --release --locked -p roomshard-benches -- verify --quick
+
+step "all tests passed"
