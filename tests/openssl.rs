@@ -138,3 +138,108 @@ fn openssl_verifies_export_signature() {
 
     eprintln!("openssl_verifies_export_signature: {:?}", started.elapsed());
 }
+
+/// Every committed valid golden vector's `export.signature` verifies with OpenSSL under the key
+/// its manifest names in `conformance/vectors/trusted-keys.json`: ECDSA P-256 with `openssl dgst`,
+/// Ed25519 with `openssl pkeyutl -verify -rawin`.
+#[test]
+fn openssl_verifies_committed_valid_vectors() {
+    let started = Instant::now();
+    let openssl = require_tool("openssl", "apt-get install -y openssl");
+    let dir = roomshard_interop_tests::repo_root()
+        .join("conformance")
+        .join("vectors");
+    let mut stems: Vec<String> = fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| {
+                let p = e.ok()?.path();
+                let stem = p
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".expect")?
+                    .to_string();
+                fs::read_to_string(&p)
+                    .ok()?
+                    .starts_with("expect: valid")
+                    .then_some(stem)
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    stems.sort();
+    if stems.is_empty() {
+        eprintln!("NOTE: no committed valid vectors in {} yet", dir.display());
+        return;
+    }
+    let keys: serde_json::Value = serde_json::from_slice(
+        &fs::read(dir.join("trusted-keys.json")).expect("trusted-keys.json"),
+    )
+    .expect("key set JSON");
+    let work = tempfile::tempdir().unwrap();
+    let mut algorithms = std::collections::BTreeSet::new();
+    for stem in &stems {
+        let out = extract_with_gnu_tar(
+            &dir.join(format!("{stem}.tar.zst")),
+            &work.path().join(stem),
+        );
+        let manifest_path = out.join("manifest.json");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
+        let key_id = manifest["signature"]["key_id"].as_str().unwrap();
+        let alg = manifest["signature"]["algorithm"].as_str().unwrap();
+        let key = keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == key_id)
+            .unwrap_or_else(|| panic!("{stem}: key {key_id} not in trusted-keys.json"));
+        let pem = work.path().join(format!("{stem}.pub.pem"));
+        fs::write(&pem, key["public_key_pem"].as_str().unwrap()).unwrap();
+        let sig_b64 = fs::read_to_string(out.join("export.signature")).unwrap();
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(sig_b64.trim_end_matches('\n'))
+            .unwrap_or_else(|e| panic!("{stem}: export.signature is not base64: {e}"));
+        let sig_path = work.path().join(format!("{stem}.sig"));
+        fs::write(&sig_path, &sig).unwrap();
+        let mut cmd = Command::new(&openssl);
+        match alg {
+            "ecdsa-p256-sha256" => {
+                cmd.args(["dgst", "-sha256", "-verify"])
+                    .arg(&pem)
+                    .arg("-signature")
+                    .arg(&sig_path)
+                    .arg(&manifest_path);
+            }
+            "ed25519" => {
+                assert_eq!(sig.len(), 64, "{stem}: Ed25519 signatures are 64 bytes");
+                cmd.args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+                    .arg(&pem)
+                    .arg("-rawin")
+                    .arg("-in")
+                    .arg(&manifest_path)
+                    .arg("-sigfile")
+                    .arg(&sig_path);
+            }
+            other => panic!("{stem}: unknown algorithm {other}"),
+        }
+        let res = run(&mut cmd);
+        assert!(
+            res.status.success(),
+            "{stem}: openssl rejected the signature:\n{}",
+            describe(&res)
+        );
+        let stdout = String::from_utf8_lossy(&res.stdout);
+        assert!(
+            stdout.contains("Verified OK") || stdout.contains("Signature Verified Successfully"),
+            "{stem}: {}",
+            describe(&res)
+        );
+        algorithms.insert(alg.to_string());
+    }
+    assert!(algorithms.contains("ecdsa-p256-sha256"), "{algorithms:?}");
+    eprintln!(
+        "openssl verified {} valid vectors ({algorithms:?}) in {:?}",
+        stems.len(),
+        started.elapsed()
+    );
+}

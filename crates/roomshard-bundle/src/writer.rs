@@ -11,7 +11,7 @@ use roomshard_verify::format::{
     to_canonical_json, validate_manifest, validate_path, validate_room_id, validate_tables,
     validate_timestamp,
 };
-use roomshard_verify::{Algorithm, Manifest};
+use roomshard_verify::{Algorithm, Manifest, VerifyLimits};
 use sha2::{Digest, Sha256};
 
 use crate::error::BundleError;
@@ -374,6 +374,15 @@ impl<W: Write> BundleWriter<W> {
                 )));
             }
         }
+        // db.sql + media + manifest.json + export.signature must fit the entry limit every
+        // default verifier applies; refusing here beats writing a bundle nobody will accept.
+        let entries = self.files.len() as u64 + 1 + 2;
+        if entries > VerifyLimits::default().max_entries {
+            return Err(BundleError::invalid(format!(
+                "media object {key:?} would make {entries} archive entries, over the {} a default verifier accepts",
+                VerifyLimits::default().max_entries
+            )));
+        }
         self.add(path, size, &mut reader)?;
         self.last_media = Some(key.to_string());
         Ok(())
@@ -404,6 +413,12 @@ impl<W: Write> BundleWriter<W> {
         validate_manifest(&manifest).map_err(|e| BundleError::invalid(e.detail))?;
         let manifest_bytes = to_canonical_json(&manifest);
         let size = manifest_bytes.len() as u64;
+        if size > VerifyLimits::default().max_manifest_bytes {
+            return Err(BundleError::invalid(format!(
+                "manifest.json would be {size} bytes, over the {} a default verifier accepts",
+                VerifyLimits::default().max_manifest_bytes
+            )));
+        }
         let header = entry_header(MANIFEST_JSON, self.mtime, size)?;
         if let Err(e) = append_entry(
             &mut self.tar,

@@ -396,3 +396,16 @@ fn unsplittable_path_is_invalid_and_not_poisoning() {
     w.add_media("y", 1, &b"y"[..]).unwrap();
     w.finish(&rows, &signer()).unwrap();
 }
+
+#[test]
+fn writer_refuses_a_bundle_with_more_entries_than_a_default_verifier_accepts() {
+    let (mut w, _) = writer_with_sql();
+    let max = roomshard_verify::VerifyLimits::default().max_entries;
+    // db.sql + manifest.json + export.signature leave room for max - 3 media objects.
+    for i in 0..max - 3 {
+        w.add_media(&format!("m/{i:08}"), 0, &b""[..])
+            .expect("within the limit");
+    }
+    let err = w.add_media("m/zzzzzzzz", 0, &b""[..]);
+    assert_invalid(err, "would make");
+}

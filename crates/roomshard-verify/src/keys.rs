@@ -137,10 +137,28 @@ fn parse_public_key(alg: Algorithm, pem: &str) -> Result<PublicKey, String> {
                 .map_err(|e| format!("not a P-256 SPKI PEM public key: {e}"))
         }
         Algorithm::Ed25519 => {
-            use ed25519_dalek::pkcs8::DecodePublicKey;
-            ed25519_dalek::VerifyingKey::from_public_key_pem(pem)
+            // Parsed with the SPKI reader p256 already brings: ed25519-dalek's own `pkcs8`
+            // feature pulls `der` 0.7, which needs rustc 1.65 and so breaks the WASM build.
+            use p256::pkcs8::der::pem;
+            use p256::pkcs8::{ObjectIdentifier, SubjectPublicKeyInfo};
+            const ED25519_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+            let (label, der) =
+                pem::decode_vec(pem.as_bytes()).map_err(|e| format!("not a PEM document: {e}"))?;
+            if label != "PUBLIC KEY" {
+                return Err(format!("PEM label is {label:?}, not \"PUBLIC KEY\""));
+            }
+            let spki = SubjectPublicKeyInfo::try_from(der.as_slice())
+                .map_err(|e| format!("not an SPKI public key: {e}"))?;
+            if spki.algorithm.oid != ED25519_OID || spki.algorithm.parameters.is_some() {
+                return Err("not an Ed25519 SPKI public key (OID 1.3.101.112)".to_string());
+            }
+            let bytes: [u8; 32] = spki
+                .subject_public_key
+                .try_into()
+                .map_err(|_| "an Ed25519 public key is 32 bytes".to_string())?;
+            ed25519_dalek::VerifyingKey::from_bytes(&bytes)
                 .map(PublicKey::Ed25519)
-                .map_err(|e| format!("not an Ed25519 SPKI PEM public key: {e}"))
+                .map_err(|e| format!("not a valid Ed25519 public key: {e}"))
         }
     }
 }

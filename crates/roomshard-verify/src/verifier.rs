@@ -77,7 +77,6 @@ pub struct Verifier {
     /// `None` only if the zstd context could not be created (reported as the first error).
     decoder: Option<Decoder<'static>>,
     output: Vec<u8>,
-    archive_hasher: Option<Sha256>,
     /// Compressed bytes consumed by the decoder.
     compressed: u64,
     /// Decompressed bytes handed to the tar reader.
@@ -152,16 +151,11 @@ impl Verifier {
             failed,
             decoder,
             output: vec![0; OUTPUT_BUFFER_BYTES],
-            archive_hasher: if options.hash_archive {
-                Some(Sha256::new())
-            } else {
-                None
-            },
             compressed: 0,
             decompressed: 0,
             frame: FrameState::default(),
             tar: TarReader::new(limits.max_entries),
-            entries: EntryChecker::new(keys, limits),
+            entries: EntryChecker::new(keys, limits, options.hash_archive),
         }
     }
 
@@ -181,8 +175,8 @@ impl Verifier {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        if let Some(h) = &mut self.archive_hasher {
-            h.update(chunk);
+        if self.options.hash_archive {
+            self.entries.hasher.archive_update(chunk);
         }
         let result = self.decompress(chunk);
         if let Err(e) = &result {
@@ -286,10 +280,11 @@ impl Verifier {
             decompressed_bytes: self.decompressed,
             ..Report::default()
         };
-        if stream_error.is_none() {
-            report.archive_sha256 = self.archive_hasher.map(|h| hex(&h.finalize()));
-        }
         let verdict = self.entries.conclude(&mut report);
+        if stream_error.is_some() {
+            // Only part of the input was hashed.
+            report.archive_sha256 = None;
+        }
         match stream_error.or(verdict) {
             Some(e) => report.fail(&e),
             None => report.valid = true,
@@ -347,7 +342,7 @@ enum Current {
 struct EntryChecker {
     keys: TrustedKeys,
     limits: VerifyLimits,
-    hasher: ContentHasher,
+    hasher: Hashing,
     sql: SqlScan,
     sql_complete: bool,
     files: Vec<FoundFile>,
@@ -364,11 +359,11 @@ struct EntryChecker {
 }
 
 impl EntryChecker {
-    fn new(keys: TrustedKeys, limits: VerifyLimits) -> Self {
+    fn new(keys: TrustedKeys, limits: VerifyLimits, hash_archive: bool) -> Self {
         EntryChecker {
             keys,
             limits,
-            hasher: ContentHasher::new(),
+            hasher: Hashing::new(hash_archive),
             sql: SqlScan::new(limits.max_sql_skeleton_bytes),
             sql_complete: false,
             files: Vec::new(),
@@ -467,7 +462,8 @@ impl EntryChecker {
     /// signature, the manifest, the signature, the entry set, sizes, digests, then `db.sql`.
     /// Fills the report with what is known and returns the first problem.
     fn conclude(self, report: &mut Report) -> Option<VerifyError> {
-        let digests = self.hasher.finish();
+        let (digests, archive_digest) = self.hasher.finish();
+        report.archive_sha256 = archive_digest.map(|d| hex(&d));
         let mut problems = Problems::default();
         if self.manifest.is_none() {
             problems.note(Reason::MissingManifest, || format!("no {MANIFEST_JSON}"));
@@ -493,7 +489,7 @@ impl EntryChecker {
         let found: Vec<(FoundFile, Option<[u8; 32]>)> = self
             .files
             .into_iter()
-            .zip(digests.into_iter().map(Some).chain(std::iter::repeat(None)))
+            .zip(digests.into_iter().chain(std::iter::repeat(None)))
             .collect();
         let m = match manifest {
             Some(m) => m,
@@ -778,6 +774,7 @@ impl EntrySink for EntryChecker {
             }
         } else {
             let sql = path == DB_SQL;
+            self.hasher.begin_entry();
             Current::Content { path, size, sql }
         };
         Ok(())
@@ -819,68 +816,131 @@ impl EntrySink for EntryChecker {
     }
 }
 
-/// SHA-256 of each content entry, in entry order. Where threads exist the hashing runs on a
-/// worker thread, so decompression and hashing use two cores; in WASM it runs inline.
-enum ContentHasher {
-    /// Hashing on this thread.
-    Inline {
-        current: Sha256,
-        digests: Vec<[u8; 32]>,
-    },
-    /// Hashing on a worker thread.
+/// SHA-256 of each content entry, in entry order, and optionally of the compressed archive.
+///
+/// Where threads exist, a worker thread hashes while this thread decompresses, so the two use
+/// two cores. The archive always goes to the worker; an entry goes to it unless the worker has
+/// fallen behind (incompressible media decompress faster than SHA-256 runs), in which case the
+/// entry is hashed on this thread, so both cores hash. In WASM everything runs inline.
+struct Hashing {
+    /// Hashes the current entry when it is hashed inline.
+    inline: Sha256,
+    /// Whether the current entry goes to the worker.
+    to_worker: bool,
+    /// Per completed entry: its digest, or `None` when the worker computes it.
+    digests: Vec<Option<[u8; 32]>>,
+    /// Hashes the archive when there is no worker.
+    archive: Option<Sha256>,
     #[cfg(not(target_arch = "wasm32"))]
-    Threaded(worker::HashWorker),
+    worker: Option<worker::HashWorker>,
 }
 
-impl ContentHasher {
-    fn new() -> Self {
+impl Hashing {
+    fn new(hash_archive: bool) -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        let worker = if std::env::var_os("TMP_NO_THREAD").is_some() {
+            None
+        } else {
+            worker::HashWorker::spawn()
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        let archive_inline = hash_archive && worker.is_none();
+        #[cfg(target_arch = "wasm32")]
+        let archive_inline = hash_archive;
+        Hashing {
+            inline: Sha256::new(),
+            to_worker: false,
+            digests: Vec::new(),
+            archive: if archive_inline {
+                Some(Sha256::new())
+            } else {
+                None
+            },
+            #[cfg(not(target_arch = "wasm32"))]
+            worker,
+        }
+    }
+
+    /// Hashes the next chunk of the compressed archive.
+    fn archive_update(&mut self, chunk: &[u8]) {
+        if let Some(h) = &mut self.archive {
+            h.update(chunk);
+            return;
+        }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            if let Some(w) = worker::HashWorker::spawn() {
-                return ContentHasher::Threaded(w);
+            if let Some(w) = &mut self.worker {
+                w.update(worker::Stream::Archive, chunk);
             }
         }
-        ContentHasher::Inline {
-            current: Sha256::new(),
-            digests: Vec::new(),
+    }
+
+    /// A content entry starts: decides where it is hashed.
+    fn begin_entry(&mut self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.to_worker = self.worker.as_mut().map_or(false, |w| !w.is_behind());
         }
     }
 
     /// Hashes the next piece of the current entry.
     fn update(&mut self, data: &[u8]) {
-        match self {
-            ContentHasher::Inline { current, .. } => current.update(data),
-            #[cfg(not(target_arch = "wasm32"))]
-            ContentHasher::Threaded(w) => w.update(data),
-        }
-    }
-
-    /// The current entry is complete; its digest is the next one [`ContentHasher::finish`]
-    /// returns.
-    fn end_entry(&mut self) {
-        match self {
-            ContentHasher::Inline { current, digests } => {
-                digests.push(current.finalize_reset().into())
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            if self.to_worker {
+                if let Some(w) = &mut self.worker {
+                    w.update(worker::Stream::Entry, data);
+                    return;
+                }
             }
-            #[cfg(not(target_arch = "wasm32"))]
-            ContentHasher::Threaded(w) => w.end_entry(),
         }
+        self.inline.update(data);
     }
 
-    /// The digests of all completed entries, in order (an entry cut short is dropped).
-    fn finish(self) -> Vec<[u8; 32]> {
-        match self {
-            ContentHasher::Inline { digests, .. } => digests,
-            #[cfg(not(target_arch = "wasm32"))]
-            ContentHasher::Threaded(w) => w.finish(),
+    /// The current entry is complete.
+    fn end_entry(&mut self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            if self.to_worker {
+                if let Some(w) = &mut self.worker {
+                    w.end_entry();
+                    self.digests.push(None);
+                    return;
+                }
+            }
         }
+        self.digests.push(Some(self.inline.finalize_reset().into()));
+    }
+
+    /// The digests of all completed entries in order (an entry cut short is dropped; `None`
+    /// only if the worker thread died, which no digest then matches), and the archive's digest
+    /// if it was hashed.
+    fn finish(self) -> (Vec<Option<[u8; 32]>>, Option<[u8; 32]>) {
+        let mut archive = self.archive.map(|h| h.finalize().into());
+        let mut digests = self.digests;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            if let Some(w) = self.worker {
+                let hashed_archive = w.hashed_archive();
+                let (from_worker, worker_archive) = w.finish();
+                let mut from_worker = from_worker.into_iter();
+                digests = digests
+                    .into_iter()
+                    .map(|d| d.or_else(|| from_worker.next()))
+                    .collect();
+                if hashed_archive {
+                    archive = worker_archive;
+                }
+            }
+        }
+        (digests, archive)
     }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 mod worker {
-    //! The hashing thread: entry data goes to it in pooled buffers over a bounded channel, so
-    //! memory stays at `BUFFERS * BUFFER_BYTES` however fast decompression runs.
+    //! The hashing thread: data goes to it in pooled buffers over a bounded channel, so memory
+    //! stays at `BUFFERS * BUFFER_BYTES` however fast decompression runs.
 
     use sha2::{Digest, Sha256};
     use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
@@ -889,103 +949,165 @@ mod worker {
     const BUFFER_BYTES: usize = 256 * 1024;
     const BUFFERS: usize = 8;
 
+    /// The two byte streams the worker hashes.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Stream {
+        /// Content entries, one after the other.
+        Entry,
+        /// The compressed archive.
+        Archive,
+    }
+
     enum Job {
-        Data(Vec<u8>),
+        Data(Stream, Vec<u8>),
         EndEntry,
     }
 
+    /// What the thread computed: entry digests in order, and the archive's digest.
+    type Digests = (Vec<[u8; 32]>, Option<[u8; 32]>);
+
     pub(super) struct HashWorker {
         jobs: SyncSender<Job>,
-        spare: Receiver<Vec<u8>>,
+        returned: Receiver<Vec<u8>>,
+        /// Buffers back from the thread, ready for reuse.
+        free: Vec<Vec<u8>>,
+        /// Buffers allocated so far (at most `BUFFERS`).
         allocated: usize,
-        pending: Vec<u8>,
-        thread: JoinHandle<Vec<[u8; 32]>>,
+        /// Buffers sent and not yet returned.
+        in_flight: usize,
+        /// Data not yet sent, per stream.
+        entry_pending: Vec<u8>,
+        archive_pending: Vec<u8>,
+        hashed_archive: bool,
+        thread: JoinHandle<Digests>,
     }
 
     impl HashWorker {
         /// Starts the thread; `None` if the platform refuses.
         pub(super) fn spawn() -> Option<Self> {
             let (jobs, job_rx) = sync_channel::<Job>(BUFFERS);
-            let (spare_tx, spare) = channel::<Vec<u8>>();
+            let (returned_tx, returned) = channel::<Vec<u8>>();
             let thread = std::thread::Builder::new()
                 .name("roomshard-verify-hash".into())
                 .spawn(move || {
-                    let mut hasher = Sha256::new();
+                    let mut entry = Sha256::new();
+                    let mut archive: Option<Sha256> = None;
                     let mut digests = Vec::new();
                     for job in job_rx {
                         match job {
-                            Job::Data(mut buf) => {
-                                hasher.update(&buf);
+                            Job::Data(stream, mut buf) => {
+                                match stream {
+                                    Stream::Entry => entry.update(&buf),
+                                    Stream::Archive => {
+                                        archive.get_or_insert_with(Sha256::new).update(&buf)
+                                    }
+                                }
                                 buf.clear();
                                 // The verifier may be gone; the buffer is then simply freed.
-                                let _ = spare_tx.send(buf);
+                                let _ = returned_tx.send(buf);
                             }
-                            Job::EndEntry => digests.push(hasher.finalize_reset().into()),
+                            Job::EndEntry => digests.push(entry.finalize_reset().into()),
                         }
                     }
-                    digests
+                    (digests, archive.map(|h| h.finalize().into()))
                 })
                 .ok()?;
             Some(HashWorker {
                 jobs,
-                spare,
+                returned,
+                free: Vec::new(),
                 allocated: 0,
-                pending: Vec::new(),
+                in_flight: 0,
+                entry_pending: Vec::new(),
+                archive_pending: Vec::new(),
+                hashed_archive: false,
                 thread,
             })
         }
 
-        pub(super) fn update(&mut self, mut data: &[u8]) {
+        /// Whether more than half the buffers wait to be hashed.
+        pub(super) fn is_behind(&mut self) -> bool {
+            self.collect_returned();
+            self.in_flight > BUFFERS / 2
+        }
+
+        /// Whether any archive bytes were given.
+        pub(super) fn hashed_archive(&self) -> bool {
+            self.hashed_archive
+        }
+
+        pub(super) fn update(&mut self, stream: Stream, mut data: &[u8]) {
+            self.hashed_archive |= stream == Stream::Archive;
             while !data.is_empty() {
-                if self.pending.capacity() == 0 {
-                    self.pending = self.take_buffer();
+                if self.pending(stream).capacity() == 0 {
+                    let buf = self.take_buffer();
+                    *self.pending(stream) = buf;
                 }
-                let n = (BUFFER_BYTES - self.pending.len()).min(data.len());
-                self.pending.extend_from_slice(&data[..n]);
+                let pending = self.pending(stream);
+                let n = (BUFFER_BYTES - pending.len()).min(data.len());
+                pending.extend_from_slice(&data[..n]);
                 data = &data[n..];
-                if self.pending.len() == BUFFER_BYTES {
-                    self.flush();
+                if pending.len() == BUFFER_BYTES {
+                    self.flush(stream);
                 }
             }
         }
 
         pub(super) fn end_entry(&mut self) {
-            self.flush();
-            self.send(Job::EndEntry);
+            self.flush(Stream::Entry);
+            // Fails only if the thread is gone, which `finish` reports as missing digests.
+            let _ = self.jobs.send(Job::EndEntry);
         }
 
-        pub(super) fn finish(self) -> Vec<[u8; 32]> {
+        pub(super) fn finish(mut self) -> Digests {
+            self.flush(Stream::Archive);
             drop(self.jobs);
-            // The thread does not panic; if it somehow did, no digest matches and the report
-            // says so per file.
+            // The thread does not panic; if it somehow did, the digests are missing and the
+            // report says so per file.
             self.thread.join().unwrap_or_default()
         }
 
-        fn flush(&mut self) {
-            if !self.pending.is_empty() {
-                let full = std::mem::take(&mut self.pending);
-                self.send(Job::Data(full));
+        fn pending(&mut self, stream: Stream) -> &mut Vec<u8> {
+            match stream {
+                Stream::Entry => &mut self.entry_pending,
+                Stream::Archive => &mut self.archive_pending,
             }
         }
 
-        fn send(&mut self, job: Job) {
-            // Fails only if the thread is gone, which `finish` reports as missing digests.
-            let _ = self.jobs.send(job);
+        fn flush(&mut self, stream: Stream) {
+            if !self.pending(stream).is_empty() {
+                let full = std::mem::take(self.pending(stream));
+                if self.jobs.send(Job::Data(stream, full)).is_ok() {
+                    self.in_flight += 1;
+                }
+            }
         }
 
-        /// A cleared buffer: a returned one, a new one while under the pool size, or the next
+        fn collect_returned(&mut self) {
+            while let Ok(buf) = self.returned.try_recv() {
+                self.in_flight -= 1;
+                self.free.push(buf);
+            }
+        }
+
+        /// An empty buffer: a returned one, a new one while under the pool size, or the next
         /// one the thread returns.
         fn take_buffer(&mut self) -> Vec<u8> {
-            if let Ok(buf) = self.spare.try_recv() {
+            self.collect_returned();
+            if let Some(buf) = self.free.pop() {
                 return buf;
             }
             if self.allocated < BUFFERS {
                 self.allocated += 1;
                 return Vec::with_capacity(BUFFER_BYTES);
             }
-            self.spare
-                .recv()
-                .unwrap_or_else(|_| Vec::with_capacity(BUFFER_BYTES))
+            match self.returned.recv() {
+                Ok(buf) => {
+                    self.in_flight -= 1;
+                    buf
+                }
+                Err(_) => Vec::with_capacity(BUFFER_BYTES),
+            }
         }
     }
 }
