@@ -425,12 +425,11 @@ fn psql_restores_db_sql_with_row_counts_from_manifest() {
             restored += 1;
         }
     }
-    if restored == 0 {
-        eprintln!(
-            "NOTE: no committed valid vectors in {}; only the fixture was restored",
-            vectors.display()
-        );
-    }
+    assert!(
+        restored >= 3,
+        "expected to restore the committed valid vectors in {}, restored {restored}",
+        vectors.display()
+    );
     drop(pg);
     eprintln!(
         "psql_restores_db_sql_with_row_counts_from_manifest: {:?}",

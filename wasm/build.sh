@@ -56,8 +56,6 @@ start=$(date +%s)
 
 if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -q "^$TARGET\$"; then
     log "rustup has $TARGET: ordinary build"
-    # A leftover Debian-route source replacement would make cargo look in vendor/ only.
-    rm -f .cargo/config.toml
     cargo build --release --target "$TARGET" --locked
 else
     log "rustup lacks $TARGET: Debian rustc route ($DEBIAN_RUSTC)"
@@ -68,9 +66,8 @@ else
         die "$DEBIAN_RUSTC has no $TARGET std: apt-get install libstd-rust-dev-wasm32"
     command -v cargo >/dev/null || die "rustup's cargo is needed to resolve and vendor dependencies"
 
-    # Resolving and vendoring use rustup's (new) cargo against crates.io, so the vendored source
-    # replacement must not be in force while they run.
-    rm -f .cargo/config.toml
+    # Resolving and vendoring use rustup's (new) cargo against crates.io; the fallback resolver
+    # prefers versions whose rust-version fits this crate's (1.63).
     export CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback
     if [ ! -f Cargo.lock ]; then
         log "no Cargo.lock: resolving for rust-version 1.63"
@@ -91,7 +88,7 @@ else
     # content is the same.
     stamp() { cat Cargo.lock Cargo.toml ../crates/roomshard-verify/Cargo.toml | sha256sum | cut -d' ' -f1; }
     if [ "$(cat vendor/.build-stamp 2>/dev/null || true)" != "$(stamp)" ]; then
-        cargo vendor --versioned-dirs vendor >/dev/null
+        cargo vendor --quiet --versioned-dirs vendor >/dev/null
         sed -i 's/^version = 4$/version = 3/' Cargo.lock
         stamp > vendor/.build-stamp
     fi
@@ -101,11 +98,12 @@ else
     # parse the main workspace's Cargo.toml, which uses syntax newer than cargo 1.65 (e.g.
     # `debug = "line-tables-only"`). So it builds a staged copy of this crate and roomshard-verify
     # (same relative layout) under target/, where the walk up meets only this directory's manifest.
+    # (cp -p keeps mtimes, so an unchanged crate is not rebuilt.)
     stage=target/debian-src
     rm -rf "$stage"
     mkdir -p "$stage/wasm/.cargo" "$stage/crates"
-    cp -R Cargo.toml Cargo.lock src "$stage/wasm/"
-    cp -R ../crates/roomshard-verify "$stage/crates/"
+    cp -Rp Cargo.toml Cargo.lock src "$stage/wasm/"
+    cp -Rp ../crates/roomshard-verify "$stage/crates/"
     rm -rf "$stage/crates/roomshard-verify/target"
     cat > "$stage/wasm/.cargo/config.toml" <<EOF
 # Written by wasm/build.sh: Debian's cargo builds offline from the vendored sources.
@@ -116,7 +114,7 @@ replace-with = "vendored-sources"
 directory = "$WASM_DIR/vendor"
 EOF
     (cd "$stage/wasm" && RUSTC="$DEBIAN_RUSTC" CARGO_TARGET_DIR="$WASM_DIR/target" \
-        "$DEBIAN_CARGO" build --offline --locked --release --ignore-rust-version --target "$TARGET")
+        "$DEBIAN_CARGO" build --offline --locked --release --target "$TARGET")
 fi
 
 wasm="target/$TARGET/release/$CRATE.wasm"

@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createHash, createPrivateKey, createPublicKey, sign as cryptoSign } from 'node:crypto';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PKG = resolve(process.env.ROOMSHARD_WASM_PKG ?? join(ROOT, 'wasm', 'pkg-node'), 'roomshard_verify_wasm.js');
@@ -118,8 +119,7 @@ test('small vectors give the same verdict fed one byte at a time', () => {
   assert.deepEqual(wrong, [], `vectors with the wrong verdict:\n${wrong.join('\n')}`);
 });
 
-test('valid vectors report signer, room, manifest digest and the archive digest when asked', async () => {
-  const { createHash } = await import('node:crypto');
+test('valid vectors report signer, room, manifest digest and the archive digest when asked', () => {
   const valid = vectors.filter((v) => v.failure === null);
   assert.ok(valid.length > 0, 'no valid vector');
   for (const { name, archive, options } of valid) {
@@ -164,4 +164,72 @@ test('finishWithSidecar adds the sidecar verdict without changing the archive ve
   r = JSON.parse(v.finishWithSidecar('{"mediaType":"nope"}'));
   assert.equal(r.valid, true);
   assert.equal(r.sidecar.error.reason, 'sidecar_invalid');
+});
+
+// A real sidecar, signed here with the vectors' Ed25519 key. Its seed is public (see
+// conformance/src/vectors.rs and roomshard-bundle's LocalEd25519Signer::from_seed): the secret is
+// SHA-256("roomshard test-vector key v1\0" "ed25519" "\0" [2; 32] be32(0)).
+test('a sidecar signed with the vectors\' Ed25519 key verifies; tampering is caught', () => {
+  const vec = vectors.find((v) => v.name === 'valid_ed25519');
+  assert.ok(vec && vec.failure === null, 'no valid_ed25519 vector');
+  const secret = createHash('sha256')
+    .update(Buffer.from('roomshard test-vector key v1\0ed25519\0'))
+    .update(Buffer.alloc(32, 2))
+    .update(Buffer.alloc(4))
+    .digest();
+  const key = createPrivateKey({
+    key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), secret]),
+    format: 'der',
+    type: 'pkcs8',
+  });
+  const keyId = 'vectors-ed25519';
+  const trusted = JSON.parse(trustedKeys).keys.find((k) => k.id === keyId);
+  assert.ok(trusted, `${keyId} is not in trusted-keys.json`);
+  assert.equal(createPublicKey(key).export({ type: 'spki', format: 'pem' }).trim(), trusted.public_key_pem.trim(),
+    'the derived Ed25519 key is not the trusted one (did the vector key derivation change?)');
+
+  const run = (sidecar) => {
+    const w = new wasm.WasmVerifier(trustedKeys, JSON.stringify({ ...vec.options, hash_archive: true }));
+    w.update(vec.archive);
+    return JSON.parse(w.finishWithSidecar(sidecar));
+  };
+  const report = run('{}');
+  assert.equal(report.valid, true);
+  const sidecarFor = ({ digest = report.archive_sha256, tamperSig = false } = {}) => {
+    const payloadType = 'application/vnd.in-toto+json';
+    const payload = Buffer.from(JSON.stringify({
+      _type: 'https://in-toto.io/Statement/v1',
+      subject: [{ name: `room_${report.room.id}.tar.zst`, digest: { sha256: digest } }],
+      predicateType: 'https://roomshard.dev/export/v1',
+      predicate: {
+        room: report.room.id,
+        manifest_sha256: report.manifest_sha256,
+        created_at: report.created_at,
+        format_version: report.format_version,
+      },
+    }));
+    const pae = Buffer.concat([
+      Buffer.from(`DSSEv1 ${payloadType.length} ${payloadType} ${payload.length} `), payload,
+    ]);
+    const sig = cryptoSign(null, pae, key);
+    if (tamperSig) sig[0] ^= 1;
+    return JSON.stringify({
+      mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+      verificationMaterial: { publicKey: { hint: keyId }, tlogEntries: [] },
+      dsseEnvelope: {
+        payload: payload.toString('base64'),
+        payloadType,
+        signatures: [{ keyid: keyId, sig: sig.toString('base64') }],
+      },
+    });
+  };
+
+  let r = run(sidecarFor());
+  assert.equal(r.valid, true);
+  assert.deepEqual(r.sidecar, { valid: true, key_id: keyId, subject_name: `room_${report.room.id}.tar.zst` });
+  r = run(sidecarFor({ digest: '0'.repeat(64) }));
+  assert.equal(r.valid, true);
+  assert.equal(r.sidecar.error.reason, 'sidecar_digest_mismatch');
+  r = run(sidecarFor({ tamperSig: true }));
+  assert.equal(r.sidecar.error.reason, 'sidecar_signature_invalid');
 });

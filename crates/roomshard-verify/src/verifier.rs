@@ -826,6 +826,7 @@ struct Hashing {
     /// Hashes the current entry when it is hashed inline.
     inline: Sha256,
     /// Whether the current entry goes to the worker.
+    #[cfg(not(target_arch = "wasm32"))]
     to_worker: bool,
     /// Per completed entry: its digest, or `None` when the worker computes it.
     digests: Vec<Option<[u8; 32]>>,
@@ -849,6 +850,7 @@ impl Hashing {
         let archive_inline = hash_archive;
         Hashing {
             inline: Sha256::new(),
+            #[cfg(not(target_arch = "wasm32"))]
             to_worker: false,
             digests: Vec::new(),
             archive: if archive_inline {
@@ -916,24 +918,29 @@ impl Hashing {
     /// only if the worker thread died, which no digest then matches), and the archive's digest
     /// if it was hashed.
     fn finish(self) -> (Vec<Option<[u8; 32]>>, Option<[u8; 32]>) {
-        let mut archive = self.archive.map(|h| h.finalize().into());
-        let mut digests = self.digests;
+        let archive = self.archive.map(|h| h.finalize().into());
         #[cfg(not(target_arch = "wasm32"))]
         {
             if let Some(w) = self.worker {
                 let hashed_archive = w.hashed_archive();
                 let (from_worker, worker_archive) = w.finish();
                 let mut from_worker = from_worker.into_iter();
-                digests = digests
+                let digests = self
+                    .digests
                     .into_iter()
                     .map(|d| d.or_else(|| from_worker.next()))
                     .collect();
-                if hashed_archive {
-                    archive = worker_archive;
-                }
+                return (
+                    digests,
+                    if hashed_archive {
+                        worker_archive
+                    } else {
+                        archive
+                    },
+                );
             }
         }
-        (digests, archive)
+        (self.digests, archive)
     }
 }
 
@@ -1109,5 +1116,48 @@ mod worker {
                 Err(_) => Vec::with_capacity(BUFFER_BYTES),
             }
         }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashing_gives_digests_in_entry_order_wherever_entries_are_hashed() {
+        let entries: Vec<Vec<u8>> = (0..7u8)
+            .map(|i| {
+                (0..(usize::from(i) * 150_000))
+                    .map(|j| (j % 251) as u8 ^ i)
+                    .collect()
+            })
+            .collect();
+        let archive: Vec<u8> = (0..1_000_000u32).map(|j| (j % 253) as u8).collect();
+        let mut h = Hashing::new(true);
+        for (i, e) in entries.iter().enumerate() {
+            h.begin_entry();
+            // Force both routes: worker and inline.
+            h.to_worker = i % 3 != 1;
+            for piece in e.chunks(70_000) {
+                h.update(piece);
+                h.archive_update(&archive[..archive.len() / 7]);
+            }
+            h.end_entry();
+        }
+        let mut archive_hash = Sha256::new();
+        for _ in 0..entries
+            .iter()
+            .map(|e| e.chunks(70_000).count())
+            .sum::<usize>()
+        {
+            archive_hash.update(&archive[..archive.len() / 7]);
+        }
+        let (digests, archive_digest) = h.finish();
+        let want: Vec<Option<[u8; 32]>> = entries
+            .iter()
+            .map(|e| Some(Sha256::digest(e).into()))
+            .collect();
+        assert_eq!(digests, want);
+        assert_eq!(archive_digest, Some(archive_hash.finalize().into()));
     }
 }
