@@ -45,7 +45,14 @@ enum Cmd {
     Verify(VerifyArgs),
     /// (internal) Verify once with the library in this process and print time and VmHWM.
     #[command(hide = true)]
-    LibVerify { archive: PathBuf, keys: PathBuf },
+    LibVerify {
+        archive: PathBuf,
+        keys: PathBuf,
+        /// Push the file through `Verifier::update` in chunks of this many bytes instead of
+        /// calling `verify_reader`.
+        #[arg(long)]
+        chunk: Option<usize>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -77,7 +84,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Verify(args) => bench_verify(&args),
-        Cmd::LibVerify { archive, keys } => lib_verify_once(&archive, &keys),
+        Cmd::LibVerify {
+            archive,
+            keys,
+            chunk,
+        } => lib_verify_once(&archive, &keys, chunk),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -722,11 +733,24 @@ fn time_process(program: &Path, args: &[&std::ffi::OsStr]) -> Res<Run> {
 
 /// Child-process body of the library measurement: one `verify_reader` over the file, then
 /// `secs decompressed_bytes vm_hwm_kib` on stdout.
-fn lib_verify_once(archive: &Path, keys: &Path) -> Res<()> {
+fn lib_verify_once(archive: &Path, keys: &Path, chunk: Option<usize>) -> Res<()> {
     let keys = TrustedKeys::from_json(&fs::read(keys)?)?;
-    let file = fs::File::open(archive)?;
+    let mut file = fs::File::open(archive)?;
     let start = Instant::now();
-    let report = roomshard_verify::verify_reader(file, keys, VerifyOptions::default());
+    let report = match chunk {
+        None => roomshard_verify::verify_reader(file, keys, VerifyOptions::default()),
+        Some(n) => {
+            let mut v = roomshard_verify::Verifier::new(keys, VerifyOptions::default());
+            let mut buf = vec![0u8; n.max(1)];
+            loop {
+                let got = file.read(&mut buf)?;
+                if got == 0 || v.update(&buf[..got]).is_err() {
+                    break;
+                }
+            }
+            v.finish()
+        }
+    };
     let secs = start.elapsed().as_secs_f64();
     if !report.valid {
         return Err(format!("library verify says invalid: {:?}", report.error).into());
@@ -1061,7 +1085,11 @@ fn bench_verify(args: &VerifyArgs) -> Res<()> {
         round3(&t_base),
         round3(&t_bare)
     );
-    let ours_cpu = if cli.is_some() { median(&cpu_cli) } else { median(&cpu_lib) };
+    let ours_cpu = if cli.is_some() {
+        median(&cpu_cli)
+    } else {
+        median(&cpu_lib)
+    };
     let (base_cpu, bare_cpu) = (median(&cpu_base), median(&cpu_bare));
     println!(
         "verify_cpu_time: {ours_cpu:.3} s (baseline: {base_cpu:.3} s, ratio: {:.3})  [user+sys; less sensitive to a busy machine than wall time]",
@@ -1109,7 +1137,11 @@ fn bench_verify(args: &VerifyArgs) -> Res<()> {
     println!(
         "profile_bound: on two idle cores the floor is max(decode + rest, hash) = {:.3} s ({}-bound) = {:.0} MB/s; verify took {m_lib:.3} s wall",
         (dec_t + other).max(sha_t),
-        if dec_t + other >= sha_t { "decoder-thread" } else { "hash-thread" },
+        if dec_t + other >= sha_t {
+            "decoder-thread"
+        } else {
+            "hash-thread"
+        },
         mb(decompressed, (dec_t + other).max(sha_t))
     );
     println!(

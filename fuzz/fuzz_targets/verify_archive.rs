@@ -29,7 +29,10 @@ fn options() -> VerifyOptions {
 fn keys() -> TrustedKeys {
     static KEYS: OnceLock<TrustedKeys> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../conformance/vectors/trusted-keys.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../conformance/vectors/trusted-keys.json"
+        );
         std::fs::read(path)
             .ok()
             .and_then(|json| TrustedKeys::from_json(&json).ok())
@@ -101,7 +104,11 @@ fuzz_target!(|data: &[u8]| {
     check_consistent(&pulled, "verify_reader");
 
     // Tiny chunks on small inputs; on large ones tiny chunks only cost time.
-    let small = if data.len() <= 16 << 10 { 1 + data.len() % 61 } else { 512 + data.len() % 4096 };
+    let small = if data.len() <= 16 << 10 {
+        1 + data.len() % 61
+    } else {
+        512 + data.len() % 4096
+    };
     let variants = [
         ("whole", push(std::iter::once(data), false)),
         ("small chunks", push(data.chunks(small), false)),
@@ -115,7 +122,10 @@ fuzz_target!(|data: &[u8]| {
             r.valid, r.error, pulled.valid, pulled.error
         );
         if pulled.valid {
-            assert_eq!(r.manifest_sha256, pulled.manifest_sha256, "{how}: manifest digest");
+            assert_eq!(
+                r.manifest_sha256, pulled.manifest_sha256,
+                "{how}: manifest digest"
+            );
             assert_eq!(r.signer, pulled.signer, "{how}: signer");
             assert_eq!(r.files, pulled.files, "{how}: files");
             assert_eq!(r.tables, pulled.tables, "{how}: tables");

@@ -839,11 +839,7 @@ struct Hashing {
 impl Hashing {
     fn new(hash_archive: bool) -> Self {
         #[cfg(not(target_arch = "wasm32"))]
-        let worker = if std::env::var_os("TMP_NO_THREAD").is_some() {
-            None
-        } else {
-            worker::HashWorker::spawn()
-        };
+        let worker = worker::HashWorker::spawn();
         #[cfg(not(target_arch = "wasm32"))]
         let archive_inline = hash_archive && worker.is_none();
         #[cfg(target_arch = "wasm32")]
