@@ -29,6 +29,7 @@ cargo test --workspace --locked
 
 step "WASM verifier: build with the rustc 1.63 toolchain and run the vectors under Node"
 bash wasm/build.sh
+(cd wasm && cargo test --locked)
 (cd tests/node && node --test)
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then

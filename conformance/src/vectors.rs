@@ -73,19 +73,7 @@ pub fn parse_expect(text: &str) -> Result<Expectation, String> {
                 .split_once('=')
                 .ok_or_else(|| format!("bad limit {pair:?}"))?;
             let n: u64 = v.parse().map_err(|_| format!("bad limit value {pair:?}"))?;
-            match k {
-                "max_total_bytes" => limits.max_total_bytes = n,
-                "max_ratio" => limits.max_ratio = n,
-                "ratio_grace_bytes" => limits.ratio_grace_bytes = n,
-                "max_entries" => limits.max_entries = n,
-                "max_manifest_bytes" => limits.max_manifest_bytes = n,
-                "max_sql_skeleton_bytes" => limits.max_sql_skeleton_bytes = n,
-                "max_window_log" => {
-                    limits.max_window_log =
-                        u32::try_from(n).map_err(|_| format!("bad limit value {pair:?}"))?
-                }
-                _ => return Err(format!("unknown limit {k:?}")),
-            }
+            limits.set(k, n)?;
         }
     }
     Ok(Expectation { failure, limits })

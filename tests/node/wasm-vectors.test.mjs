@@ -143,7 +143,7 @@ test('update() returns false once refused and never throws; finish() still repor
 
 test('caller mistakes throw: bad key set, bad options', () => {
   assert.throws(() => new wasm.WasmVerifier('{'), /key_set_invalid/);
-  assert.throws(() => new wasm.WasmVerifier('{"keys":[]}', '{"max_entrys":1}'), /options: unknown field/);
+  assert.throws(() => new wasm.WasmVerifier('{"keys":[]}', '{"max_entrys":1}'), /options: unknown limit "max_entrys"/);
   assert.throws(() => new wasm.WasmVerifier('{"keys":[]}', '{"max_entries":-1}'), /options/);
   assert.throws(() => wasm.verify(new Uint8Array(), '{"keys":[]}', 'nope'), /options/);
 });

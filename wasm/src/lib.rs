@@ -12,48 +12,33 @@
 #![forbid(unsafe_code)]
 
 use roomshard_verify::{Report, TrustedKeys, Verifier, VerifyOptions};
-use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
 /// Options as JSON: `{"hash_archive": true, "max_entries": 10, ...}`. Every field is optional;
-/// limits default to `VerifyLimits::default()`. Unknown fields are refused so typos do not pass
-/// silently.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OptionsJson {
-    hash_archive: Option<bool>,
-    max_total_bytes: Option<u64>,
-    max_ratio: Option<u64>,
-    ratio_grace_bytes: Option<u64>,
-    max_entries: Option<u64>,
-    max_manifest_bytes: Option<u64>,
-    max_sql_skeleton_bytes: Option<u64>,
-    max_window_log: Option<u32>,
-}
-
-/// Parses an options JSON text (absent, empty or `null` means the defaults).
+/// limits (named as in `VerifyLimits::NAMES`) default to `VerifyLimits::default()`. Unknown
+/// fields are refused so typos do not pass silently.
 fn parse_options(json: Option<&str>) -> Result<VerifyOptions, String> {
     let mut options = VerifyOptions::default();
     let text = match json.map(str::trim) {
         None | Some("") | Some("null") => return Ok(options),
         Some(t) => t,
     };
-    let o: OptionsJson = serde_json::from_str(text).map_err(|e| format!("options: {e}"))?;
-    let l = &mut options.limits;
-    macro_rules! set {
-        ($($f:ident),*) => { $(if let Some(v) = o.$f { l.$f = v; })* };
-    }
-    set!(
-        max_total_bytes,
-        max_ratio,
-        ratio_grace_bytes,
-        max_entries,
-        max_manifest_bytes,
-        max_sql_skeleton_bytes,
-        max_window_log
-    );
-    if let Some(h) = o.hash_archive {
-        options.hash_archive = h;
+    let fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| format!("options: {e}"))?;
+    for (name, value) in fields {
+        if name == "hash_archive" {
+            options.hash_archive = value
+                .as_bool()
+                .ok_or("options: hash_archive must be true or false")?;
+            continue;
+        }
+        let n = value
+            .as_u64()
+            .ok_or_else(|| format!("options: {name} must be a non-negative integer"))?;
+        options
+            .limits
+            .set(&name, n)
+            .map_err(|e| format!("options: {e}"))?;
     }
     Ok(options)
 }

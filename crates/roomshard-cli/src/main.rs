@@ -87,6 +87,11 @@ struct VerifyArgs {
     /// Print the full report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Override a safety limit, e.g. `--limit max_total_bytes=200000000000` (repeatable). Names:
+    /// max_total_bytes, max_ratio, ratio_grace_bytes, max_entries, max_manifest_bytes,
+    /// max_sql_skeleton_bytes, max_window_log.
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
 }
 
 /// A failure that is the user's to fix (exit 2).
@@ -188,10 +193,22 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode, UsageError> {
         }
         None => None,
     };
-    let options = VerifyOptions {
+    let mut options = VerifyOptions {
         hash_archive: sidecar.is_some(),
         ..VerifyOptions::default()
     };
+    for spec in &args.limits {
+        let (name, value) = spec
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--limit {spec:?}: expected NAME=VALUE")))?;
+        let value: u64 = value
+            .parse()
+            .map_err(|_| UsageError(format!("--limit {spec:?}: VALUE must be a whole number")))?;
+        options
+            .limits
+            .set(name, value)
+            .map_err(|e| UsageError(format!("--limit: {e}")))?;
+    }
     let (input, len): (Box<dyn Read>, Option<u64>) = if args.archive.as_os_str() == "-" {
         (Box::new(io::stdin().lock()), None)
     } else {

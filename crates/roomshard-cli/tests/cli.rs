@@ -539,22 +539,24 @@ fn every_golden_vector_gives_its_verdict_through_the_cli() {
         stems.len()
     );
     assert!(keys.is_file(), "{} is missing", keys.display());
-    let (mut checked, mut skipped, mut wrong) = (0, Vec::new(), Vec::new());
+    let (mut checked, mut wrong) = (0, Vec::new());
     for stem in &stems {
         let expect = fs::read_to_string(dir.join(format!("{stem}.expect")))
             .unwrap_or_else(|e| panic!("{stem}.expect: {e}"));
-        // The CLI verifies with default limits; vectors that need other limits are covered by
-        // the conformance crate's library tests.
-        if expect.lines().any(|l| l.starts_with("limits:")) {
-            skipped.push(stem.clone());
-            continue;
-        }
+        // Vectors that need other limits get them through `--limit NAME=VALUE`.
+        let limits: Vec<String> = expect
+            .lines()
+            .filter_map(|l| l.strip_prefix("limits: "))
+            .flat_map(|l| l.split_whitespace())
+            .flat_map(|pair| ["--limit".to_string(), pair.to_string()])
+            .collect();
+        let limits: Vec<&str> = limits.iter().map(String::as_str).collect();
         let verdict = expect
             .lines()
             .next()
             .and_then(|l| l.strip_prefix("expect: "))
             .unwrap_or_else(|| panic!("{stem}.expect has no `expect:` line"));
-        let (out, report) = verify_json(&dir.join(format!("{stem}.tar.zst")), &keys, &[]);
+        let (out, report) = verify_json(&dir.join(format!("{stem}.tar.zst")), &keys, &limits);
         let code = out.status.code();
         let reason = report["error"]["reason"].as_str().map(str::to_string);
         match verdict.strip_prefix("fail_") {
@@ -579,14 +581,40 @@ fn every_golden_vector_gives_its_verdict_through_the_cli() {
         }
         checked += 1;
     }
-    eprintln!(
-        "{checked} vectors checked through the CLI; {} need non-default limits and are left to the library tests: {skipped:?}",
-        skipped.len()
-    );
     assert!(
         wrong.is_empty(),
         "vectors with the wrong CLI verdict:\n{}",
         wrong.join("\n")
     );
-    assert!(checked > 0);
+    assert_eq!(checked, stems.len());
+}
+
+#[test]
+fn verify_limit_flag_refuses_unknown_names_and_bad_values() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/vectors");
+    let keys = dir.join("trusted-keys.json");
+    let archive = dir.join("valid_basic.tar.zst");
+    for bad in [
+        "max_entrys=3",
+        "max_entries",
+        "max_entries=-1",
+        "max_window_log=99",
+    ] {
+        let out = run(roomshard()
+            .arg("verify")
+            .arg(&archive)
+            .arg("--trusted-keys")
+            .arg(&keys)
+            .args(["--limit", bad]));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "--limit {bad}: {}",
+            describe(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--limit"),
+            "{bad}"
+        );
+    }
 }

@@ -54,6 +54,47 @@ impl Default for VerifyLimits {
     }
 }
 
+impl VerifyLimits {
+    /// The limit names [`VerifyLimits::set`] accepts (the field names).
+    pub const NAMES: &'static [&'static str] = &[
+        "max_total_bytes",
+        "max_ratio",
+        "ratio_grace_bytes",
+        "max_entries",
+        "max_manifest_bytes",
+        "max_sql_skeleton_bytes",
+        "max_window_log",
+    ];
+
+    /// Sets one limit by its field name, so vector files, the CLI's `--limit NAME=VALUE` and the
+    /// WASM options all spell limits the same way.
+    pub fn set(&mut self, name: &str, value: u64) -> Result<(), String> {
+        let slot = match name {
+            "max_total_bytes" => &mut self.max_total_bytes,
+            "max_ratio" => &mut self.max_ratio,
+            "ratio_grace_bytes" => &mut self.ratio_grace_bytes,
+            "max_entries" => &mut self.max_entries,
+            "max_manifest_bytes" => &mut self.max_manifest_bytes,
+            "max_sql_skeleton_bytes" => &mut self.max_sql_skeleton_bytes,
+            "max_window_log" => {
+                self.max_window_log = u32::try_from(value)
+                    .ok()
+                    .filter(|v| (10..=31).contains(v))
+                    .ok_or_else(|| format!("max_window_log must be 10..=31, not {value}"))?;
+                return Ok(());
+            }
+            _ => {
+                return Err(format!(
+                    "unknown limit {name:?}; known limits: {}",
+                    Self::NAMES.join(", ")
+                ))
+            }
+        };
+        *slot = value;
+        Ok(())
+    }
+}
+
 /// How to verify.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VerifyOptions {
