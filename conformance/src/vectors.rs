@@ -1108,7 +1108,7 @@ pub fn generate() -> Vec<Vector> {
         let mut d = std_draft.clone();
         let text = String::from_utf8(d.db_sql.clone()).expect("db.sql is UTF-8");
         let cut = text.rfind("\\.\n").expect("db.sql has COPY blocks");
-        d.db_sql = text[..cut].as_bytes().to_vec();
+        d.db_sql = text.as_bytes()[..cut].to_vec();
         out.add(
             "sql_unterminated_copy",
             build(&d, &keys.main).archive(),
