@@ -17,8 +17,8 @@
 
 use roomshard_bundle::{DbSqlWriter, LocalEd25519Signer, LocalP256Signer, Signer};
 use roomshard_verify::format::{
-    self, ColumnDescriptor, ColumnRef, Exporter, FileEntry, KeySet, LogicalType, Manifest,
-    RoomInfo, SignatureInfo, TableDescriptor, TableEntry, Totals, TrustedKey,
+    self, ColumnDescriptor, Exporter, FileEntry, KeySet, LogicalType, Manifest, RoomInfo,
+    SignatureInfo, TableDescriptor, TableEntry, Totals, TrustedKey,
 };
 use roomshard_verify::{Algorithm, VerifyLimits};
 use sha2::{Digest, Sha256};
@@ -180,22 +180,9 @@ impl HasTrustedKey for LocalEd25519Signer {
 
 /// The room tables of the vectors: messages with replies and attachments, and reactions.
 pub fn tables() -> Vec<TableDescriptor> {
-    let col = |name: &str, t: LogicalType, nullable: bool| ColumnDescriptor {
-        name: name.into(),
-        logical_type: t,
-        nullable,
-        references: None,
-    };
-    let mut reply_to = col("reply_to", LogicalType::Int8, true);
-    reply_to.references = Some(ColumnRef {
-        table: "messages".into(),
-        column: "id".into(),
-    });
-    let mut message_id = col("message_id", LogicalType::Int8, false);
-    message_id.references = Some(ColumnRef {
-        table: "messages".into(),
-        column: "id".into(),
-    });
+    let col = ColumnDescriptor::new;
+    let reply_to = col("reply_to", LogicalType::Int8, true).referencing("messages", "id");
+    let message_id = col("message_id", LogicalType::Int8, false).referencing("messages", "id");
     vec![
         TableDescriptor {
             name: "messages".into(),

@@ -11,7 +11,7 @@ use roomshard_bundle::{
     WriterOptions, sidecar,
 };
 use roomshard_verify::format::{
-    ColumnDescriptor, ColumnRef, Exporter, KeySet, LogicalType, Manifest, RoomInfo, TableDescriptor,
+    ColumnDescriptor, Exporter, KeySet, LogicalType, Manifest, RoomInfo, TableDescriptor,
 };
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -77,27 +77,14 @@ impl Fixture {
 }
 
 fn col(name: &str, t: LogicalType, nullable: bool) -> ColumnDescriptor {
-    ColumnDescriptor {
-        name: name.into(),
-        logical_type: t,
-        nullable,
-        references: None,
-    }
+    ColumnDescriptor::new(name, t, nullable)
 }
 
 /// The fixture's tables: `messages` (with a self-reference and a media column), `samples` (one
 /// column of every logical type) and `pins` (always empty).
 pub fn tables() -> Vec<TableDescriptor> {
-    let mut reply_to = col("reply_to", LogicalType::Int8, true);
-    reply_to.references = Some(ColumnRef {
-        table: "messages".into(),
-        column: "id".into(),
-    });
-    let mut pinned = col("message_id", LogicalType::Int8, false);
-    pinned.references = Some(ColumnRef {
-        table: "messages".into(),
-        column: "id".into(),
-    });
+    let reply_to = col("reply_to", LogicalType::Int8, true).referencing("messages", "id");
+    let pinned = col("message_id", LogicalType::Int8, false).referencing("messages", "id");
     vec![
         TableDescriptor {
             name: "messages".into(),

@@ -72,12 +72,7 @@ fn pem_body(pem: &str) -> Vec<u8> {
 }
 
 fn col(name: &str, t: LogicalType, nullable: bool) -> ColumnDescriptor {
-    ColumnDescriptor {
-        name: name.into(),
-        logical_type: t,
-        nullable,
-        references: None,
-    }
+    ColumnDescriptor::new(name, t, nullable)
 }
 
 /// A small bundle signed by `signer`, written to `dir/name`; returns (archive path, sidecar path).

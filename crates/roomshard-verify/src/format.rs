@@ -212,6 +212,27 @@ pub struct ColumnDescriptor {
     pub references: Option<ColumnRef>,
 }
 
+impl ColumnDescriptor {
+    /// A column without a reference.
+    pub fn new(name: &str, logical_type: LogicalType, nullable: bool) -> Self {
+        ColumnDescriptor {
+            name: name.to_string(),
+            logical_type,
+            nullable,
+            references: None,
+        }
+    }
+
+    /// The same column, declared as holding IDs of `table.column` (so a remap rewrites it).
+    pub fn referencing(mut self, table: &str, column: &str) -> Self {
+        self.references = Some(ColumnRef {
+            table: table.to_string(),
+            column: column.to_string(),
+        });
+        self
+    }
+}
+
 /// A pointer to a column of a table in the same bundle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,33 +6,18 @@ use roomshard_bundle::{
     BundleMeta, BundleWriter, CopyValue, DbSqlWriter, Finished, HashingWriter, LocalP256Signer,
     Signer, WriterOptions,
 };
-use roomshard_verify::format::{
-    ColumnDescriptor, ColumnRef, LogicalType, RoomInfo, TableDescriptor,
-};
+use roomshard_verify::format::{ColumnDescriptor, LogicalType, RoomInfo, TableDescriptor};
 use roomshard_verify::{KeySet, TrustedKeys};
 
 pub const CREATED_AT: &str = "2026-11-22T10:00:00Z";
 
 fn col(name: &str, t: LogicalType, nullable: bool) -> ColumnDescriptor {
-    ColumnDescriptor {
-        name: name.to_string(),
-        logical_type: t,
-        nullable,
-        references: None,
-    }
+    ColumnDescriptor::new(name, t, nullable)
 }
 
 pub fn tables() -> Vec<TableDescriptor> {
-    let mut reply_to = col("reply_to", LogicalType::Int8, true);
-    reply_to.references = Some(ColumnRef {
-        table: "messages".into(),
-        column: "id".into(),
-    });
-    let mut message_id = col("message_id", LogicalType::Int8, false);
-    message_id.references = Some(ColumnRef {
-        table: "messages".into(),
-        column: "id".into(),
-    });
+    let reply_to = col("reply_to", LogicalType::Int8, true).referencing("messages", "id");
+    let message_id = col("message_id", LogicalType::Int8, false).referencing("messages", "id");
     vec![
         TableDescriptor {
             name: "messages".into(),
