@@ -775,6 +775,54 @@ fn thread_cpu() -> f64 {
         .map_or(f64::NAN, |ns| ns as f64 / 1e9)
 }
 
+/// What plain two-thread pipelining reaches on this archive, without any tar/sql work: this
+/// thread decompresses into pooled 256 KiB buffers, a second thread SHA-256s them (bounded
+/// queue of 8, as in the verifier). Wall seconds.
+fn pipeline_floor(archive: &Path) -> Res<f64> {
+    use std::sync::mpsc::{channel, sync_channel};
+    const BUF: usize = 256 * 1024;
+    let start = Instant::now();
+    let (tx, rx) = sync_channel::<Vec<u8>>(8);
+    let (back_tx, back_rx) = channel::<Vec<u8>>();
+    let hasher = std::thread::spawn(move || {
+        let mut h = sha2::Sha256::new();
+        for buf in rx {
+            h.update(&buf);
+            let _ = back_tx.send(buf);
+        }
+        h.finalize()
+    });
+    let mut dec = zstd::stream::read::Decoder::new(fs::File::open(archive)?)?;
+    let mut pool = 0;
+    loop {
+        let mut buf = match back_rx.try_recv() {
+            Ok(b) => b,
+            Err(_) if pool < 10 => {
+                pool += 1;
+                vec![0u8; BUF]
+            }
+            Err(_) => back_rx.recv()?,
+        };
+        buf.resize(BUF, 0);
+        let mut filled = 0;
+        while filled < BUF {
+            let n = dec.read(&mut buf[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        buf.truncate(filled);
+        if filled == 0 {
+            break;
+        }
+        tx.send(buf)?;
+    }
+    drop(tx);
+    std::hint::black_box(hasher.join().map_err(|_| "hash thread panicked")?);
+    Ok(start.elapsed().as_secs_f64())
+}
+
 /// Profile pieces, in this process, over the same archive: zstd decode alone, decode + SHA-256
 /// of every decompressed byte, and SHA-256 alone over an in-memory buffer.
 fn profile_pieces(archive: &Path) -> Res<(f64, f64, f64, u64)> {
@@ -824,10 +872,21 @@ fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// `$CARGO_TARGET_DIR`, else the target directory this binary was built into, else
+/// `<workspace>/target`.
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    let from_exe = std::env::current_exe().ok().and_then(|exe| {
+        let profile_dir = exe.parent()?;
+        matches!(
+            profile_dir.file_name()?.to_str()?,
+            "release" | "debug" | "bench"
+        )
+        .then(|| profile_dir.parent().map(Path::to_path_buf))?
+    });
+    from_exe.unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// The `roomshard` CLI: built (release) unless told not to, found next to this binary.
@@ -985,6 +1044,11 @@ fn bench_verify(args: &VerifyArgs) -> Res<()> {
     }
     let (dec_t, dec_hash_t, sha_rate, _) = profile_pieces(&p.archive)?;
     let lib_cpu = median(&cpu_lib);
+    let pipe_t = median(
+        &(0..runs)
+            .map(|_| pipeline_floor(&p.archive))
+            .collect::<Res<Vec<f64>>>()?,
+    );
 
     let mb = |bytes: u64, secs: f64| bytes as f64 / 1e6 / secs;
     let (m_cli, m_lib, m_base, m_bare) = (
@@ -1143,6 +1207,11 @@ fn bench_verify(args: &VerifyArgs) -> Res<()> {
             "hash-thread"
         },
         mb(decompressed, (dec_t + other).max(sha_t))
+    );
+    println!(
+        "profile_pipeline: plain decode-thread -> hash-thread pipeline (no tar/sql work) {pipe_t:.3} s = {:.0} MB/s (ratio vs zstd -dc {:.3}); verify {m_lib:.3} s",
+        mb(decompressed, pipe_t),
+        mb(decompressed, pipe_t) / tp_bare
     );
     println!(
         "summary: verify_time {} | verify_throughput {} | verify_peak_rss {}",

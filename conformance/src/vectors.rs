@@ -967,6 +967,19 @@ pub fn generate() -> Vec<Vector> {
             "a table name carrying SQL injection, validly signed",
         );
     }
+    {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&good.manifest).expect("manifest is JSON");
+        v["room"]["name"] = serde_json::Value::Null;
+        let bytes = serde_json::to_vec(&v).expect("serialises");
+        let sig = signature_entry(&keys.main, &bytes);
+        out.add(
+            "manifest_null_optional",
+            assemble(good.content.clone(), &bytes, sig),
+            "fail_manifest_invalid",
+            "room.name is null instead of absent: bytes that do not round-trip (found by fuzzing)",
+        );
+    }
 
     // ---- signature and keys ----
     {

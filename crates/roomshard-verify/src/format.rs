@@ -350,6 +350,15 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, VerifyError> {
     }
     let manifest: Manifest = serde_json::from_value(value)
         .map_err(|e| VerifyError::new(Reason::ManifestInvalid, format!("manifest.json: {e}")))?;
+    // The typed manifest must say exactly what the signed bytes say: a value the types read
+    // lossily (such as `"name": null` for an absent optional field) would let two different
+    // byte strings mean the same manifest.
+    if to_canonical_json(&manifest) != bytes {
+        return Err(invalid(
+            "a field does not round-trip through the manifest schema (e.g. null for an optional field)"
+                .to_string(),
+        ));
+    }
     validate_manifest(&manifest)?;
     Ok(manifest)
 }

@@ -914,3 +914,24 @@ fn io_errors_are_reported() {
     let r = verify_reader(Failing, keys(), VerifyOptions::default());
     assert_refused(&r, Reason::Io);
 }
+
+/// Found by fuzzing `parse_manifest`: `null` for an optional field parsed as absent, so two byte
+/// strings meant the same manifest.
+#[test]
+fn manifest_with_null_for_an_optional_field_is_invalid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../conformance/vectors/manifest_null_optional.tar.zst");
+    let bytes = std::fs::read(&path).expect("the manifest_null_optional vector");
+    let tar = zstd::decode_all(&bytes[..]).expect("zstd");
+    let mut archive = ::tar::Archive::new(&tar[..]);
+    let mut manifest = Vec::new();
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("entry");
+        if entry.path().expect("path").to_str() == Some("manifest.json") {
+            std::io::Read::read_to_end(&mut entry, &mut manifest).expect("read");
+        }
+    }
+    assert!(manifest.windows(11).any(|w| w == b"\"name\":null"));
+    let err = roomshard_verify::format::parse_manifest(&manifest).expect_err("null name refused");
+    assert_eq!(err.reason, roomshard_verify::Reason::ManifestInvalid);
+}
