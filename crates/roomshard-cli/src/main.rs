@@ -223,7 +223,7 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode, UsageError> {
         None => input,
     };
     let report = roomshard_verify::verify_reader(
-        io::BufReader::with_capacity(1 << 20, input),
+        io::BufReader::with_capacity(64 << 10, input),
         keys.clone(),
         options,
     );

@@ -337,7 +337,7 @@ impl Verifier {
 /// Verifies an archive read from `reader` (pull style).
 pub fn verify_reader<R: Read>(mut reader: R, keys: TrustedKeys, options: VerifyOptions) -> Report {
     let mut verifier = Verifier::new(keys, options);
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         match reader.read(&mut buf) {
             Ok(0) => break,
@@ -386,6 +386,8 @@ struct EntryChecker {
     hasher: Hashing,
     sql: SqlScan,
     sql_complete: bool,
+    /// Whether `db.sql` is scanned on this thread (else the hashing worker scans it).
+    sql_inline: bool,
     files: Vec<FoundFile>,
     seen: HashSet<String>,
     entries: u64,
@@ -407,6 +409,7 @@ impl EntryChecker {
             hasher: Hashing::new(hash_archive),
             sql: SqlScan::new(limits.max_sql_skeleton_bytes),
             sql_complete: false,
+            sql_inline: true,
             files: Vec::new(),
             seen: HashSet::new(),
             entries: 0,
@@ -502,8 +505,11 @@ impl EntryChecker {
     /// Everything not judged while streaming, in the order of the spec: presence of manifest and
     /// signature, the manifest, the signature, the entry set, sizes, digests, then `db.sql`.
     /// Fills the report with what is known and returns the first problem.
-    fn conclude(self, report: &mut Report) -> Option<VerifyError> {
-        let (digests, archive_digest) = self.hasher.finish();
+    fn conclude(mut self, report: &mut Report) -> Option<VerifyError> {
+        let (digests, archive_digest, worker_scan) = self.hasher.finish();
+        if let Some(scan) = worker_scan {
+            self.sql = scan;
+        }
         report.archive_sha256 = archive_digest.map(|d| hex(&d));
         let mut problems = Problems::default();
         if self.manifest.is_none() {
@@ -815,7 +821,11 @@ impl EntrySink for EntryChecker {
             }
         } else {
             let sql = path == DB_SQL;
-            self.hasher.begin_entry();
+            self.hasher.begin_entry(size, sql);
+            self.sql_inline = !(sql
+                && self
+                    .hasher
+                    .scan_in_worker(&mut self.sql, self.limits.max_sql_skeleton_bytes));
             Current::Content { path, size, sql }
         };
         Ok(())
@@ -825,7 +835,7 @@ impl EntrySink for EntryChecker {
         match &mut self.current {
             Current::Content { sql, .. } => {
                 self.hasher.update(data);
-                if *sql {
+                if *sql && self.sql_inline {
                     self.sql.feed(data);
                 }
             }
@@ -857,12 +867,17 @@ impl EntrySink for EntryChecker {
     }
 }
 
+/// What [`Hashing::finish`] gives: per-entry digests, the archive's digest, the `db.sql` scan.
+type HashResults = (Vec<Option<[u8; 32]>>, Option<[u8; 32]>, Option<SqlScan>);
+
 /// SHA-256 of each content entry, in entry order, and optionally of the compressed archive.
 ///
 /// Where threads exist, a worker thread hashes while this thread decompresses, so the two use
-/// two cores. The archive always goes to the worker; an entry goes to it unless the worker has
-/// fallen behind (incompressible media decompress faster than SHA-256 runs), in which case the
-/// entry is hashed on this thread, so both cores hash. In WASM everything runs inline.
+/// two cores. The archive always goes to the worker, and so does `db.sql`, which the worker
+/// also scans (decompressing text is this thread's slowest part). Another entry goes to it
+/// unless the worker already has as many bytes queued as the entry holds (incompressible media
+/// decompress faster than SHA-256 runs): then this thread hashes the entry while the worker
+/// drains its queue, so both cores hash. In WASM everything runs inline.
 struct Hashing {
     /// Hashes the current entry when it is hashed inline.
     inline: Sha256,
@@ -902,24 +917,48 @@ impl Hashing {
 
     /// Hashes the next chunk of the compressed archive.
     fn archive_update(&mut self, chunk: &[u8]) {
-        if let Some(h) = &mut self.archive {
-            h.update(chunk);
-            return;
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            if let Some(w) = &mut self.worker {
-                w.update(worker::Stream::Archive, chunk);
+        match &mut self.archive {
+            Some(h) => h.update(chunk),
+            None =>
+            {
+                #[cfg(not(target_arch = "wasm32"))]
+                if let Some(w) = &mut self.worker {
+                    w.update(worker::Stream::Archive, chunk);
+                }
             }
         }
     }
 
-    /// A content entry starts: decides where it is hashed.
-    fn begin_entry(&mut self) {
+    /// A content entry of `size` bytes starts: decides where it is hashed. It goes to the
+    /// worker unless the worker already has at least `size` bytes queued, so that it stays busy
+    /// while this thread hashes the entry itself. `db.sql` (`busy`: this thread also scans it,
+    /// and decompressing text is slow) always goes to the worker.
+    #[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
+    fn begin_entry(&mut self, size: u64, busy: bool) {
         #[cfg(not(target_arch = "wasm32"))]
         {
-            self.to_worker = self.worker.as_mut().map_or(false, |w| !w.is_behind());
+            self.to_worker = self
+                .worker
+                .as_mut()
+                .map_or(false, |w| busy || w.queued_bytes() < size);
         }
+    }
+
+    /// Hands the `db.sql` scan to the worker when it hashes the current entry, so the worker
+    /// also feeds it the entry's bytes and [`Hashing::finish`] returns it; `false` (and `scan`
+    /// left alone) if the entry is hashed on this thread.
+    #[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
+    fn scan_in_worker(&mut self, scan: &mut SqlScan, max_skeleton: u64) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            if self.to_worker {
+                if let Some(w) = &mut self.worker {
+                    w.scan_entry(std::mem::replace(scan, SqlScan::new(max_skeleton)));
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Hashes the next piece of the current entry.
@@ -952,15 +991,15 @@ impl Hashing {
     }
 
     /// The digests of all completed entries in order (an entry cut short is dropped; `None`
-    /// only if the worker thread died, which no digest then matches), and the archive's digest
-    /// if it was hashed.
-    fn finish(self) -> (Vec<Option<[u8; 32]>>, Option<[u8; 32]>) {
+    /// only if the worker thread died, which no digest then matches), the archive's digest
+    /// if it was hashed, and the `db.sql` scan if the worker ran it.
+    fn finish(self) -> HashResults {
         let archive = self.archive.map(|h| h.finalize().into());
         #[cfg(not(target_arch = "wasm32"))]
         {
             if let Some(w) = self.worker {
                 let hashed_archive = w.hashed_archive();
-                let (from_worker, worker_archive) = w.finish();
+                let (from_worker, worker_archive, scan) = w.finish();
                 let mut from_worker = from_worker.into_iter();
                 let digests = self
                     .digests
@@ -974,10 +1013,11 @@ impl Hashing {
                     } else {
                         archive
                     },
+                    scan,
                 );
             }
         }
-        (self.digests, archive)
+        (self.digests, archive, None)
     }
 }
 
@@ -986,12 +1026,13 @@ mod worker {
     //! The hashing thread: data goes to it in pooled buffers over a bounded channel, so memory
     //! stays at `BUFFERS * BUFFER_BYTES` however fast decompression runs.
 
+    use crate::sqlscan::SqlScan;
     use sha2::{Digest, Sha256};
     use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
     use std::thread::JoinHandle;
 
     const BUFFER_BYTES: usize = 256 * 1024;
-    const BUFFERS: usize = 8;
+    const BUFFERS: usize = 32;
 
     /// The two byte streams the worker hashes.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1004,11 +1045,14 @@ mod worker {
 
     enum Job {
         Data(Stream, Vec<u8>),
+        /// The current entry is `db.sql`: feed it to this scan too.
+        Scan(SqlScan),
         EndEntry,
     }
 
-    /// What the thread computed: entry digests in order, and the archive's digest.
-    type Digests = (Vec<[u8; 32]>, Option<[u8; 32]>);
+    /// What the thread computed: entry digests in order, the archive's digest, and the last
+    /// `db.sql` scan it was given.
+    type Digests = (Vec<[u8; 32]>, Option<[u8; 32]>, Option<SqlScan>);
 
     pub(super) struct HashWorker {
         jobs: SyncSender<Job>,
@@ -1037,11 +1081,18 @@ mod worker {
                     let mut entry = Sha256::new();
                     let mut archive: Option<Sha256> = None;
                     let mut digests = Vec::new();
+                    let mut scan: Option<SqlScan> = None;
+                    let mut scanning = false;
                     for job in job_rx {
                         match job {
                             Job::Data(stream, mut buf) => {
                                 match stream {
-                                    Stream::Entry => entry.update(&buf),
+                                    Stream::Entry => {
+                                        entry.update(&buf);
+                                        if let (true, Some(s)) = (scanning, &mut scan) {
+                                            s.feed(&buf);
+                                        }
+                                    }
                                     Stream::Archive => {
                                         archive.get_or_insert_with(Sha256::new).update(&buf)
                                     }
@@ -1050,10 +1101,17 @@ mod worker {
                                 // The verifier may be gone; the buffer is then simply freed.
                                 let _ = returned_tx.send(buf);
                             }
-                            Job::EndEntry => digests.push(entry.finalize_reset().into()),
+                            Job::Scan(s) => {
+                                scan = Some(s);
+                                scanning = true;
+                            }
+                            Job::EndEntry => {
+                                scanning = false;
+                                digests.push(entry.finalize_reset().into());
+                            }
                         }
                     }
-                    (digests, archive.map(|h| h.finalize().into()))
+                    (digests, archive.map(|h| h.finalize().into()), scan)
                 })
                 .ok()?;
             Some(HashWorker {
@@ -1069,10 +1127,9 @@ mod worker {
             })
         }
 
-        /// Whether more than half the buffers wait to be hashed.
-        pub(super) fn is_behind(&mut self) -> bool {
+        pub(super) fn queued_bytes(&mut self) -> u64 {
             self.collect_returned();
-            self.in_flight > BUFFERS / 2
+            (self.in_flight * BUFFER_BYTES) as u64
         }
 
         /// Whether any archive bytes were given.
@@ -1095,6 +1152,13 @@ mod worker {
                     self.flush(stream);
                 }
             }
+        }
+
+        /// The current entry (nothing of it sent yet) is `db.sql`, to be scanned by `scan`.
+        pub(super) fn scan_entry(&mut self, scan: SqlScan) {
+            self.flush(Stream::Entry);
+            // Fails only if the thread is gone, which `finish` reports as missing digests.
+            let _ = self.jobs.send(Job::Scan(scan));
         }
 
         pub(super) fn end_entry(&mut self) {
@@ -1172,7 +1236,7 @@ mod tests {
         let archive: Vec<u8> = (0..1_000_000u32).map(|j| (j % 253) as u8).collect();
         let mut h = Hashing::new(true);
         for (i, e) in entries.iter().enumerate() {
-            h.begin_entry();
+            h.begin_entry(e.len() as u64, false);
             // Force both routes: worker and inline.
             h.to_worker = i % 3 != 1;
             for piece in e.chunks(70_000) {
@@ -1189,12 +1253,39 @@ mod tests {
         {
             archive_hash.update(&archive[..archive.len() / 7]);
         }
-        let (digests, archive_digest) = h.finish();
+        let (digests, archive_digest, _) = h.finish();
         let want: Vec<Option<[u8; 32]>> = entries
             .iter()
             .map(|e| Some(Sha256::digest(e).into()))
             .collect();
         assert_eq!(digests, want);
         assert_eq!(archive_digest, Some(archive_hash.finalize().into()));
+    }
+
+    #[test]
+    fn the_worker_scans_db_sql_like_this_thread_would() {
+        let mut sql = b"SET x;\nCOPY \"t\" (\"a\", \"b\") FROM stdin;\n".to_vec();
+        for i in 0..20_000 {
+            sql.extend_from_slice(format!("{i}\tsome text\n").as_bytes());
+        }
+        sql.extend_from_slice(b"\\.\n");
+        let mut inline = SqlScan::new(1 << 20);
+        inline.feed(&sql);
+        let mut h = Hashing::new(false);
+        h.begin_entry(sql.len() as u64, true);
+        let mut scan = SqlScan::new(1 << 20);
+        assert!(h.scan_in_worker(&mut scan, 1 << 20));
+        for piece in sql.chunks(70_000) {
+            h.update(piece);
+        }
+        h.end_entry();
+        let (digests, _, from_worker) = h.finish();
+        assert_eq!(digests, vec![Some(Sha256::digest(&sql).into())]);
+        let (skeleton, blocks, problem) = from_worker.expect("the worker's scan").finish();
+        let (want_skeleton, want_blocks, want_problem) = inline.finish();
+        assert_eq!(skeleton, want_skeleton);
+        assert_eq!(blocks, want_blocks);
+        assert_eq!(problem, want_problem);
+        assert_eq!(blocks[0].rows, 20_000);
     }
 }
