@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use roomshard_interop_tests::{
-    build_fixture, describe, extract_with_gnu_tar, require_tool, run, run_ok,
+    build_fixture, describe, extract_with_gnu_tar, openssl_p256_key_pair, require_tool, run, run_ok,
 };
 use std::fs;
 use std::process::Command;
@@ -105,25 +105,7 @@ fn openssl_verifies_export_signature() {
     // Another key does not verify the genuine manifest.
     let other_key = fx.path("other.pem");
     let other_pub = fx.path("other.pub.pem");
-    run_ok(
-        Command::new(&openssl)
-            .args([
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-            ])
-            .arg(&other_key),
-    );
-    run_ok(
-        Command::new(&openssl)
-            .args(["ec", "-pubout", "-in"])
-            .arg(&other_key)
-            .arg("-out")
-            .arg(&other_pub),
-    );
+    openssl_p256_key_pair(&openssl, &other_key, &other_pub);
     let bad = run(Command::new(&openssl)
         .args(["dgst", "-sha256", "-verify"])
         .arg(&other_pub)

@@ -5,7 +5,8 @@
 
 use base64::Engine as _;
 use roomshard_interop_tests::{
-    ROOM, build_fixture, describe, repo_root, require_tool, run, run_ok, sha256_hex,
+    ROOM, build_fixture, describe, openssl_p256_key_pair, repo_root, require_tool, run, run_ok,
+    sha256_hex,
 };
 use std::fs;
 use std::path::PathBuf;
@@ -154,25 +155,7 @@ fn sigstore_verify_accepts_sidecar_offline() {
     let openssl = require_tool("openssl", "apt-get install -y openssl");
     let other_key = fx.path("other.key.pem");
     let other_pub = fx.path("other.pub.pem");
-    run_ok(
-        Command::new(&openssl)
-            .args([
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-            ])
-            .arg(&other_key),
-    );
-    run_ok(
-        Command::new(&openssl)
-            .args(["ec", "-pubout", "-in"])
-            .arg(&other_key)
-            .arg("-out")
-            .arg(&other_pub),
-    );
+    openssl_p256_key_pair(&openssl, &other_key, &other_pub);
     let bad = sigstore_verify(&fx.sidecar, &other_pub, &fx.archive, &fx.key_id);
     assert_eq!(
         bad.status.code(),

@@ -508,3 +508,27 @@ pub fn repo_root() -> PathBuf {
         .expect("tests/ has a parent")
         .to_path_buf()
 }
+
+/// Makes an unrelated P-256 key pair with openssl (private PEM at `private`, SPKI PEM at
+/// `public`): the "another key" of negative tests.
+pub fn openssl_p256_key_pair(openssl: &Path, private: &Path, public: &Path) {
+    run_ok(
+        Command::new(openssl)
+            .args([
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+            ])
+            .arg(private),
+    );
+    run_ok(
+        Command::new(openssl)
+            .args(["ec", "-pubout", "-in"])
+            .arg(private)
+            .arg("-out")
+            .arg(public),
+    );
+}
