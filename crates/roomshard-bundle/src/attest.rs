@@ -75,6 +75,76 @@ pub fn sidecar(
     manifest_sha256: &str,
     signer: &dyn Signer,
 ) -> Result<Vec<u8>, BundleError> {
+    let pending = sidecar_to_sign(archive_sha256, manifest, manifest_sha256)?;
+    let signature = signer.sign(pending.message())?;
+    Ok(pending.into_sidecar(signer.key_id(), &signature))
+}
+
+/// A DSSE payload waiting for its signature: for signers that are asynchronous (a KMS, the
+/// [`KeyManager`](https://docs.rs/roomshard-core) of a running server). Sign
+/// [`message`](Self::message) with the key, then assemble with [`into_envelope`](Self::into_envelope)
+/// (receipts) or [`into_sidecar`](Self::into_sidecar) (export sidecars).
+#[derive(Clone, Debug)]
+pub struct PendingEnvelope {
+    payload_type: &'static str,
+    payload: Vec<u8>,
+    message: Vec<u8>,
+}
+
+impl PendingEnvelope {
+    fn new(payload_type: &'static str, payload: Vec<u8>) -> Self {
+        let message = pae(payload_type, &payload);
+        PendingEnvelope {
+            payload_type,
+            payload,
+            message,
+        }
+    }
+
+    /// The exact bytes to sign (the DSSE pre-authentication encoding of the payload).
+    pub fn message(&self) -> &[u8] {
+        &self.message
+    }
+
+    fn envelope(&self, key_id: &str, signature: &[u8]) -> Envelope {
+        Envelope {
+            payload: STANDARD.encode(&self.payload),
+            payload_type: self.payload_type.to_string(),
+            signatures: vec![EnvelopeSignature {
+                keyid: key_id.to_string(),
+                sig: STANDARD.encode(signature),
+            }],
+        }
+    }
+
+    /// The DSSE envelope as canonical JSON (a receipt).
+    pub fn into_envelope(self, key_id: &str, signature: &[u8]) -> Vec<u8> {
+        to_canonical_json(&self.envelope(key_id, signature))
+    }
+
+    /// The Sigstore v0.3 bundle around the envelope, as canonical JSON (an export sidecar).
+    pub fn into_sidecar(self, key_id: &str, signature: &[u8]) -> Vec<u8> {
+        let bundle = SigstoreBundle {
+            media_type: SIGSTORE_BUNDLE_V03.to_string(),
+            verification_material: VerificationMaterial {
+                public_key: PublicKeyIdentifier {
+                    hint: key_id.to_string(),
+                },
+                tlog_entries: Vec::new(),
+                timestamp_verification_data: Some(TimestampVerificationData::default()),
+            },
+            dsse_envelope: self.envelope(key_id, signature),
+        };
+        to_canonical_json(&bundle)
+    }
+}
+
+/// The first step of [`sidecar`]: checks the inputs and builds the statement to sign.
+pub fn sidecar_to_sign(
+    archive_sha256: &[u8; 32],
+    manifest: &Manifest,
+    manifest_sha256: &str,
+) -> Result<PendingEnvelope, BundleError> {
     if !is_sha256_hex(manifest_sha256) {
         return Err(BundleError::invalid(
             "manifest_sha256 is not 64 lowercase hex digits",
@@ -93,19 +163,10 @@ pub fn sidecar(
         EXPORT_PREDICATE_TYPE,
         to_value(&predicate)?,
     );
-    let envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, &to_canonical_json(&statement), signer)?;
-    let bundle = SigstoreBundle {
-        media_type: SIGSTORE_BUNDLE_V03.to_string(),
-        verification_material: VerificationMaterial {
-            public_key: PublicKeyIdentifier {
-                hint: signer.key_id().to_string(),
-            },
-            tlog_entries: Vec::new(),
-            timestamp_verification_data: Some(TimestampVerificationData::default()),
-        },
-        dsse_envelope: envelope,
-    };
-    Ok(to_canonical_json(&bundle))
+    Ok(PendingEnvelope::new(
+        IN_TOTO_PAYLOAD_TYPE,
+        to_canonical_json(&statement),
+    ))
 }
 
 /// Signs a Sovereignty Receipt: a DSSE envelope (JSON) around an in-toto statement with subject
@@ -117,6 +178,16 @@ pub fn sign_receipt(
     subject_digest_hex: &str,
     signer: &dyn Signer,
 ) -> Result<Vec<u8>, BundleError> {
+    let pending = receipt_to_sign(predicate, subject_digest_hex)?;
+    let signature = signer.sign(pending.message())?;
+    Ok(pending.into_envelope(signer.key_id(), &signature))
+}
+
+/// The first step of [`sign_receipt`]: checks the predicate and builds the statement to sign.
+pub fn receipt_to_sign(
+    predicate: &ReceiptPredicate,
+    subject_digest_hex: &str,
+) -> Result<PendingEnvelope, BundleError> {
     validate_room_id(&predicate.room).map_err(|e| BundleError::invalid(e.detail))?;
     for (what, ts) in [
         ("issued", &predicate.issued),
@@ -147,6 +218,8 @@ pub fn sign_receipt(
         RECEIPT_PREDICATE_TYPE,
         to_value(predicate)?,
     );
-    let envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, &to_canonical_json(&statement), signer)?;
-    Ok(to_canonical_json(&envelope))
+    Ok(PendingEnvelope::new(
+        IN_TOTO_PAYLOAD_TYPE,
+        to_canonical_json(&statement),
+    ))
 }

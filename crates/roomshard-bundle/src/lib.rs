@@ -43,11 +43,13 @@ mod signer;
 mod sql;
 mod writer;
 
-pub use attest::{sidecar, sign_envelope, sign_receipt};
+pub use attest::{
+    PendingEnvelope, receipt_to_sign, sidecar, sidecar_to_sign, sign_envelope, sign_receipt,
+};
 pub use error::BundleError;
 pub use p256::elliptic_curve::zeroize::Zeroizing;
 pub use signer::{LocalEd25519Signer, LocalP256Signer, Signer, key_id_for_spki_der};
-pub use sql::{CopyValue, DbSqlWriter, format_float8};
+pub use sql::{CopyValue, DbSqlWriter, format_float8, is_copy_timestamptz, is_uuid};
 pub use writer::{
     BundleMeta, BundleWriter, Finished, HashingWriter, PendingSignature, WriterOptions,
     archive_file_name, default_exporter,

@@ -117,7 +117,10 @@ pub fn format_float8(v: f64) -> String {
     }
 }
 
-fn is_copy_timestamptz(s: &str) -> bool {
+/// Whether `s` is a `timestamptz` in the COPY text form bundles use:
+/// `YYYY-MM-DD HH:MM:SS[.f{1,6}]+00`. Shared with providers that store timestamps as text, so
+/// they accept exactly what a bundle may contain.
+pub fn is_copy_timestamptz(s: &str) -> bool {
     let b = s.as_bytes();
     let digits =
         |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
@@ -160,7 +163,8 @@ fn is_copy_timestamptz(s: &str) -> bool {
     rest == b"+00"
 }
 
-fn is_uuid(s: &str) -> bool {
+/// Whether `s` is a UUID in its canonical hyphenated form (`8-4-4-4-12` hex digits).
+pub fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.bytes().enumerate().all(|(i, c)| match i {
             8 | 13 | 18 | 23 => c == b'-',
@@ -330,6 +334,52 @@ impl<W: Write> DbSqlWriter<W> {
         result?;
         self.row_counts[index] += 1;
         Ok(())
+    }
+
+    /// Writes rows of the open table that are already in COPY text format (a
+    /// [`ShardStore::dump`](https://docs.rs/roomshard-core) chunk): whole lines, each ending in
+    /// `\n`, each with exactly one raw tab per column separator. Returns the rows written.
+    ///
+    /// Rows from a store are trusted for their values (the store produced them from typed
+    /// columns) but not for their framing: a chunk that ends mid-line, has the wrong number of
+    /// fields, or contains the end-of-data marker `\.` is [`BundleError::Invalid`] and nothing
+    /// of it is written.
+    pub fn write_copy_text(&mut self, chunk: &[u8]) -> Result<u64, BundleError> {
+        self.check_usable()?;
+        let index = self.current.ok_or_else(|| {
+            BundleError::invalid("db.sql: write_copy_text before begin_table".to_string())
+        })?;
+        let table = &self.tables[index];
+        if chunk.is_empty() {
+            return Ok(0);
+        }
+        if chunk.last() != Some(&b'\n') {
+            return Err(BundleError::invalid(format!(
+                "db.sql: a chunk of table {:?} ends in the middle of a row",
+                table.name
+            )));
+        }
+        let mut rows = 0u64;
+        for line in chunk[..chunk.len() - 1].split(|&b| b == b'\n') {
+            rows += 1;
+            let tabs = line.iter().filter(|&&b| b == b'\t').count();
+            if tabs + 1 != table.columns.len() || line == b"\\." || line.contains(&b'\r') {
+                return Err(BundleError::invalid(format!(
+                    "db.sql: row {} of a chunk of table {:?} has {} fields, the table {} columns",
+                    rows,
+                    table.name,
+                    tabs + 1,
+                    table.columns.len()
+                )));
+            }
+        }
+        if let Err(e) = self.out.write_all(chunk) {
+            self.poisoned = true;
+            return Err(e.into());
+        }
+        self.bytes_written += chunk.len() as u64;
+        self.row_counts[index] += rows;
+        Ok(rows)
     }
 
     /// Bytes written so far (the `size` to give [`crate::BundleWriter::add_db_sql`]).

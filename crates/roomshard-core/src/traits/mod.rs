@@ -31,11 +31,16 @@
 //! - **Streaming**: rows and objects move in chunks; no method requires a whole table or object
 //!   in memory.
 
+mod control;
 mod index;
 mod keys;
 mod media;
 mod shard;
 
+pub use control::{
+    AuditEntry, AuditRecord, AuditVerification, ControlPlane, CopyJob, GENESIS_HASH, ImportRecord,
+    ImportState, JobKind, ReceiptRecord, verify_audit_chain,
+};
 pub use index::{ConsumerGroup, Delivery, DeliveryTag, Indexer, Lag};
 pub use keys::{
     DataKey, EncryptionContext, Grant, GrantId, Grantee, KeyManager, KeyRef, PublicKey,

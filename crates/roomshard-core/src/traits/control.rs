@@ -1,0 +1,417 @@
+//! [`ControlPlane`]: roomshard's own records in the host's global database.
+
+use crate::error::{Error, Result};
+use crate::ids::RoomId;
+use crate::placement::Placement;
+use crate::traits::shard::{CopyCheckpoint, IdMap};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// roomshard's bookkeeping, kept in tables of the host's global database (SQLite for the embedded
+/// default, PostgreSQL later) and created by migrations the provider ships:
+///
+/// - **placements** — where each room lives ([`Placement`]), compare-and-swap on `version`;
+/// - **copy jobs** — a running decentralise/recentralise's phase and checkpoint ([`CopyJob`]), so
+///   a job killed at any point resumes instead of restarting;
+/// - **imports** — each import's journal and its old→new id maps ([`ImportRecord`]), so an import
+///   killed halfway is rolled back on the next start and a finished one can be traced;
+/// - **audit log** — append-only, hash-chained ([`AuditRecord`]); [`verify_audit`] detects an
+///   edited, inserted, reordered or deleted row (except a cut of the newest rows, which only an
+///   anchor kept elsewhere — a receipt, say — can reveal);
+/// - **receipts** — every Sovereignty Receipt issued ([`ReceiptRecord`]).
+///
+/// Flows talk only to this trait, so the same flow code runs on every host database.
+///
+/// # Behaviour shared by all methods
+/// - [`migrate`](Self::migrate) runs before anything else; it is idempotent and forward-only.
+/// - Writes are durable when the future resolves (committed, fsync'd as the backend does).
+/// - Table names start with `roomshard_`, so they never collide with the host's.
+///
+/// [`verify_audit`]: ControlPlane::verify_audit
+#[async_trait]
+pub trait ControlPlane: Send + Sync {
+    /// A short name for the provider (`sqlite`, `postgres`).
+    fn name(&self) -> &str;
+
+    /// Creates or upgrades roomshard's tables. Idempotent.
+    async fn migrate(&self) -> Result<()>;
+
+    /// A room's placement, or `None` for a room roomshard has never seen.
+    async fn placement(&self, room: &RoomId) -> Result<Option<Placement>>;
+
+    /// Every placement, ordered by room id.
+    async fn placements(&self) -> Result<Vec<Placement>>;
+
+    /// Records a new placement. [`Error::AlreadyExists`] if the room has one.
+    async fn insert_placement(&self, placement: &Placement) -> Result<()>;
+
+    /// Replaces a room's placement with `next` if the stored version is still
+    /// `expected_version` (compare-and-swap); [`Error::Conflict`] if another writer got there
+    /// first, [`Error::NotFound`] if the room has none.
+    async fn update_placement(&self, next: &Placement, expected_version: u64) -> Result<()>;
+
+    /// Deletes a room's placement if its version is `expected_version`. Idempotent on a missing
+    /// placement; [`Error::Conflict`] on a version mismatch.
+    async fn delete_placement(&self, room: &RoomId, expected_version: u64) -> Result<()>;
+
+    /// Stores a job's state, replacing the previous state of the same `(room, kind)`.
+    async fn save_job(&self, job: &CopyJob) -> Result<()>;
+
+    /// A job's last saved state.
+    async fn job(&self, room: &RoomId, kind: JobKind) -> Result<Option<CopyJob>>;
+
+    /// Every saved job, ordered by room and kind.
+    async fn jobs(&self) -> Result<Vec<CopyJob>>;
+
+    /// Forgets a finished or abandoned job. Idempotent.
+    async fn delete_job(&self, room: &RoomId, kind: JobKind) -> Result<()>;
+
+    /// Opens an import's journal entry (state [`ImportState::Staging`]) **before** anything is
+    /// written, so a crash leaves a record that [`imports`](Self::imports) finds and recovery
+    /// rolls back. [`Error::AlreadyExists`] if the id is taken.
+    async fn begin_import(&self, import: &ImportRecord) -> Result<()>;
+
+    /// Marks an import done and stores its id maps, in one transaction.
+    async fn finish_import(&self, id: &str, id_maps: &[IdMap]) -> Result<()>;
+
+    /// Imports, oldest first, optionally only those in `state`.
+    async fn imports(&self, state: Option<ImportState>) -> Result<Vec<ImportRecord>>;
+
+    /// The id maps of a finished import (empty when no id changed).
+    async fn import_id_maps(&self, id: &str) -> Result<Vec<IdMap>>;
+
+    /// Deletes an import's journal entry and its maps (after rolling a staging import back).
+    /// Idempotent.
+    async fn delete_import(&self, id: &str) -> Result<()>;
+
+    /// Appends one entry to the audit log, chaining it to the current last row:
+    /// `prev_hash` is that row's `hash` ([`GENESIS_HASH`] for the first), `seq` is its `seq + 1`,
+    /// `hash` is [`AuditRecord::compute_hash`]. Serialised: concurrent appends never fork the
+    /// chain. Returns the stored record.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord>;
+
+    /// Audit records in `seq` order, optionally only one room's.
+    async fn audit_log(&self, room: Option<&RoomId>) -> Result<Vec<AuditRecord>>;
+
+    /// Checks the whole audit chain (see [`verify_audit_chain`]).
+    async fn verify_audit(&self) -> Result<AuditVerification> {
+        Ok(verify_audit_chain(&self.audit_log(None).await?))
+    }
+
+    /// Records an issued receipt.
+    async fn record_receipt(&self, receipt: &ReceiptRecord) -> Result<()>;
+
+    /// A room's receipts, oldest first.
+    async fn receipts(&self, room: &RoomId) -> Result<Vec<ReceiptRecord>>;
+}
+
+/// Which long-running job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Pooled → dedicated.
+    Decentralise,
+    /// Dedicated → pooled.
+    Recentralise,
+}
+
+impl JobKind {
+    /// The kind as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Decentralise => "decentralise",
+            JobKind::Recentralise => "recentralise",
+        }
+    }
+}
+
+impl std::str::FromStr for JobKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "decentralise" => Ok(JobKind::Decentralise),
+            "recentralise" => Ok(JobKind::Recentralise),
+            other => Err(Error::invalid(
+                "job kind",
+                format!("{other:?} is not a job kind"),
+            )),
+        }
+    }
+}
+
+/// A copy job's resumable state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyJob {
+    /// The room.
+    pub room: RoomId,
+    /// Which job.
+    pub kind: JobKind,
+    /// The last row-copy checkpoint saved (pass and position), if any.
+    pub checkpoint: Option<CopyCheckpoint>,
+    /// The last media object key copied (objects are copied in ascending key order).
+    pub media_after: Option<String>,
+    /// Media objects and bytes copied so far.
+    pub media_done: (u64, u64),
+    /// Milliseconds since the Unix epoch of the last save.
+    pub updated_at_unix_ms: u64,
+}
+
+/// Where an import is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportState {
+    /// Writing: rows and objects under `new_room` may exist and are rolled back on recovery.
+    Staging,
+    /// Committed: the room is live under `new_room`.
+    Done,
+}
+
+impl ImportState {
+    /// The state as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportState::Staging => "staging",
+            ImportState::Done => "done",
+        }
+    }
+}
+
+impl std::str::FromStr for ImportState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "staging" => Ok(ImportState::Staging),
+            "done" => Ok(ImportState::Done),
+            other => Err(Error::invalid(
+                "import state",
+                format!("{other:?} is not a state"),
+            )),
+        }
+    }
+}
+
+/// One import's journal entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportRecord {
+    /// Unique id of the import (a UUID).
+    pub id: String,
+    /// The room id in the bundle.
+    pub source_room: String,
+    /// The room id it was imported as.
+    pub new_room: RoomId,
+    /// SHA-256 (hex) of the bundle's `manifest.json`.
+    pub manifest_sha256: String,
+    /// The key id that signed the bundle.
+    pub signer_key_id: String,
+    /// Staging or done.
+    pub state: ImportState,
+    /// Milliseconds since the Unix epoch when the import began.
+    pub started_at_unix_ms: u64,
+}
+
+/// The hash a chain starts from: 64 zeros.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What to append to the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When, RFC 3339 UTC (`2026-11-22T10:00:00Z`).
+    pub at: String,
+    /// Who acted (the CLI user, a service principal).
+    pub actor: String,
+    /// What happened, e.g. `decentralise.finished`, `room.revoked`.
+    pub action: String,
+    /// The room concerned, if any.
+    pub room: Option<RoomId>,
+    /// Details as JSON (kept small: ids and counts, never secrets).
+    pub detail: serde_json::Value,
+}
+
+/// A stored audit row: the entry plus its place in the chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position, from 1, without gaps.
+    pub seq: u64,
+    /// The entry.
+    pub entry: AuditEntry,
+    /// The previous row's `hash` ([`GENESIS_HASH`] for `seq` 1).
+    pub prev_hash: String,
+    /// [`AuditRecord::compute_hash`] of this row.
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// SHA-256 (lowercase hex) over `prev_hash`, `seq` and the entry, each length-prefixed so no
+    /// two different rows hash the same input. The detail is hashed as serde_json writes it
+    /// (keys sorted, since `serde_json::Value` maps are ordered), so a store that keeps detail as
+    /// text must keep those bytes.
+    pub fn compute_hash(seq: u64, prev_hash: &str, entry: &AuditEntry) -> String {
+        let detail = entry.detail.to_string();
+        let room = entry.room.as_ref().map(|r| r.as_str()).unwrap_or("");
+        let mut h = Sha256::new();
+        for field in [
+            prev_hash.as_bytes(),
+            seq.to_string().as_bytes(),
+            entry.at.as_bytes(),
+            entry.actor.as_bytes(),
+            entry.action.as_bytes(),
+            room.as_bytes(),
+            detail.as_bytes(),
+        ] {
+            h.update((field.len() as u64).to_be_bytes());
+            h.update(field);
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// The record that follows `prev` (or starts the chain) for `entry`.
+    pub fn next(prev: Option<&AuditRecord>, entry: AuditEntry) -> AuditRecord {
+        let (seq, prev_hash) = match prev {
+            Some(p) => (p.seq + 1, p.hash.clone()),
+            None => (1, GENESIS_HASH.to_string()),
+        };
+        let hash = AuditRecord::compute_hash(seq, &prev_hash, &entry);
+        AuditRecord {
+            seq,
+            entry,
+            prev_hash,
+            hash,
+        }
+    }
+}
+
+/// The result of checking an audit chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// Rows checked.
+    pub rows: u64,
+    /// The last row's hash: keep it elsewhere (a receipt, a log) to detect a cut of the tail.
+    pub head: String,
+    /// The first broken row, if any: its `seq` and what is wrong with it.
+    pub broken: Option<(u64, String)>,
+}
+
+impl AuditVerification {
+    /// Whether the chain is intact.
+    pub fn is_intact(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+/// Checks a chain read in `seq` order: `seq` runs 1, 2, 3…, each `prev_hash` equals the previous
+/// row's `hash`, and each `hash` matches its contents.
+pub fn verify_audit_chain(records: &[AuditRecord]) -> AuditVerification {
+    let mut prev_hash = GENESIS_HASH.to_string();
+    for (i, r) in records.iter().enumerate() {
+        let expected_seq = i as u64 + 1;
+        let problem = if r.seq != expected_seq {
+            Some(format!(
+                "sequence {} where {expected_seq} was expected (a row was removed or inserted)",
+                r.seq
+            ))
+        } else if r.prev_hash != prev_hash {
+            Some("prev_hash does not match the previous row's hash".to_string())
+        } else if r.hash != AuditRecord::compute_hash(r.seq, &r.prev_hash, &r.entry) {
+            Some("hash does not match the row's contents (the row was edited)".to_string())
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            return AuditVerification {
+                rows: records.len() as u64,
+                head: records.last().map(|l| l.hash.clone()).unwrap_or_default(),
+                broken: Some((r.seq, p)),
+            };
+        }
+        prev_hash = r.hash.clone();
+    }
+    AuditVerification {
+        rows: records.len() as u64,
+        head: prev_hash,
+        broken: None,
+    }
+}
+
+/// An issued Sovereignty Receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    /// The room.
+    pub room: RoomId,
+    /// The receipt's monotonic version (the placement version it was issued at).
+    pub version: u64,
+    /// Why it was issued: `decentralise`, `import`, `rotate`, `regrant`.
+    pub reason: String,
+    /// Issue time, RFC 3339 UTC.
+    pub issued: String,
+    /// The DSSE envelope (JSON) as issued.
+    pub envelope: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u32) -> AuditEntry {
+        AuditEntry {
+            at: "2026-11-22T10:00:00Z".into(),
+            actor: "test".into(),
+            action: format!("act.{n}"),
+            room: RoomId::new("general").ok(),
+            detail: serde_json::json!({ "n": n }),
+        }
+    }
+
+    fn chain(n: u32) -> Vec<AuditRecord> {
+        let mut out: Vec<AuditRecord> = Vec::new();
+        for i in 0..n {
+            let r = AuditRecord::next(out.last(), entry(i));
+            out.push(r);
+        }
+        out
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let c = chain(5);
+        let v = verify_audit_chain(&c);
+        assert!(v.is_intact(), "{v:?}");
+        assert_eq!(v.rows, 5);
+        assert_eq!(v.head, c[4].hash);
+        assert!(verify_audit_chain(&[]).is_intact());
+    }
+
+    #[test]
+    fn edits_deletions_insertions_and_reorders_are_detected() {
+        let mut edited = chain(5);
+        edited[2].entry.detail = serde_json::json!({ "n": 99 });
+        assert_eq!(verify_audit_chain(&edited).broken.map(|b| b.0), Some(3));
+
+        let mut deleted = chain(5);
+        deleted.remove(1);
+        assert_eq!(verify_audit_chain(&deleted).broken.map(|b| b.0), Some(3));
+
+        let mut rehashed = chain(5);
+        rehashed[1].entry.actor = "mallory".into();
+        rehashed[1].hash = AuditRecord::compute_hash(2, &rehashed[1].prev_hash, &rehashed[1].entry);
+        assert_eq!(verify_audit_chain(&rehashed).broken.map(|b| b.0), Some(3));
+
+        let mut swapped = chain(5);
+        swapped.swap(1, 2);
+        assert!(!verify_audit_chain(&swapped).is_intact());
+    }
+
+    #[test]
+    fn length_prefixes_keep_fields_apart() {
+        let mut a = entry(1);
+        let mut b = entry(1);
+        a.actor = "ab".into();
+        a.action = "c".into();
+        b.actor = "a".into();
+        b.action = "bc".into();
+        assert_ne!(
+            AuditRecord::compute_hash(1, GENESIS_HASH, &a),
+            AuditRecord::compute_hash(1, GENESIS_HASH, &b)
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! roomshard [`MediaStore`](roomshard_core::MediaStore) providers.
+//!
+//! - [`local::LocalMediaStore`]: one directory per room on `object_store`'s local file system
+//!   store, with client-side envelope encryption (AES-256-GCM STREAM in 64 KiB chunks, a
+//!   per-object data key wrapped by the room's [`KeyManager`](roomshard_core::KeyManager) key)
+//!   and HMAC-signed URLs.
+
+mod envelope;
+pub mod local;
+mod signed_url;
+
+pub use local::{DataKeyRewrap, LocalMediaStore, MAX_PRESIGN_EXPIRY_SECS};

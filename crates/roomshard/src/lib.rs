@@ -1,0 +1,1 @@
+//! roomshard facade (in progress).
