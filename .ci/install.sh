@@ -16,7 +16,8 @@ apt_install() {   # apt_install PKG... — runs apt-get update once, then instal
   apt-get install -y -qq "$@"
 }
 
-# Debian rustc 1.63 + wasm32 std (the only way to build wasm32 here), clang/llvm for C deps, zstd CLI.
+# Debian rustc 1.63 + wasm32 std (the only way to build wasm32 here), clang/llvm for C deps, zstd CLI,
+# Chromium for the browser tests (never `npx playwright install`: it downloads).
 missing=()
 [ -x /usr/bin/rustc ] || missing+=(rustc)
 [ -d /usr/lib/rustlib/wasm32-unknown-unknown ] || missing+=(libstd-rust-dev-wasm32)
@@ -24,6 +25,7 @@ missing=()
 command -v clang-14 >/dev/null || missing+=(clang-14)
 command -v llvm-ar-14 >/dev/null || missing+=(llvm-14)
 command -v zstd >/dev/null || missing+=(zstd)
+[ -x /usr/bin/chromium ] || missing+=(chromium)   # headless browser tests (Mesh-Lite, playwright-core)
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 # PostgreSQL client tools (initdb/pg_ctl/postgres normally live in /usr/local/bin already).

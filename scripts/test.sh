@@ -36,5 +36,6 @@ fi
 
 step "benchmark smoke (--quick)"
 cargo run --release --locked -p roomshard-benches -- verify --quick
+cargo run --release --locked -p roomshard-benches -- flows --quick --runs 1
 
 step "all tests passed"

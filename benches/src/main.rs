@@ -2,23 +2,24 @@
 //!
 //! `cargo run --release -p roomshard-benches -- verify [--quick|--full] [--dir D] [--runs N]`
 //!
-//! Generates (deterministically, cached in `D`) a standard-workload room bundle with the real
-//! bundle writer, then measures in the same run, on the same archive, each figure `--runs` times
-//! (median), interleaved so machine noise hits ours and the baselines alike:
+//! Generates (deterministically, cached in `D`) the standard-workload room bundle — examples/mesh's
+//! [`Workload::quick`] or [`Workload::full`] — with the real bundle writer, then measures in the
+//! same run, on the same archive, each figure `--runs` times (median), interleaved so machine
+//! noise hits ours and the baselines alike:
 //! - ours: the `roomshard verify` CLI (and the library's `verify_reader`, in a child process);
 //! - baseline: `zstd -dc | tar -x` into tmpfs + `sha256sum` of every extracted file;
 //! - bare `zstd -dc > /dev/null`, the throughput bound.
+//!
+//! `… -- flows [--quick|--full] [--runs N]` measures export, verify and import on the embedded
+//! default (see the `flows` module).
 //!
 //! Every figure prints as `name: value unit (baseline: value unit, ratio: x)`. Benchmarks report,
 //! they do not assert: the exit status is 0 whatever the figures.
 
 use clap::{Parser, Subcommand};
-use roomshard_bundle::{
-    BundleMeta, BundleWriter, CopyValue, DbSqlWriter, LocalP256Signer, WriterOptions,
-};
-use roomshard_verify::format::{
-    ColumnDescriptor, ColumnRef, KeySet, LogicalType, RoomInfo, TableDescriptor,
-};
+use roomshard_bundle::{BundleWriter, LocalP256Signer, WriterOptions};
+use roomshard_example_mesh::{Media, MediaObject, Workload};
+use roomshard_verify::format::KeySet;
 use roomshard_verify::{TrustedKeys, VerifyOptions};
 use sha2::Digest;
 use std::fs;
@@ -27,10 +28,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-/// Bump when the generated workload changes, so cached archives are rebuilt.
-const GENERATOR_VERSION: u32 = 1;
+mod flows;
+
+/// Bump when the generated workload changes, so cached archives are rebuilt (2: examples/mesh's
+/// `Workload` replaced the benchmark's own generator).
+const GENERATOR_VERSION: u32 = 2;
 const MIB: u64 = 1 << 20;
-const ROOM: &str = "bench";
+/// The manifest's `created_at` of generated bundles (fixed: same workload ⇒ same archive).
+const CREATED_AT: &str = "2026-06-01T12:00:00Z";
 
 #[derive(Parser)]
 #[command(name = "roomshard-benches", about = "roomshard whole-flow benchmarks")]
@@ -53,6 +58,62 @@ enum Cmd {
         #[arg(long)]
         chunk: Option<usize>,
     },
+    /// Export, verify and import benchmark on the embedded default (a `Home` with the Mesh
+    /// schema): each phase in a child process, against tar/zstd baselines.
+    Flows(FlowsArgs),
+    /// (internal) Run one flow phase in this process and print its time and VmHWM.
+    #[command(hide = true)]
+    FlowPhase {
+        #[command(subcommand)]
+        phase: Phase,
+    },
+}
+
+#[derive(Subcommand)]
+enum Phase {
+    /// `export_to_dir` of ROOM from the home in HOME into OUT.
+    Export {
+        home: PathBuf,
+        room: String,
+        out: PathBuf,
+    },
+    /// `import_file` of ARCHIVE into a new home in HOME (which must not exist yet).
+    Import {
+        home: PathBuf,
+        archive: PathBuf,
+        keys: PathBuf,
+    },
+    /// The bundle writer writing the preset workload straight to OUT (no stores).
+    Bundle {
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        seed: u64,
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct FlowsArgs {
+    /// Small workload (10k messages, 64 MiB media), under a minute; the default.
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// Full workload (1M messages, 1 GiB media).
+    #[arg(long)]
+    full: bool,
+    /// Measurements per figure (median taken).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Workload seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Parent of the benchmark's temporary directory (homes, archives, extracts); default: the
+    /// system temp directory. It is removed at the end.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Where to write the JSON figures; default `$CARGO_TARGET_DIR/bench/flows-<preset>.json`.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -89,6 +150,8 @@ fn main() -> ExitCode {
             keys,
             chunk,
         } => lib_verify_once(&archive, &keys, chunk),
+        Cmd::Flows(args) => flows::bench_flows(&args),
+        Cmd::FlowPhase { phase } => flows::run_phase(phase),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,455 +165,48 @@ fn main() -> ExitCode {
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 // ---------------------------------------------------------------------------------------------
-// Deterministic randomness (xoshiro256**, seeded by splitmix64): no dependency, stable output.
+// The standard workload: examples/mesh's `Workload` presets (`quick`, `full`).
 
-#[derive(Clone)]
-struct Rng([u64; 4]);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        let mut x = seed;
-        let mut next = || {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        Rng([next(), next(), next(), next()])
-    }
-    fn next_u64(&mut self) -> u64 {
-        let s = &mut self.0;
-        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
-    }
-    /// Uniform in `0..n` (n > 0; the tiny modulo bias is irrelevant here).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        let mut chunks = buf.chunks_exact_mut(8);
-        for c in &mut chunks {
-            c.copy_from_slice(&self.next_u64().to_le_bytes());
-        }
-        let rest = chunks.into_remainder();
-        let last = self.next_u64().to_le_bytes();
-        let n = rest.len();
-        rest.copy_from_slice(&last[..n]);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The standard workload.
-
-#[derive(Clone, Copy, Debug)]
-struct Workload {
-    name: &'static str,
-    messages: u64,
-    media_bytes: u64,
-    seed: u64,
-}
-
-impl Workload {
-    fn params_json(&self) -> String {
-        format!(
-            "{{\"generator\":{GENERATOR_VERSION},\"name\":\"{}\",\"messages\":{},\"media_bytes\":{},\"seed\":{},\"zstd_level\":3}}\n",
-            self.name, self.messages, self.media_bytes, self.seed
-        )
-    }
-}
-
-const WORDS: &[&str] = &[
-    "the",
-    "room",
-    "message",
-    "shard",
-    "export",
-    "verify",
-    "hello",
-    "thanks",
-    "ok",
-    "see",
-    "meeting",
-    "tomorrow",
-    "deploy",
-    "release",
-    "bundle",
-    "signature",
-    "and",
-    "or",
-    "but",
-    "is",
-    "was",
-    "will",
-    "could",
-    "please",
-    "review",
-    "merge",
-    "ticket",
-    "bug",
-    "fixed",
-    "lgtm",
-    "café",
-    "naïve",
-    "Grüße",
-    "straße",
-    "日本語",
-    "テスト",
-    "中文",
-    "Привет",
-    "мир",
-    "Γειά",
-    "שלום",
-    "مرحبا",
-    "नमस्ते",
-    "🎉",
-    "👍",
-    "🚀",
-    "❤️",
-    "😂",
-    "👩‍💻",
-    "ok!",
-    "(see",
-    "link)",
-    "→",
-    "—",
-    "€5",
-];
-const EMOJI: &[&str] = &["👍", "🎉", "❤️", "😂", "🚀", "👀", "+1", "✅"];
-
-/// A message body of exactly `chars` characters; sometimes with tabs, newlines and backslashes
-/// (which COPY text must escape).
-fn body_text(rng: &mut Rng, chars: usize, out: &mut String) {
-    out.clear();
-    let mut n = 0;
-    while n < chars {
-        if n > 0 {
-            let sep = match rng.below(200) {
-                0 => "\n",
-                1 => "\t",
-                2 => " \\ ",
-                3..=12 => ", ",
-                13..=18 => ". ",
-                _ => " ",
-            };
-            out.push_str(sep);
-            n += sep.chars().count();
-        }
-        let w = WORDS[rng.below(WORDS.len() as u64) as usize];
-        out.push_str(w);
-        n += w.chars().count();
-    }
-    if n > chars {
-        let cut = out.char_indices().nth(chars).map_or(out.len(), |(i, _)| i);
-        out.truncate(cut);
-    }
-}
-
-fn col(name: &str, t: LogicalType, nullable: bool) -> ColumnDescriptor {
-    ColumnDescriptor {
-        name: name.into(),
-        logical_type: t,
-        nullable,
-        references: None,
-    }
-}
-
-fn refcol(name: &str, table: &str, column: &str, nullable: bool) -> ColumnDescriptor {
-    ColumnDescriptor {
-        references: Some(ColumnRef {
-            table: table.into(),
-            column: column.into(),
-        }),
-        ..col(name, LogicalType::Int8, nullable)
-    }
-}
-
-fn tables() -> Vec<TableDescriptor> {
-    use LogicalType::*;
-    let t = |name: &str, columns, media: &[&str]| TableDescriptor {
-        name: String::from(name),
-        columns,
-        primary_key: vec!["id".into()],
-        room_key_column: "room_id".into(),
-        id_columns: vec!["id".into()],
-        media_columns: media.iter().map(|s| s.to_string()).collect(),
+/// The preset workload (`quick` unless `full`), with `seed`.
+fn preset(full: bool, seed: u64) -> (&'static str, Workload) {
+    let (name, w) = if full {
+        ("full", Workload::full())
+    } else {
+        ("quick", Workload::quick())
     };
-    vec![
-        t(
-            "messages",
-            vec![
-                col("id", Int8, false),
-                col("room_id", Text, false),
-                col("author", Text, false),
-                col("created_at", Timestamptz, false),
-                refcol("reply_to", "messages", "id", true),
-                col("body", Text, true),
-                col("edited", Bool, false),
-            ],
-            &[],
-        ),
-        t(
-            "reactions",
-            vec![
-                col("id", Int8, false),
-                col("room_id", Text, false),
-                refcol("message_id", "messages", "id", false),
-                col("author", Text, false),
-                col("emoji", Text, false),
-                col("created_at", Timestamptz, false),
-            ],
-            &[],
-        ),
-        t(
-            "attachments",
-            vec![
-                col("id", Int8, false),
-                col("room_id", Text, false),
-                refcol("message_id", "messages", "id", false),
-                col("media_key", Text, false),
-                col("content_type", Text, false),
-                col("size", Int8, false),
-            ],
-            &["media_key"],
-        ),
-    ]
+    (name, Workload { seed, ..w })
 }
 
-/// `2026-01-01 00:00:00+00` plus `secs`, sometimes with microseconds.
-fn timestamp(secs: u64, micros: Option<u32>) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Days from 2026-01-01 to a civil date (Howard Hinnant's algorithm, from 1970).
-    let z = days as i64 + 20_454 + 719_468; // 2026-01-01 is day 20454 since 1970-01-01
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (hh, mm, ss) = (rem / 3600, rem / 60 % 60, rem % 60);
-    match micros {
-        Some(us) => format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}.{us:06}+00"),
-        None => format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}+00"),
-    }
+/// What identifies a cached archive: generator version, preset and the workload's fields.
+fn params_json(name: &str, w: &Workload) -> String {
+    format!(
+        "{}\n",
+        serde_json::json!({
+            "generator": GENERATOR_VERSION,
+            "name": name,
+            "workload": format!("{w:?}"),
+            "zstd_level": 3,
+        })
+    )
 }
 
-/// One media object: its key, size and content kind.
-#[derive(Clone, Debug)]
-struct MediaSpec {
-    key: String,
-    size: u64,
-    compressible: bool,
-    seed: u64,
-}
-
-/// Media objects of 64 KiB–8 MiB (log-uniform), ~80 % incompressible random bytes and ~20 %
-/// text, adding up to exactly `total` bytes.
-fn media_plan(w: &Workload) -> Vec<MediaSpec> {
-    let mut rng = Rng::new(w.seed ^ 0x006d_6564_6961);
-    let (lo, hi) = ((64 * 1024) as f64, (8 * MIB) as f64);
-    let mut out = Vec::new();
-    let mut total = 0u64;
-    while total < w.media_bytes {
-        let mut size = (lo * (hi / lo).powf(rng.unit())) as u64;
-        let left = w.media_bytes - total;
-        if left < size + 64 * 1024 {
-            size = left; // the last object takes the remainder (may be < 64 KiB only if tiny)
-        }
-        let ext = if rng.chance(0.2) { "txt" } else { "bin" };
-        out.push(MediaSpec {
-            key: format!("att/{:06}.{ext}", out.len()),
-            size,
-            compressible: ext == "txt",
-            seed: rng.next_u64(),
-        });
-        total += size;
-    }
-    out
-}
-
-/// Streams a media object's deterministic content without holding it.
-struct MediaReader {
-    rng: Rng,
-    left: u64,
-    compressible: bool,
-    text: String,
-    text_pos: usize,
-}
-
-impl MediaReader {
-    fn new(spec: &MediaSpec) -> Self {
-        MediaReader {
-            rng: Rng::new(spec.seed),
-            left: spec.size,
-            compressible: spec.compressible,
-            text: String::new(),
-            text_pos: 0,
-        }
-    }
-}
-
-impl Read for MediaReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (buf.len() as u64).min(self.left) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        let buf = &mut buf[..n];
-        if self.compressible {
-            let mut done = 0;
-            while done < n {
-                if self.text_pos == self.text.len() {
-                    let mut t = String::new();
-                    body_text(&mut self.rng, 4000, &mut t);
-                    t.push('\n');
-                    self.text = t;
-                    self.text_pos = 0;
-                }
-                let k = (self.text.len() - self.text_pos).min(n - done);
-                buf[done..done + k]
-                    .copy_from_slice(&self.text.as_bytes()[self.text_pos..self.text_pos + k]);
-                self.text_pos += k;
-                done += k;
-            }
-        } else {
-            self.rng.fill(buf);
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-/// Writes `db.sql` for the workload to `path`, row by row. Returns the row counts.
-fn write_db_sql(w: &Workload, media: &[MediaSpec], path: &Path) -> Res<Vec<u64>> {
-    let tables = tables();
-    let file = BufWriter::with_capacity(1 << 20, fs::File::create(path)?);
-    let mut sql = DbSqlWriter::new(file, ROOM, &tables)?;
-    let mut rng = Rng::new(w.seed ^ 0x0073_716c);
-    let room = || CopyValue::Text(ROOM.to_string());
-    let mut body = String::new();
-    let author = |rng: &mut Rng| CopyValue::Text(format!("user{:03}", rng.below(200)));
-    let ts = |rng: &mut Rng, i: u64| {
-        let us = if rng.chance(0.5) {
-            Some(rng.below(1_000_000) as u32)
-        } else {
-            None
-        };
-        CopyValue::Timestamptz(timestamp(i * 7, us))
-    };
-
-    sql.begin_table("messages")?;
-    for i in 1..=w.messages {
-        let reply = if i > 1 && rng.chance(0.3) {
-            CopyValue::Int8(1 + rng.below(i - 1) as i64)
-        } else {
-            CopyValue::Null
-        };
-        let body_value = if rng.chance(0.03) {
-            CopyValue::Null
-        } else {
-            // 20–2000 characters, skewed short (mean ≈ 185).
-            let chars = (20.0 * 100f64.powf(rng.unit().powi(3))) as usize;
-            body_text(&mut rng, chars.clamp(20, 2000), &mut body);
-            CopyValue::Text(body.clone())
-        };
-        let row = [
-            CopyValue::Int8(i as i64),
-            room(),
-            author(&mut rng),
-            ts(&mut rng, i),
-            reply,
-            body_value,
-            CopyValue::Bool(rng.chance(0.05)),
-        ];
-        sql.write_row(&row)?;
-    }
-
-    sql.begin_table("reactions")?;
-    let mut id = 0i64;
-    for i in 1..=w.messages {
-        if !rng.chance(0.4) {
-            continue;
-        }
-        for _ in 0..1 + rng.below(3) {
-            id += 1;
-            let emoji = EMOJI[rng.below(EMOJI.len() as u64) as usize];
-            let row = [
-                CopyValue::Int8(id),
-                room(),
-                CopyValue::Int8(i as i64),
-                author(&mut rng),
-                CopyValue::Text(emoji.into()),
-                ts(&mut rng, i + 1),
-            ];
-            sql.write_row(&row)?;
-        }
-    }
-
-    sql.begin_table("attachments")?;
-    for (k, m) in media.iter().enumerate() {
-        let ct = if m.compressible {
-            "text/plain"
-        } else {
-            "application/octet-stream"
-        };
-        let row = [
-            CopyValue::Int8(k as i64 + 1),
-            room(),
-            CopyValue::Int8(1 + rng.below(w.messages) as i64),
-            CopyValue::Text(format!("att/{}", &m.key[4..])),
-            CopyValue::Text(ct.into()),
-            CopyValue::Int8(m.size as i64),
-        ];
-        sql.write_row(&row)?;
-    }
-    let (mut file, counts) = sql.finish()?;
-    file.flush()?;
-    Ok(counts)
+/// Total media bytes of a workload.
+fn media_total(media: &[MediaObject]) -> u64 {
+    media.iter().map(|m| m.size).sum()
 }
 
 fn signer() -> Res<LocalP256Signer> {
     Ok(LocalP256Signer::from_seed([7; 32], None)?)
 }
 
-fn meta() -> BundleMeta {
-    BundleMeta {
-        room: RoomInfo {
-            id: ROOM.into(),
-            name: Some("Benchmark room".into()),
-        },
-        source_instance: "bench.roomshard.invalid".into(),
-        schema_version: "bench-1".into(),
-        created_at: "2026-06-01T12:00:00Z".into(),
-        tables: tables(),
-        exporter: None,
-    }
-}
-
-/// Writes the bundle from the spooled `db.sql` and the media plan to `out`; returns the bytes
-/// fed into the writer (uncompressed entry bytes) and the time the writer took.
+/// Writes the bundle from the spooled `db.sql` and the workload's media to `out`; returns the
+/// bytes fed into the writer (uncompressed entry bytes) and the time the writer took.
 fn write_bundle<W: Write>(
     out: W,
+    w: &Workload,
     sql_path: &Path,
     counts: &[u64],
-    media: &[MediaSpec],
+    media: &[MediaObject],
 ) -> Res<(W, u64, Duration)> {
     let signer = signer()?;
     let start = Instant::now();
@@ -558,7 +214,7 @@ fn write_bundle<W: Write>(
         zstd_level: 3,
         zstd_workers: 0,
     };
-    let mut writer = BundleWriter::new(out, meta(), options)?;
+    let mut writer = BundleWriter::new(out, w.bundle_meta(CREATED_AT), options)?;
     let sql_size = fs::metadata(sql_path)?.len();
     writer.add_db_sql(
         sql_size,
@@ -566,7 +222,7 @@ fn write_bundle<W: Write>(
     )?;
     let mut fed = sql_size;
     for m in media {
-        writer.add_media(&m.key, m.size, MediaReader::new(m))?;
+        writer.add_media(&m.key, m.size, m.reader())?;
         fed += m.size;
     }
     let done = writer.finish(counts, &signer)?;
@@ -577,22 +233,22 @@ struct Prepared {
     archive: PathBuf,
     keys: PathBuf,
     sql: PathBuf,
-    media: Vec<MediaSpec>,
+    media: Vec<MediaObject>,
     counts: Vec<u64>,
     generated: bool,
 }
 
 /// Makes (or reuses) the archive, its `db.sql` spool and `trusted-keys.json` in `dir`.
-fn prepare(w: &Workload, dir: &Path, regen: bool) -> Res<Prepared> {
+fn prepare(name: &str, w: &Workload, dir: &Path, regen: bool) -> Res<Prepared> {
     fs::create_dir_all(dir)?;
-    let archive = dir.join(format!("room_{ROOM}.tar.zst"));
+    let archive = dir.join(roomshard_bundle::archive_file_name(&w.room_id));
     let keys = dir.join("trusted-keys.json");
     let sql = dir.join("db.sql");
     let params = dir.join("params.json");
     let counts_path = dir.join("row-counts.txt");
-    let media = media_plan(w);
+    let media = w.media_objects();
     let cached = !regen
-        && fs::read_to_string(&params).ok().as_deref() == Some(w.params_json().as_str())
+        && fs::read_to_string(&params).ok().as_deref() == Some(params_json(name, w).as_str())
         && archive.exists()
         && keys.exists()
         && sql.exists();
@@ -611,9 +267,9 @@ fn prepare(w: &Workload, dir: &Path, regen: bool) -> Res<Prepared> {
         });
     }
     let _ = fs::remove_file(&params);
-    eprintln!("generating {} workload in {} …", w.name, dir.display());
+    eprintln!("generating {name} workload in {} …", dir.display());
     let t = Instant::now();
-    let counts = write_db_sql(w, &media, &sql)?;
+    let counts = w.write_db_sql(BufWriter::with_capacity(1 << 20, fs::File::create(&sql)?))?;
     eprintln!(
         "  db.sql: {:.1} MB, rows {:?} ({:.1} s)",
         fs::metadata(&sql)?.len() as f64 / 1e6,
@@ -622,7 +278,7 @@ fn prepare(w: &Workload, dir: &Path, regen: bool) -> Res<Prepared> {
     );
     let tmp = dir.join("archive.partial");
     let out = BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?);
-    let (out, fed, took) = write_bundle(out, &sql, &counts, &media)?;
+    let (out, fed, took) = write_bundle(out, w, &sql, &counts, &media)?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     fs::rename(&tmp, &archive)?;
     eprintln!(
@@ -639,7 +295,7 @@ fn prepare(w: &Workload, dir: &Path, regen: bool) -> Res<Prepared> {
         &counts_path,
         counts.iter().map(|c| format!("{c}\n")).collect::<String>(),
     )?;
-    fs::write(&params, w.params_json())?;
+    fs::write(&params, params_json(name, w))?;
     Ok(Prepared {
         archive,
         keys,
@@ -649,7 +305,6 @@ fn prepare(w: &Workload, dir: &Path, regen: bool) -> Res<Prepared> {
         generated: true,
     })
 }
-
 // ---------------------------------------------------------------------------------------------
 // Measuring.
 
@@ -755,16 +410,21 @@ fn lib_verify_once(archive: &Path, keys: &Path, chunk: Option<usize>) -> Res<()>
     if !report.valid {
         return Err(format!("library verify says invalid: {:?}", report.error).into());
     }
-    let hwm = fs::read_to_string("/proc/self/status")
+    println!("{secs} {} {}", report.decompressed_bytes, vm_hwm_kib());
+    Ok(())
+}
+
+/// This process's peak resident set size so far (`VmHWM` of `/proc/self/status`), in KiB; 0 if
+/// unavailable.
+fn vm_hwm_kib() -> u64 {
+    fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("VmHWM:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
-        .unwrap_or(0);
-    println!("{secs} {} {hwm}", report.decompressed_bytes);
-    Ok(())
+        .unwrap_or(0)
 }
 
 /// CPU time of the calling thread so far, in seconds (`/proc/thread-self/schedstat`, ns).
@@ -853,7 +513,13 @@ fn profile_pieces(archive: &Path) -> Res<(f64, f64, f64, u64)> {
     let t_dec_hash = thread_cpu() - t;
 
     let mut block = vec![0u8; 64 << 20];
-    Rng::new(3).fill(&mut block);
+    // Incompressible bytes from the workload generator (the first `Sizes` object is random).
+    let random = Workload {
+        media: Media::Sizes(vec![block.len() as u64]),
+        ..Workload::quick()
+    };
+    let object = random.media_objects().pop().ok_or("no media object")?;
+    object.reader().read_exact(&mut block)?;
     let t = thread_cpu();
     let mut h = sha2::Sha256::new();
     let mut hashed = 0u64;
@@ -945,27 +611,13 @@ fn line(
 }
 
 fn bench_verify(args: &VerifyArgs) -> Res<()> {
-    let w = if args.full {
-        Workload {
-            name: "full",
-            messages: 1_000_000,
-            media_bytes: 1024 * MIB,
-            seed: args.seed,
-        }
-    } else {
-        Workload {
-            name: "quick",
-            messages: 10_000,
-            media_bytes: 64 * MIB,
-            seed: args.seed,
-        }
-    };
+    let (name, w) = preset(args.full, args.seed);
     let runs = args.runs.max(1);
     let dir = args
         .dir
         .clone()
-        .unwrap_or_else(|| target_dir().join("bench-data").join(w.name));
-    let p = prepare(&w, &dir, args.regen)?;
+        .unwrap_or_else(|| target_dir().join("bench-data").join(name));
+    let p = prepare(name, &w, &dir, args.regen)?;
     let archive_len = fs::metadata(&p.archive)?.len();
     let cli = cli_binary(!args.no_build_cli);
 
@@ -973,7 +625,7 @@ fn bench_verify(args: &VerifyArgs) -> Res<()> {
     let _ = time_shell(&format!("cat {} > /dev/null", sh_quote(&p.archive)))?;
 
     // Writer throughput (informative): the same bundle written again, to a sink.
-    let (_, fed, write_t) = write_bundle(io::sink(), &p.sql, &p.counts, &p.media)?;
+    let (_, fed, write_t) = write_bundle(io::sink(), &w, &p.sql, &p.counts, &p.media)?;
     let write_t = write_t.as_secs_f64();
     let (zstd3_t, _) = time_shell(&format!(
         "zstd -dcq {} | zstd -3 -q -c > /dev/null",
@@ -982,7 +634,7 @@ fn bench_verify(args: &VerifyArgs) -> Res<()> {
     // The generator's own share of that (media bytes made up on the fly), to subtract.
     let t = Instant::now();
     for m in &p.media {
-        io::copy(&mut MediaReader::new(m), &mut io::sink())?;
+        io::copy(&mut m.reader(), &mut io::sink())?;
     }
     let gen_t = t.elapsed().as_secs_f64();
 
@@ -1069,9 +721,9 @@ fn bench_verify(args: &VerifyArgs) -> Res<()> {
     println!();
     println!(
         "# verify benchmark, {} workload: {} messages, {:.0} MiB media in {} objects; archive {:.1} MB, {:.1} MB decompressed; median of {runs} runs{}",
-        w.name,
+        name,
         w.messages,
-        w.media_bytes as f64 / MIB as f64,
+        media_total(&p.media) as f64 / MIB as f64,
         p.media.len(),
         archive_len as f64 / 1e6,
         decompressed as f64 / 1e6,
@@ -1115,7 +767,7 @@ fn bench_verify(args: &VerifyArgs) -> Res<()> {
         "verify_peak_rss: {:.1} MiB (baseline: {rss_target:.0} MiB budget, ratio: {:.3})  target ≤ 64 MiB{}: {}",
         rss_mib(ours_rss),
         rss_mib(ours_rss) / rss_target,
-        if w.name == "full" {
+        if name == "full" {
             ""
         } else {
             " (binding on full)"

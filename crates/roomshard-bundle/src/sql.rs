@@ -102,6 +102,23 @@ impl CopyValue {
     }
 }
 
+/// Appends one row's COPY text form to `out` — the fields separated by tabs, then `\n` — exactly
+/// as [`DbSqlWriter::write_row`] writes it (for hosts that feed rows to a
+/// `ShardStore::restore` themselves). Values are not checked against a table descriptor, only
+/// against their own type; [`BundleError::Invalid`] names the first bad field.
+pub fn encode_copy_row(values: &[CopyValue], out: &mut String) -> Result<(), BundleError> {
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        value
+            .push_to(out)
+            .map_err(|why| BundleError::invalid(format!("COPY row field {i}: {why}")))?;
+    }
+    out.push('\n');
+    Ok(())
+}
+
 /// Shortest round-trip text of a float, in the spellings PostgreSQL reads. Rust's `Display` is
 /// shortest round-trip but never uses an exponent, so very large or small magnitudes switch to
 /// `LowerExp` (also shortest round-trip) as PostgreSQL's own output does, to keep lines short.
@@ -434,5 +451,24 @@ mod tests {
         assert!(!is_copy_timestamptz("2026-13-22 10:00:00+00"));
         assert!(is_uuid("123e4567-e89b-12d3-a456-426614174000"));
         assert!(!is_uuid("123e4567e89b12d3a456426614174000"));
+    }
+
+    #[test]
+    fn encode_copy_row_escapes_and_refuses_like_write_row() {
+        let mut out = String::new();
+        encode_copy_row(
+            &[
+                CopyValue::Int8(7),
+                CopyValue::Text("a\tb\\c\nd".into()),
+                CopyValue::Null,
+                CopyValue::Bool(true),
+                CopyValue::Bytea(vec![0xde, 0xad]),
+            ],
+            &mut out,
+        )
+        .expect("valid row");
+        assert_eq!(out, "7\ta\\tb\\\\c\\nd\t\\N\tt\t\\\\xdead\n");
+        let mut bad = String::new();
+        assert!(encode_copy_row(&[CopyValue::Text("nul\0".into())], &mut bad).is_err());
     }
 }

@@ -891,6 +891,34 @@ impl MediaStore for LocalMediaStore {
         Ok(usage)
     }
 
+    /// Removes the scope's directory tree, staging files (`<key>#<n>`, left by a put killed
+    /// before its rename, invisible to `list`) included; a dedicated bucket's directory is
+    /// recreated empty (mode 0700), so the bucket itself stays.
+    async fn purge(&self, scope: &Scope) -> Result<()> {
+        let dir = match scope {
+            Scope::Pooled(room) => self.root.join("shared").join(room.as_str()),
+            Scope::Dedicated(room) => self.bucket_dir(room),
+        };
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(format!("scope {}", dir.display()), e)),
+        }
+        if let Scope::Dedicated(_) = scope {
+            let create = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&create)
+            })
+            .await
+            .map_err(|e| Error::unavailable("bucket creation task", false, e))?
+            .map_err(|e| io_error(format!("bucket {}", dir.display()), e))?;
+        }
+        Ok(())
+    }
+
     async fn drop_bucket(&self, room: &RoomId) -> Result<()> {
         let dir = self.bucket_dir(room);
         match tokio::fs::remove_dir_all(&dir).await {

@@ -1,1 +1,116 @@
-//! roomshard facade (in progress).
+//! roomshard: make a chat room a sovereign, portable unit of data.
+//!
+//! A host (a community server, "Mesh") hands roomshard its room tables ([`RoomSchema`]) and four
+//! providers — where rows live ([`ShardStore`]), where objects live ([`MediaStore`]), who holds
+//! the keys ([`KeyManager`]) and where roomshard keeps its own records ([`ControlPlane`]) — and
+//! gets the flows, each readable top to bottom in its own module:
+//!
+//! - [`flows::decentralise`]: move a room from the shared database, bucket and key into its own,
+//!   resumably, with parity checked before the placement flips and a signed Sovereignty Receipt;
+//! - [`flows::recentralise`]: the way back, deleting the room's own resources;
+//! - [`flows::export`]: a signed `room_<id>.tar.zst` (bundle format v1) and its Sigstore sidecar,
+//!   streamed to any async writer;
+//! - [`flows::import`]: verify first, then load a bundle under a new room id, remapping colliding
+//!   ids, all or nothing;
+//! - [`flows::access`]: revoke ("Revoke Mesh": the room is sealed) and re-grant;
+//! - [`flows::rotate`]: rotate the room key.
+//!
+//! The flows only talk to the traits, so they run unchanged on the embedded default
+//! ([`home::Home`]: SQLite, a local directory, a local key directory) and on PostgreSQL, S3 and a
+//! cloud KMS. `docs/flows.md` walks through each flow and the placement state machine.
+
+#![forbid(unsafe_code)]
+
+pub mod flows;
+#[cfg(feature = "embedded")]
+pub mod home;
+mod support;
+
+use std::sync::Arc;
+
+use roomshard_core::{BucketSpec, Grantee, Profile, SigningKeyId};
+pub use roomshard_core::{
+    ControlPlane, Error, KeyManager, MediaStore, Placement, PlacementState, ProgressEvent,
+    ProgressSink, Result, RoomId, RoomSchema, ShardStore,
+};
+pub use support::{now_rfc3339, parity_digest, trusted_key_set_json};
+
+/// The providers and settings every flow runs with: one value per host, shared (`Arc`) across
+/// requests.
+#[derive(Clone)]
+pub struct Roomshard {
+    /// Where rooms' rows live.
+    pub shards: Arc<dyn ShardStore>,
+    /// Where rooms' objects live.
+    pub media: Arc<dyn MediaStore>,
+    /// Who holds rooms' keys and the platform's signing key.
+    pub keys: Arc<dyn KeyManager>,
+    /// roomshard's own records (placements, jobs, imports, audit, receipts).
+    pub control: Arc<dyn ControlPlane>,
+    /// The host's room tables.
+    pub schema: RoomSchema,
+    /// Settings.
+    pub config: Config,
+}
+
+impl std::fmt::Debug for Roomshard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Roomshard")
+            .field("shards", &self.shards.name())
+            .field("media", &self.media.name())
+            .field("keys", &self.keys.name())
+            .field("control", &self.control.name())
+            .field("schema", &self.schema.version())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Settings of a [`Roomshard`]; [`Config::new`] gives sane defaults for everything but the
+/// signing key's published id.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The principal this server acts as on room keys: revoking its grant seals the room here.
+    pub grantee: Grantee,
+    /// The platform's export- and receipt-signing key in the [`KeyManager`].
+    pub signing_key: SigningKeyId,
+    /// That key's id in published trusted key sets (what verifiers look up).
+    pub signing_key_id: String,
+    /// Who is acting, for the audit log (a user name, a service principal).
+    pub actor: String,
+    /// This server's name, written into bundles as `source_instance`.
+    pub instance: String,
+    /// How a sovereign room's bucket is configured.
+    pub bucket_spec: BucketSpec,
+    /// The profile recorded in placements and receipts.
+    pub profile: Profile,
+    /// The region recorded in placements and receipts (`None`: not pinned, shown as `local`).
+    pub region: Option<String>,
+    /// How long a Sovereignty Receipt is valid.
+    pub receipt_validity_days: u32,
+    /// A catch-up pass that changes at most this many rows ends the copy phase and starts the
+    /// read-only cutover (whose final pass should then be short).
+    pub cutover_threshold_rows: u64,
+    /// Storage price used by plans' cost estimates, in US dollars per GiB-month.
+    pub price_per_gib_month_usd: f64,
+}
+
+impl Config {
+    /// Defaults: standard profile, unpinned region, receipts valid 365 days, cutover once a
+    /// catch-up pass changes ≤ 100 rows, $0.023/GiB-month (object storage list price).
+    pub fn new(grantee: Grantee, signing_key: SigningKeyId, signing_key_id: String) -> Self {
+        Config {
+            grantee,
+            signing_key,
+            signing_key_id,
+            actor: "roomshard".to_string(),
+            instance: "roomshard".to_string(),
+            bucket_spec: BucketSpec::default(),
+            profile: Profile::Sovereign,
+            region: None,
+            receipt_validity_days: 365,
+            cutover_threshold_rows: 100,
+            price_per_gib_month_usd: 0.023,
+        }
+    }
+}

@@ -20,7 +20,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use roomshard_bundle::{BundleError, BundleMeta, BundleWriter, CopyValue, DbSqlWriter};
 use roomshard_bundle::{Finished, Signer, WriterOptions};
-use roomshard_core::{LogicalType, RoomSchema, Table};
+use roomshard_core::{Bytes, DumpSource, LogicalType, ObjectBody, RoomSchema, Stream, Table};
 use roomshard_verify::format::RoomInfo;
 
 /// The schema version recorded in bundles.
@@ -204,6 +204,17 @@ impl MediaObject {
             text: String::new(),
             text_pos: 0,
         }
+    }
+
+    /// The object's content as an [`ObjectBody`] (length declared) for `MediaStore::put`,
+    /// streamed in 64 KiB chunks from [`reader`](Self::reader).
+    pub fn body(&self) -> ObjectBody {
+        ObjectBody::new(
+            MediaChunks {
+                reader: self.reader(),
+            },
+            Some(self.size),
+        )
     }
 
     /// The MIME type written in `attachments.content_type`.
@@ -434,6 +445,26 @@ impl Workload {
         })
     }
 
+    /// The room's rows as a [`DumpSource`] for `ShardStore::restore`: every table of [`TABLES`]
+    /// in order, rows in COPY text (encoded as [`DbSqlWriter::write_row`] does), in chunks of
+    /// about 64 KiB, generated as they are read. This is how a host seeds a pooled room:
+    ///
+    /// ```text
+    /// rs.shards.restore(&Scope::Pooled(room), &schema(), &mut w.dump_source(),
+    ///     &IdRemap { ids: RemapPolicy::OnCollision, media_keys: None }).await?;
+    /// ```
+    ///
+    /// Ids start at 1 in every workload, so a second room seeded into the same shared tables
+    /// collides; [`RemapPolicy::OnCollision`](roomshard_core::RemapPolicy::OnCollision) gives
+    /// those rows new ids. Media keys do not embed the room id, so they need no rewrite.
+    pub fn dump_source(&self) -> WorkloadSource {
+        WorkloadSource {
+            workload: self.clone(),
+            next_table: 0,
+            rows: None,
+        }
+    }
+
     /// Writes the room's `db.sql` to `out`, table by table. Returns the row count per table (in
     /// [`TABLES`] order).
     pub fn write_db_sql<W: Write>(&self, out: W) -> Result<Vec<u64>, BundleError> {
@@ -485,6 +516,82 @@ impl Workload {
             writer.add_media(&m.key, m.size, m.reader())?;
         }
         writer.finish(&counts, signer)
+    }
+}
+
+/// Rows of a [`Workload`] as a [`DumpSource`] (see [`Workload::dump_source`]).
+pub struct WorkloadSource {
+    workload: Workload,
+    next_table: usize,
+    rows: Option<Box<dyn Iterator<Item = Vec<CopyValue>> + Send>>,
+}
+
+impl std::fmt::Debug for WorkloadSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadSource")
+            .field("room", &self.workload.room_id)
+            .field("next_table", &self.next_table)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rows per [`WorkloadSource`] chunk stop once the chunk reaches this many bytes.
+const SOURCE_CHUNK_BYTES: usize = 64 * 1024;
+
+#[roomshard_core::async_trait]
+impl DumpSource for WorkloadSource {
+    async fn next_table(&mut self) -> roomshard_core::Result<Option<String>> {
+        let Some(name) = TABLES.get(self.next_table) else {
+            self.rows = None;
+            return Ok(None);
+        };
+        self.next_table += 1;
+        self.rows = self.workload.rows(name);
+        Ok(Some((*name).to_string()))
+    }
+
+    async fn next_rows(&mut self) -> roomshard_core::Result<Option<Bytes>> {
+        let Some(rows) = self.rows.as_mut() else {
+            return Ok(None);
+        };
+        let mut chunk = String::with_capacity(SOURCE_CHUNK_BYTES + 4096);
+        while chunk.len() < SOURCE_CHUNK_BYTES {
+            match rows.next() {
+                Some(row) => roomshard_bundle::encode_copy_row(&row, &mut chunk)
+                    .map_err(|e| roomshard_core::Error::invalid("generated row", e.to_string()))?,
+                None => {
+                    self.rows = None;
+                    break;
+                }
+            }
+        }
+        Ok((!chunk.is_empty()).then(|| Bytes::from(chunk)))
+    }
+}
+
+/// A [`MediaReader`] as a stream of 64 KiB chunks (see [`MediaObject::body`]).
+struct MediaChunks {
+    reader: MediaReader,
+}
+
+impl Stream for MediaChunks {
+    type Item = roomshard_core::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let want = self.reader.left.min(64 * 1024) as usize;
+        if want == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let mut buf = vec![0u8; want];
+        let result = self
+            .reader
+            .read_exact(&mut buf)
+            .map(|()| Bytes::from(buf))
+            .map_err(|e| roomshard_core::Error::corrupt("generated media", e.to_string()));
+        std::task::Poll::Ready(Some(result))
     }
 }
 

@@ -227,3 +227,89 @@ fn presets_match_the_standard_workload() {
     };
     assert_eq!(sizes.media_objects().len(), 2);
 }
+
+/// Polls a future that never waits (the workload's dump source and bodies are in memory).
+fn ready<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the future waited"),
+    }
+}
+
+#[test]
+fn dump_source_gives_the_copy_rows_of_db_sql() {
+    use roomshard_core::DumpSource;
+    let w = Workload {
+        messages: 1500,
+        ..small()
+    };
+    // The COPY blocks of db.sql, table by table.
+    let mut sql = Vec::new();
+    w.write_db_sql(&mut sql).unwrap();
+    let text = String::from_utf8(sql).unwrap();
+    let mut expected: Vec<(String, String)> = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.split_inclusive('\n') {
+        if let Some((name, rows)) = current.as_mut() {
+            if line == "\\.\n" {
+                expected.push((name.clone(), std::mem::take(rows)));
+                current = None;
+            } else {
+                rows.push_str(line);
+            }
+        } else if let Some(rest) = line.strip_prefix("COPY ") {
+            let name = rest
+                .split(' ')
+                .next()
+                .unwrap()
+                .trim_matches('"')
+                .to_string();
+            let name = name
+                .rsplit('.')
+                .next()
+                .unwrap()
+                .trim_matches('"')
+                .to_string();
+            current = Some((name, String::new()));
+        }
+    }
+    assert_eq!(expected.len(), TABLES.len());
+
+    let mut source = w.dump_source();
+    let mut got: Vec<(String, String)> = Vec::new();
+    let mut chunks = 0;
+    while let Some(table) = ready(source.next_table()).unwrap() {
+        let mut rows = String::new();
+        while let Some(chunk) = ready(source.next_rows()).unwrap() {
+            assert!(chunk.ends_with(b"\n") && chunk.len() < 80 * 1024);
+            rows.push_str(std::str::from_utf8(&chunk).unwrap());
+            chunks += 1;
+        }
+        got.push((table, rows));
+    }
+    assert!(
+        chunks > TABLES.len(),
+        "a 1500-message room spans several chunks"
+    );
+    assert_eq!(
+        got.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        TABLES
+    );
+    assert_eq!(got, expected);
+    // Exhausted stays exhausted.
+    assert!(ready(source.next_table()).unwrap().is_none());
+}
+
+#[test]
+fn media_body_streams_the_reader_bytes() {
+    for m in small().media_objects() {
+        let mut expected = Vec::new();
+        m.reader().read_to_end(&mut expected).unwrap();
+        let body = m.body();
+        assert_eq!(body.length(), Some(m.size));
+        let got = ready(body.collect(u64::MAX)).unwrap();
+        assert_eq!(&got[..], &expected[..], "{}", m.key);
+    }
+}

@@ -112,6 +112,37 @@ pub trait MediaStore: Send + Sync {
     /// None.
     async fn usage(&self, scope: &Scope) -> Result<Usage>;
 
+    /// Deletes every object of a scope **and every partial upload** a crashed or dropped `put`
+    /// left behind (an S3 incomplete multipart upload, a local staging file), keeping a
+    /// dedicated bucket itself. Used when a room leaves a scope (decentralise cleanup, a rolled
+    /// back import), where invisible leftovers would still be the room's data.
+    ///
+    /// # Behaviour
+    /// - **Idempotent**: an empty scope, or a dedicated scope whose bucket is missing, is `Ok`.
+    /// - Never touches another room's objects.
+    /// - The default lists and deletes page by page; a provider that can leave partial uploads
+    ///   overrides it to remove those too.
+    ///
+    /// # Requires capability
+    /// None.
+    async fn purge(&self, scope: &Scope) -> Result<()> {
+        loop {
+            let page = match self.list(scope, &ListRequest::default()).await {
+                Ok(page) => page,
+                Err(Error::NotFound { .. }) if matches!(scope, Scope::Dedicated(_)) => {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            if page.objects.is_empty() {
+                return Ok(());
+            }
+            for meta in &page.objects {
+                self.delete(scope, &meta.key).await?;
+            }
+        }
+    }
+
     /// Deletes `room`'s own bucket with every object and version in it.
     ///
     /// # Behaviour

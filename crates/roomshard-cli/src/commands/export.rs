@@ -1,0 +1,105 @@
+//! `roomshard export`: a room as a signed `room_<id>.tar.zst` and its Sigstore sidecar.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use roomshard::flows::{self, ExportOptions, ExportOutcome};
+use roomshard::home::Home;
+use roomshard_core::RoomId;
+
+use super::{CliError, Create, block_on, human_bytes, open_home, parse_room, print_json};
+use crate::progress::Bars;
+
+/// `export` arguments.
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// The room.
+    #[arg(value_parser = parse_room)]
+    pub room: RoomId,
+    /// The home directory.
+    #[arg(long)]
+    pub home: PathBuf,
+    /// Directory to write room_<id>.tar.zst and room_<id>.tar.zst.sigstore.json into
+    /// (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An exported archive.
+pub struct Exported {
+    /// The archive.
+    pub archive: PathBuf,
+    /// Its sidecar.
+    pub sidecar: PathBuf,
+    /// What the flow reported.
+    pub outcome: ExportOutcome,
+}
+
+/// Exports `room` of `home` into `dir`.
+pub async fn export_room(home: &Home, room: &RoomId, dir: &Path) -> Result<Exported, CliError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| super::usage(format!("creating {}: {e}", dir.display())))?;
+    let options = ExportOptions {
+        created_at: None,
+        spool_dir: Some(home.tmp_dir()),
+    };
+    let bars = Bars::new(&format!("export {room}"));
+    let (archive, sidecar, outcome) =
+        flows::export_to_dir(&home.roomshard, room, dir, &options, &bars).await?;
+    bars.finish();
+    Ok(Exported {
+        archive,
+        sidecar,
+        outcome,
+    })
+}
+
+/// The JSON object `export` prints.
+pub fn exported_json(e: &Exported) -> serde_json::Value {
+    let o = &e.outcome;
+    serde_json::json!({
+        "room": o.room.as_str(),
+        "archive": e.archive,
+        "sidecar": e.sidecar,
+        "archive_sha256": o.archive_sha256,
+        "manifest_sha256": o.manifest_sha256,
+        "archive_bytes": o.archive_bytes,
+        "rows": o.rows,
+        "objects": o.objects,
+        "media_bytes": o.media_bytes,
+    })
+}
+
+/// Prints an export in human form.
+pub fn print_exported(e: &Exported) {
+    let o = &e.outcome;
+    outln!("exported room {} to {}", o.room, e.archive.display());
+    outln!("  sidecar:  {}", e.sidecar.display());
+    outln!("  sha256:   {}", o.archive_sha256);
+    outln!("  manifest: sha256 {}", o.manifest_sha256);
+    outln!(
+        "  size:     {} ({} bytes): {} rows, {} objects ({})",
+        human_bytes(o.archive_bytes),
+        o.archive_bytes,
+        o.rows,
+        o.objects,
+        human_bytes(o.media_bytes)
+    );
+}
+
+/// Runs `export`.
+pub fn run(args: &ExportArgs) -> Result<ExitCode, CliError> {
+    block_on(async {
+        let home = open_home(&args.home, Create::No, None).await?;
+        let exported = export_room(&home, &args.room, &args.out).await?;
+        if args.json {
+            print_json(&exported_json(&exported));
+        } else {
+            print_exported(&exported);
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

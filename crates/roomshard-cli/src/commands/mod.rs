@@ -1,0 +1,258 @@
+//! The commands, one module each, and what they share: the error type (and its exit code),
+//! opening a home, JSON output.
+
+pub mod audit;
+pub mod demo;
+pub mod export;
+pub mod import;
+pub mod keys;
+pub mod placement;
+pub mod receipt;
+pub mod rooms;
+pub mod seed;
+pub mod verify;
+
+use std::fmt::Display;
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+
+use roomshard::home::{Home, HomeOptions};
+use roomshard_core::{Placement, RoomId};
+use roomshard_verify::TrustedKeys;
+
+/// Why a command failed, which decides the exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// The user's to fix: bad arguments, unreadable files, not a home (exit 2).
+    Usage(String),
+    /// The operation ran and failed or was refused (exit 1).
+    Failed(String),
+}
+
+impl CliError {
+    /// The one-line message (printed after `error: `).
+    pub fn message(&self) -> &str {
+        match self {
+            CliError::Usage(m) | CliError::Failed(m) => m,
+        }
+    }
+
+    /// 2 for usage errors, 1 otherwise.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Usage(_) => ExitCode::from(2),
+            CliError::Failed(_) => ExitCode::from(1),
+        }
+    }
+}
+
+/// A usage error from anything printable.
+pub fn usage(e: impl Display) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+/// A failure from anything printable.
+pub fn failed(e: impl Display) -> CliError {
+    CliError::Failed(e.to_string())
+}
+
+impl From<roomshard_core::Error> for CliError {
+    fn from(e: roomshard_core::Error) -> Self {
+        CliError::Failed(error_chain(&e))
+    }
+}
+
+/// `e` and its sources on one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out.replace('\n', " ")
+}
+
+/// Runs `fut` on a fresh multi-threaded runtime.
+pub fn block_on<T>(fut: impl Future<Output = Result<T, CliError>>) -> Result<T, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failed(format!("starting the async runtime: {e}")))?
+        .block_on(fut)
+}
+
+/// Whether [`open_home`] may create a new home.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Create {
+    /// Create the directory and database if missing.
+    Yes,
+    /// Refuse a directory that is not a home yet (exit 2).
+    No,
+}
+
+/// Opens the home in `dir` for the Mesh schema; every open also rolls back imports a crash left
+/// half-done.
+pub async fn open_home(
+    dir: &Path,
+    create: Create,
+    batch_rows: Option<usize>,
+) -> Result<Home, CliError> {
+    if create == Create::No && !dir.join("global.sqlite3").is_file() {
+        return Err(usage(format!(
+            "{} is not a roomshard home (no global.sqlite3); create one with `roomshard seed` or \
+             `roomshard import`",
+            dir.display()
+        )));
+    }
+    let options = HomeOptions {
+        batch_rows,
+        ..HomeOptions::default()
+    };
+    let mut home = Home::open(dir, roomshard_example_mesh::schema(), options)
+        .await
+        .map_err(|e| {
+            failed(format!(
+                "opening home {}: {}",
+                dir.display(),
+                error_chain(&e)
+            ))
+        })?;
+    let user = std::env::var("USER").unwrap_or_default();
+    home.roomshard.config.actor = if user.is_empty() {
+        "roomshard-cli".to_string()
+    } else {
+        format!("roomshard-cli:{user}")
+    };
+    Ok(home)
+}
+
+/// Parses a room id argument (clap value parser).
+pub fn parse_room(s: &str) -> Result<RoomId, String> {
+    RoomId::new(s).map_err(|e| e.to_string())
+}
+
+/// Reads and parses a trusted key set file (exit 2 if unreadable or malformed).
+pub fn read_trusted_keys(path: &Path) -> Result<TrustedKeys, CliError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| usage(format!("reading {}: {e}", path.display())))?;
+    TrustedKeys::from_json(&bytes).map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
+/// Prints one JSON value on stdout.
+pub fn print_json(value: &serde_json::Value) {
+    outln!("{value}");
+}
+
+/// A receipt envelope (JSON text) as a JSON value (a string if it somehow does not parse).
+pub fn receipt_json(envelope: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(envelope)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(envelope).into()))
+}
+
+/// A placement as the JSON object every command prints.
+pub fn placement_json(p: &Placement) -> serde_json::Value {
+    serde_json::json!({
+        "room": p.room.as_str(),
+        "state": p.state.as_str(),
+        "profile": p.profile.as_str(),
+        "is_sharded": p.is_sharded,
+        "bucket": p.media_bucket,
+        "key_ref": p.kms_key_ref,
+        "region": p.region,
+        "shard_url": p.shard_url.as_ref().map(|u| u.redacted()),
+        "version": p.version,
+    })
+}
+
+/// A placement in one human line.
+pub fn placement_line(p: &Placement) -> String {
+    format!(
+        "room {}: {} (profile {}, {}, bucket {}, key {}, version {})",
+        p.room,
+        p.state,
+        p.profile,
+        if p.is_sharded {
+            "sharded"
+        } else {
+            "not sharded"
+        },
+        p.media_bucket.as_deref().unwrap_or("-"),
+        p.kms_key_ref.as_deref().unwrap_or("-"),
+        p.version
+    )
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, then rename), creating its directory.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| failed(format!("creating {}: {e}", dir.display())))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| failed(format!("writing {}: {e}", path.display())))
+}
+
+/// Bytes in a human unit.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Verifies a receipt envelope against `keys` (now) and describes it in a few human lines.
+pub fn verified_receipt_lines(
+    envelope: &[u8],
+    keys: &TrustedKeys,
+) -> Result<Vec<String>, CliError> {
+    let r = roomshard_verify::dsse::verify_receipt(envelope, keys, &roomshard::now_rfc3339())
+        .map_err(|e| {
+            failed(format!(
+                "receipt does not verify: {}: {}",
+                e.reason.as_str(),
+                e.detail
+            ))
+        })?;
+    let p = &r.predicate;
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    Ok(vec![
+        format!(
+            "room {} (version {}), profile {}, region {}",
+            p.room, p.version, p.profile, p.region
+        ),
+        format!(
+            "bucket {}, key {}",
+            or_dash(&p.bucket),
+            or_dash(&p.key_alias)
+        ),
+        format!("speaks for sha256 {}", p.manifest_sha256),
+        format!(
+            "issued {}, expires {}, signed by {} (verified)",
+            p.issued, p.expires, r.key_id
+        ),
+    ])
+}

@@ -1,0 +1,238 @@
+//! The commands that move a room: `decentralise` (and its plan), `recentralise`, `revoke`,
+//! `regrant`, `rotate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use roomshard::flows;
+use roomshard::home::Home;
+use roomshard_core::RoomId;
+
+use super::{
+    CliError, Create, block_on, human_bytes, open_home, parse_room, placement_json, placement_line,
+    print_json, read_trusted_keys, receipt_json, verified_receipt_lines, write_file,
+};
+use crate::progress::Bars;
+
+/// Arguments of the commands that take just a room and a home.
+#[derive(clap::Args)]
+pub struct RoomArgs {
+    /// The room.
+    #[arg(value_parser = parse_room)]
+    pub room: RoomId,
+    /// The home directory.
+    #[arg(long)]
+    pub home: PathBuf,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the receipt issued (regrant, rotate) to this file.
+    #[arg(long)]
+    pub receipt_out: Option<PathBuf>,
+}
+
+/// `decentralise` arguments.
+#[derive(clap::Args)]
+pub struct DecentraliseArgs {
+    /// The room.
+    #[arg(value_parser = parse_room)]
+    pub room: RoomId,
+    /// The home directory.
+    #[arg(long)]
+    pub home: PathBuf,
+    /// Only print the plan (assets, rows, objects, bytes, monthly cost); change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Rows per copy batch (each batch is committed and checkpointed).
+    #[arg(long)]
+    pub batch_rows: Option<usize>,
+    /// Also write the Sovereignty Receipt to this file.
+    #[arg(long)]
+    pub receipt_out: Option<PathBuf>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints a receipt: what it says (verified against the home's published key set), then the
+/// envelope itself.
+fn print_receipt(home: &Home, envelope: &[u8]) -> Result<(), CliError> {
+    let keys = read_trusted_keys(&home.trusted_keys_path())?;
+    outln!("Sovereignty Receipt:");
+    for line in verified_receipt_lines(envelope, &keys)? {
+        outln!("  {line}");
+    }
+    outln!("{}", String::from_utf8_lossy(envelope).trim_end());
+    Ok(())
+}
+
+/// Runs `decentralise`.
+pub fn decentralise(args: &DecentraliseArgs) -> Result<ExitCode, CliError> {
+    if args.batch_rows == Some(0) {
+        return Err(super::usage("--batch-rows must be at least 1"));
+    }
+    block_on(async {
+        let home = open_home(&args.home, Create::No, args.batch_rows).await?;
+        let rs = &home.roomshard;
+        if args.plan {
+            let plan = flows::plan(rs, &args.room).await?;
+            if args.json {
+                print_json(&serde_json::json!({ "plan": plan }));
+            } else {
+                outln!("plan to decentralise room {}:", plan.room);
+                for a in &plan.assets {
+                    outln!("  create {a}");
+                }
+                outln!(
+                    "  copy {} rows, {} objects ({})",
+                    plan.rows,
+                    plan.objects,
+                    human_bytes(plan.media_bytes)
+                );
+                for t in &plan.parity.tables {
+                    outln!("    table {}: {} rows", t.table, t.rows);
+                }
+                outln!(
+                    "  estimated storage cost: ${:.4}/month",
+                    plan.monthly_cost_usd
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let bars = Bars::new(&format!("decentralise {}", args.room));
+        let outcome = flows::decentralise(rs, &args.room, &bars).await?;
+        bars.finish();
+        if let Some(path) = &args.receipt_out {
+            write_file(path, outcome.receipt.as_bytes())?;
+        }
+        if args.json {
+            print_json(&serde_json::json!({
+                "room": args.room.as_str(),
+                "placement": placement_json(&outcome.placement),
+                "parity": outcome.parity,
+                "parity_digest": roomshard::parity_digest(&outcome.parity),
+                "resumed": outcome.resumed,
+                "receipt": receipt_json(outcome.receipt.as_bytes()),
+            }));
+        } else {
+            outln!(
+                "decentralised {}{}",
+                placement_line(&outcome.placement),
+                if outcome.resumed {
+                    " — resumed an interrupted run"
+                } else {
+                    ""
+                }
+            );
+            for t in &outcome.parity.tables {
+                outln!(
+                    "  table {}: {} rows, sha256 {}",
+                    t.table,
+                    t.rows,
+                    t.checksum.as_deref().unwrap_or("-")
+                );
+            }
+            if let Some(path) = &args.receipt_out {
+                outln!("receipt written to {}", path.display());
+            }
+            print_receipt(&home, outcome.receipt.as_bytes())?;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `recentralise`.
+pub fn recentralise(args: &RoomArgs) -> Result<ExitCode, CliError> {
+    block_on(async {
+        let home = open_home(&args.home, Create::No, None).await?;
+        let bars = Bars::new(&format!("recentralise {}", args.room));
+        let placement = flows::recentralise(&home.roomshard, &args.room, &bars).await?;
+        bars.finish();
+        if args.json {
+            print_json(&serde_json::json!({ "placement": placement_json(&placement) }));
+        } else {
+            outln!("recentralised {}", placement_line(&placement));
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `revoke`.
+pub fn revoke(args: &RoomArgs) -> Result<ExitCode, CliError> {
+    block_on(async {
+        let home = open_home(&args.home, Create::No, None).await?;
+        let placement = flows::revoke(&home.roomshard, &args.room).await?;
+        if args.json {
+            print_json(&serde_json::json!({ "placement": placement_json(&placement) }));
+        } else {
+            outln!("revoked: {}", placement_line(&placement));
+            outln!(
+                "  the room is sealed: nothing is served or exported until `roomshard regrant {}`",
+                args.room
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Prints a placement-and-receipt result of `regrant` or `rotate`.
+fn print_with_receipt(
+    home: &Home,
+    args: &RoomArgs,
+    what: &str,
+    line: String,
+    json: serde_json::Value,
+    receipt: &str,
+) -> Result<(), CliError> {
+    if let Some(path) = &args.receipt_out {
+        write_file(path, receipt.as_bytes())?;
+    }
+    if args.json {
+        let mut json = json;
+        if let Some(obj) = json.as_object_mut() {
+            obj.insert("receipt".into(), receipt_json(receipt.as_bytes()));
+        }
+        print_json(&json);
+    } else {
+        outln!("{what}: {line}");
+        print_receipt(home, receipt.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Runs `regrant`.
+pub fn regrant(args: &RoomArgs) -> Result<ExitCode, CliError> {
+    block_on(async {
+        let home = open_home(&args.home, Create::No, None).await?;
+        let (placement, receipt) = flows::regrant(&home.roomshard, &args.room).await?;
+        print_with_receipt(
+            &home,
+            args,
+            "regranted",
+            placement_line(&placement),
+            serde_json::json!({ "placement": placement_json(&placement) }),
+            &receipt,
+        )?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `rotate`.
+pub fn rotate(args: &RoomArgs) -> Result<ExitCode, CliError> {
+    block_on(async {
+        let home = open_home(&args.home, Create::No, None).await?;
+        let (key, receipt) = flows::rotate(&home.roomshard, &args.room).await?;
+        print_with_receipt(
+            &home,
+            args,
+            "rotated",
+            format!("room {} key {} ({})", args.room, key.id, key.alias),
+            serde_json::json!({
+                "room": args.room.as_str(),
+                "key": { "id": key.id, "alias": key.alias },
+            }),
+            &receipt,
+        )?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

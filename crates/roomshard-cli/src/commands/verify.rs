@@ -1,0 +1,165 @@
+//! `roomshard verify`: check a room bundle against a trusted key set.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use roomshard_verify::{Report, TrustedKeys, VerifyOptions};
+
+use super::CliError;
+
+/// Archives at least this large get a progress bar (when stderr is a terminal).
+const PROGRESS_THRESHOLD: u64 = 16 << 20;
+
+/// `verify` arguments.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// The archive to verify (`-` reads standard input).
+    archive: PathBuf,
+    /// Trusted key set JSON ({"keys":[...]}).
+    #[arg(long)]
+    trusted_keys: PathBuf,
+    /// Sigstore bundle sidecar (room_<id>.tar.zst.sigstore.json) to check as well.
+    #[arg(long)]
+    sidecar: Option<PathBuf>,
+    /// Print the full report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Override a safety limit, e.g. `--limit max_total_bytes=200000000000` (repeatable). Names:
+    /// max_total_bytes, max_ratio, ratio_grace_bytes, max_entries, max_manifest_bytes,
+    /// max_sql_skeleton_bytes, max_window_log.
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
+}
+
+/// Runs `verify`.
+pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
+    let keyset = fs::read(&args.trusted_keys)
+        .map_err(|e| CliError::Usage(format!("reading {}: {e}", args.trusted_keys.display())))?;
+    let keys = TrustedKeys::from_json(&keyset)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", args.trusted_keys.display())))?;
+    let sidecar = match &args.sidecar {
+        Some(p) => Some(
+            fs::read(p).map_err(|e| CliError::Usage(format!("reading {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let mut options = VerifyOptions {
+        hash_archive: sidecar.is_some(),
+        ..VerifyOptions::default()
+    };
+    for spec in &args.limits {
+        let (name, value) = spec
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--limit {spec:?}: expected NAME=VALUE")))?;
+        let value: u64 = value.parse().map_err(|_| {
+            CliError::Usage(format!("--limit {spec:?}: VALUE must be a whole number"))
+        })?;
+        options
+            .limits
+            .set(name, value)
+            .map_err(|e| CliError::Usage(format!("--limit: {e}")))?;
+    }
+    let (input, len): (Box<dyn Read>, Option<u64>) = if args.archive.as_os_str() == "-" {
+        (Box::new(io::stdin().lock()), None)
+    } else {
+        let f = fs::File::open(&args.archive)
+            .map_err(|e| CliError::Usage(format!("opening {}: {e}", args.archive.display())))?;
+        let len = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), len)
+    };
+    let progress = progress_bar(len);
+    let input: Box<dyn Read> = match &progress {
+        Some(pb) => Box::new(pb.wrap_read(input)),
+        None => input,
+    };
+    let report = roomshard_verify::verify_reader(
+        io::BufReader::with_capacity(64 << 10, input),
+        keys.clone(),
+        options,
+    );
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    let mut report = report;
+    let mut sidecar_line = None;
+    if let (Some(bytes), true) = (&sidecar, report.valid) {
+        match roomshard_verify::verify_sidecar(bytes, &report, &keys) {
+            Ok(info) => {
+                sidecar_line = Some(format!(
+                    "sidecar: ok, signed by {} for {}",
+                    info.key_id, info.subject_name
+                ))
+            }
+            Err(e) => report.fail(&e),
+        }
+    }
+    if args.json {
+        outln!("{}", report.to_json());
+    } else if report.valid {
+        print_summary(&args.archive, &report, sidecar_line.as_deref());
+    }
+    if report.valid {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if let Some(e) = &report.error {
+            eprintln!(
+                "INVALID {}: {}: {}",
+                args.archive.display(),
+                e.reason,
+                e.detail
+            );
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn progress_bar(len: Option<u64>) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    let len = len?;
+    if len < PROGRESS_THRESHOLD || !io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "verifying [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .ok()?
+        .progress_chars("=> "),
+    );
+    Some(pb)
+}
+
+fn print_summary(archive: &Path, report: &Report, sidecar: Option<&str>) {
+    outln!("VALID {}", archive.display());
+    if let Some(room) = &report.room {
+        let name = room
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n:?})"))
+            .unwrap_or_default();
+        outln!(
+            "  room: {}{name} from {}, format v{}, created {}",
+            room.id,
+            report.source_instance.as_deref().unwrap_or("?"),
+            report.format_version.unwrap_or(0),
+            report.created_at.as_deref().unwrap_or("?"),
+        );
+    }
+    if let Some(s) = &report.signer {
+        outln!("  signed by: {} ({})", s.key_id, s.algorithm.as_str());
+    }
+    for t in &report.tables {
+        outln!("  table {}: {} rows", t.name, t.found_rows.unwrap_or(0));
+    }
+    let bytes: u64 = report.files.iter().map(|f| f.size).sum();
+    outln!(
+        "  files: {} ({bytes} bytes), every size and SHA-256 matches the manifest",
+        report.files.len()
+    );
+    if let Some(line) = sidecar {
+        outln!("  {line}");
+    }
+}

@@ -1,0 +1,807 @@
+//! End-to-end tests of the `roomshard` flows through the built binary: `demo`, import of a
+//! tampered archive, crash safety of `decentralise` and `import` under `kill -9` at random
+//! points, and a sealed room.
+//!
+//! The kill trials derive their kill times from a seeded RNG (`ROOMSHARD_KILL_SEED`, default
+//! fixed) over the measured duration of an uninterrupted run; `ROOMSHARD_KILL_TRIALS` (default
+//! 20) sets how many per flow. State is checked both through the CLI (`rooms --json`) and by
+//! opening the home in-process with the `roomshard` crate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use roomshard::home::{Home, HomeOptions};
+use roomshard_core::{
+    DumpSink, Error, ImportState, ObjectKey, Parity, PlacementState, RoomId, Scope, TableDescriptor,
+};
+
+fn roomshard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_roomshard"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs the binary with `args`, asserting exit code `code`.
+fn cli(args: &[&str], code: i32) -> Output {
+    let out = run(roomshard().args(args));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "roomshard {}\n{}",
+        args.join(" "),
+        describe(&out)
+    );
+    out
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{}", describe(out)))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn rooms_json(home: &Path) -> Vec<serde_json::Value> {
+    let out = cli(&["rooms", "--home", s(home), "--json"], 0);
+    stdout_json(&out)["rooms"]
+        .as_array()
+        .expect("rooms array")
+        .clone()
+}
+
+fn room_entry(home: &Path, room: &str) -> Option<serde_json::Value> {
+    rooms_json(home).into_iter().find(|r| r["room"] == room)
+}
+
+/// Copies a directory tree (a home that no process has open).
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path) -> BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.insert(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// SplitMix64: the kill points' RNG.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env() -> Rng {
+        let seed = std::env::var("ROOMSHARD_KILL_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0x5eed_2026);
+        eprintln!("kill trials: seed {seed} (set ROOMSHARD_KILL_SEED to replay)");
+        Rng(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn trials() -> usize {
+    std::env::var("ROOMSHARD_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
+/// Spawns `roomshard args`, kills it with SIGKILL after `after` (unless it ended first), and
+/// says whether it was killed.
+fn spawn_and_kill(args: &[&str], after: Duration) -> bool {
+    let mut child = roomshard()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn roomshard");
+    let deadline = Instant::now() + after;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "roomshard {} failed before the kill: {status}",
+                args.join(" ")
+            );
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(2)));
+    }
+    // Child::kill sends SIGKILL on Unix.
+    let killed = child.kill().is_ok();
+    child.wait().unwrap();
+    killed
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn open(dir: &Path) -> Home {
+    Home::open(
+        dir,
+        roomshard_example_mesh::schema(),
+        HomeOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()))
+}
+
+fn parity(home: &Path, scope: Scope) -> Parity {
+    runtime().block_on(async {
+        let h = open(home).await;
+        h.roomshard
+            .shards
+            .parity(&scope, &h.roomshard.schema)
+            .await
+            .unwrap_or_else(|e| panic!("parity of {scope}: {e}"))
+    })
+}
+
+fn total_rows(p: &Parity) -> u64 {
+    p.tables.iter().map(|t| t.rows).sum()
+}
+
+fn room(id: &str) -> RoomId {
+    RoomId::new(id).unwrap()
+}
+
+/// `seed --home H --room R` with a small workload.
+fn seed(home: &Path, room: &str, messages: u64, objects: u64, bytes: u64) {
+    cli(
+        &[
+            "seed",
+            "--home",
+            s(home),
+            "--room",
+            room,
+            "--messages",
+            &messages.to_string(),
+            "--media-objects",
+            &objects.to_string(),
+            "--media-bytes",
+            &bytes.to_string(),
+        ],
+        0,
+    );
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let out = cli(&["--help"], 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Exit codes"), "{text}");
+    for sub in ["demo", "import", "decentralise", "receipt", "audit"] {
+        let out = cli(&[sub, "--help"], 0);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Exit codes"),
+            "{sub} --help"
+        );
+    }
+    let out = cli(&["rooms"], 2);
+    assert!(!out.stderr.is_empty());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = cli(&["rooms", "--home", s(&tmp.path().join("nope"))], 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: "),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn demo_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("demo");
+    let started = Instant::now();
+    let out = cli(
+        &[
+            "demo",
+            "--dir",
+            s(&d),
+            "--messages",
+            "400",
+            "--media-objects",
+            "6",
+            "--media-bytes",
+            "300000",
+            "--json",
+        ],
+        0,
+    );
+    eprintln!("demo took {:.1}s", started.elapsed().as_secs_f64());
+    let report = stdout_json(&out);
+    let archive = d.join("exports/room_general.tar.zst");
+    let sidecar = d.join("exports/room_general.tar.zst.sigstore.json");
+    let trusted = d.join("keys/trusted-keys.json");
+    let dec_receipt = d.join("receipts/decentralise_general.json");
+    let imported = report["imported_room"].as_str().expect("imported_room");
+    let imp_receipt = d.join(format!("receipts/import_{imported}.json"));
+    for f in [
+        &archive,
+        &sidecar,
+        &trusted,
+        &dec_receipt,
+        &imp_receipt,
+        &d.join("home/global.sqlite3"),
+        &d.join("lite/global.sqlite3"),
+    ] {
+        assert!(f.is_file(), "{} missing", f.display());
+    }
+    cli(
+        &[
+            "verify",
+            s(&archive),
+            "--trusted-keys",
+            s(&trusted),
+            "--sidecar",
+            s(&sidecar),
+        ],
+        0,
+    );
+    let lite_rooms = rooms_json(&d.join("lite"));
+    assert!(
+        lite_rooms.iter().any(|r| r["room"] == imported),
+        "{lite_rooms:?}"
+    );
+    let home_room = room_entry(&d.join("home"), "general").expect("general in home");
+    assert_eq!(home_room["state"], "sovereign", "{home_room}");
+    // The receipts verify; a tampered one does not.
+    cli(
+        &[
+            "receipt",
+            "verify",
+            s(&dec_receipt),
+            "--trusted-keys",
+            s(&trusted),
+        ],
+        0,
+    );
+    cli(
+        &[
+            "receipt",
+            "verify",
+            s(&imp_receipt),
+            "--trusted-keys",
+            s(&d.join("lite/keys/trusted-keys.json")),
+        ],
+        0,
+    );
+    let envelope = fs::read_to_string(&dec_receipt).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&envelope).unwrap();
+    let sig = value["signatures"][0]["sig"].as_str().unwrap().to_string();
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    value["signatures"][0]["sig"] = format!("{flipped}{}", &sig[1..]).into();
+    let bad = tmp.path().join("bad-receipt.json");
+    fs::write(&bad, value.to_string()).unwrap();
+    let out = cli(
+        &["receipt", "verify", s(&bad), "--trusted-keys", s(&trusted)],
+        1,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+    // An expired receipt is refused.
+    cli(
+        &[
+            "receipt",
+            "verify",
+            s(&dec_receipt),
+            "--trusted-keys",
+            s(&trusted),
+            "--now",
+            "2999-01-01T00:00:00Z",
+        ],
+        1,
+    );
+    let listed = stdout_json(&cli(
+        &[
+            "receipt",
+            "list",
+            "general",
+            "--home",
+            s(&d.join("home")),
+            "--json",
+        ],
+        0,
+    ));
+    assert!(
+        !listed["receipts"].as_array().unwrap().is_empty(),
+        "{listed}"
+    );
+    cli(&["audit", "verify", "--home", s(&d.join("home"))], 0);
+    cli(&["audit", "list", "--home", s(&d.join("home"))], 0);
+    // A previous demo directory is refused without --force; any other non-empty one always.
+    let out = cli(&["demo", "--dir", s(&d)], 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--force"),
+        "{}",
+        describe(&out)
+    );
+    let other = tmp.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("precious.txt"), "keep me").unwrap();
+    cli(&["demo", "--dir", s(&other), "--force"], 2);
+    assert!(other.join("precious.txt").is_file());
+}
+
+#[test]
+fn tampered_import_is_refused_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    seed(&a, "source", 200, 4, 100_000);
+    let exports = tmp.path().join("exports");
+    let out = cli(
+        &[
+            "export",
+            "source",
+            "--home",
+            s(&a),
+            "--out",
+            s(&exports),
+            "--json",
+        ],
+        0,
+    );
+    let report = stdout_json(&out);
+    let archive = PathBuf::from(report["archive"].as_str().unwrap());
+    assert!(archive.is_file());
+    let trusted = a.join("keys/trusted-keys.json");
+
+    // The target home already has a room, so the import would need remapping too.
+    let b = tmp.path().join("b");
+    seed(&b, "resident", 100, 2, 50_000);
+    let before_rooms = rooms_json(&b);
+    let before_media = files_under(&b.join("media"));
+
+    let mut bytes = fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    let tampered = tmp.path().join("room_source.tar.zst");
+    fs::write(&tampered, &bytes).unwrap();
+    let out = cli(
+        &[
+            "import",
+            s(&tampered),
+            "--home",
+            s(&b),
+            "--trusted-keys",
+            s(&trusted),
+            "--room",
+            "copy",
+        ],
+        1,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: "),
+        "{}",
+        describe(&out)
+    );
+    // Signed by a key the importer does not trust: refused as well.
+    let keys = tmp.path().join("other-keys");
+    cli(&["keys", "generate", "--out", s(&keys)], 0);
+    cli(
+        &[
+            "import",
+            s(&archive),
+            "--home",
+            s(&b),
+            "--trusted-keys",
+            s(&keys.join("trusted-keys.json")),
+            "--room",
+            "copy",
+        ],
+        1,
+    );
+    assert_eq!(rooms_json(&b), before_rooms);
+    assert_eq!(files_under(&b.join("media")), before_media);
+    assert_eq!(total_rows(&parity(&b, Scope::Pooled(room("copy")))), 0);
+
+    // The untampered archive imports.
+    let out = cli(
+        &[
+            "import",
+            s(&archive),
+            "--home",
+            s(&b),
+            "--trusted-keys",
+            s(&trusted),
+            "--room",
+            "copy",
+            "--json",
+        ],
+        0,
+    );
+    assert_eq!(stdout_json(&out)["room"], "copy");
+    assert!(room_entry(&b, "copy").is_some());
+    assert_eq!(
+        total_rows(&parity(&b, Scope::Pooled(room("copy")))),
+        total_rows(&parity(&a, Scope::Pooled(room("source"))))
+    );
+}
+
+#[test]
+fn decentralise_survives_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = tmp.path().join("template");
+    seed(&template, "kill", 3000, 8, 400_000);
+    let expected = parity(&template, Scope::Pooled(room("kill")));
+    assert!(total_rows(&expected) > 3000, "{expected:?}");
+
+    let args = |home: &Path| -> Vec<String> {
+        [
+            "decentralise",
+            "kill",
+            "--home",
+            s(home),
+            "--batch-rows",
+            "50",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    // An uninterrupted run, timed.
+    let clean = tmp.path().join("clean");
+    copy_dir(&template, &clean);
+    let started = Instant::now();
+    let a = args(&clean);
+    cli(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0);
+    let full = started.elapsed();
+    eprintln!("uninterrupted decentralise: {:.2}s", full.as_secs_f64());
+    assert_eq!(parity(&clean, Scope::Dedicated(room("kill"))), expected);
+
+    let mut rng = Rng::from_env();
+    let mut killed = 0;
+    // Where the kills left the placement, before the re-run.
+    let mut landed: std::collections::BTreeMap<String, usize> = Default::default();
+    for trial in 0..trials() {
+        let home = tmp.path().join(format!("trial-{trial}"));
+        copy_dir(&template, &home);
+        let a = args(&home);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let after = full.mul_f64(rng.unit());
+        let was_killed = spawn_and_kill(&a, after);
+        killed += usize::from(was_killed);
+        let state = room_entry(&home, "kill").map(|r| r["state"].clone());
+        *landed
+            .entry(
+                state
+                    .as_ref()
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("none")
+                    .to_string(),
+            )
+            .or_default() += 1;
+        if state.as_ref().and_then(|s| s.as_str()) != Some("sovereign") {
+            let out = run(roomshard().args(&a));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "trial {trial} (killed after {after:?}, state {state:?}): resume failed\n{}",
+                describe(&out)
+            );
+        }
+        let entry = room_entry(&home, "kill").expect("placement");
+        assert_eq!(entry["state"], "sovereign", "trial {trial}: {entry}");
+        assert_eq!(entry["is_sharded"], true, "trial {trial}: {entry}");
+        assert_eq!(
+            parity(&home, Scope::Dedicated(room("kill"))),
+            expected,
+            "trial {trial}: killed after {after:?}"
+        );
+        cli(&["audit", "verify", "--home", s(&home)], 0);
+        fs::remove_dir_all(&home).unwrap();
+    }
+    eprintln!(
+        "decentralise: {killed} of {} runs killed; placement states after the kill: {landed:?}",
+        trials()
+    );
+    assert!(killed >= trials() / 2, "too few kills landed: {killed}");
+    let mid_flow: usize = landed
+        .iter()
+        .filter(|(s, _)| !["none", "pooled", "sovereign"].contains(&s.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(mid_flow >= 1, "no kill landed mid-flow: {landed:?}");
+}
+
+/// What a home holds for a room after an import attempt.
+struct Landed {
+    placement: bool,
+    rows: u64,
+    objects: u64,
+    staging: usize,
+    done: usize,
+}
+
+fn import_state(home: &Path, new: &str) -> Landed {
+    runtime().block_on(async {
+        let h = open(home).await;
+        let rs = &h.roomshard;
+        let r = room(new);
+        let placement = rs.control.placement(&r).await.unwrap().is_some();
+        let rows = total_rows(
+            &rs.shards
+                .parity(&Scope::Pooled(r.clone()), &rs.schema)
+                .await
+                .unwrap(),
+        );
+        let objects = rs
+            .media
+            .usage(&Scope::Pooled(r.clone()))
+            .await
+            .unwrap()
+            .objects;
+        let mine = |state| {
+            let rs = rs.clone();
+            let r = r.clone();
+            async move {
+                rs.control
+                    .imports(Some(state))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|i| i.new_room == r)
+                    .count()
+            }
+        };
+        Landed {
+            placement,
+            rows,
+            objects,
+            staging: mine(ImportState::Staging).await,
+            done: mine(ImportState::Done).await,
+        }
+    })
+}
+
+#[test]
+fn import_is_all_or_nothing_under_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    seed(&a, "origin", 3000, 12, 1_500_000);
+    let exports = tmp.path().join("exports");
+    cli(
+        &["export", "origin", "--home", s(&a), "--out", s(&exports)],
+        0,
+    );
+    let archive = exports.join("room_origin.tar.zst");
+    let trusted = a.join("keys/trusted-keys.json");
+    let template = tmp.path().join("template");
+    seed(&template, "resident", 300, 3, 100_000);
+    let media_before = files_under(&template.join("media"));
+
+    let args = |home: &Path| -> Vec<String> {
+        [
+            "import",
+            s(&archive),
+            "--home",
+            s(home),
+            "--trusted-keys",
+            s(&trusted),
+            "--room",
+            "arrival",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    let clean = tmp.path().join("clean");
+    copy_dir(&template, &clean);
+    let started = Instant::now();
+    let a_clean = args(&clean);
+    cli(&a_clean.iter().map(String::as_str).collect::<Vec<_>>(), 0);
+    let full = started.elapsed();
+    eprintln!("uninterrupted import: {:.2}s", full.as_secs_f64());
+    let complete = import_state(&clean, "arrival");
+    assert!(complete.placement && complete.rows > 3000 && complete.done == 1);
+
+    let mut rng = Rng::from_env();
+    let (mut killed, mut rolled_back) = (0, 0);
+    // Every broken invariant of every trial, reported together at the end.
+    let mut problems: Vec<String> = Vec::new();
+    for trial in 0..trials() {
+        let home = tmp.path().join(format!("trial-{trial}"));
+        copy_dir(&template, &home);
+        let a = args(&home);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let after = full.mul_f64(rng.unit());
+        killed += usize::from(spawn_and_kill(&a, after));
+        // The next open of the home (any command) recovers.
+        rooms_json(&home);
+        let st = import_state(&home, "arrival");
+        let when = format!("trial {trial} (killed after {after:?})");
+        if st.staging != 0 {
+            problems.push(format!("{when}: a staging import record survived"));
+        }
+        let got = (st.rows, st.objects, st.done);
+        if st.placement {
+            if got != (complete.rows, complete.objects, 1) {
+                problems.push(format!(
+                    "{when}: a placement but an incomplete import: (rows, objects, done) = {got:?}"
+                ));
+            }
+        } else {
+            rolled_back += 1;
+            if got != (0, 0, 0) {
+                problems.push(format!(
+                    "{when}: no placement, but (rows, objects, done) = {got:?}"
+                ));
+            }
+            let media_after = files_under(&home.join("media"));
+            let extra: Vec<_> = media_after.difference(&media_before).collect();
+            if !extra.is_empty() {
+                problems.push(format!("{when}: files left under media/: {extra:?}"));
+            }
+        }
+        let audit = run(roomshard().args(["audit", "verify", "--home", s(&home)]));
+        if !audit.status.success() {
+            problems.push(format!("{when}: audit verify: {}", describe(&audit)));
+        }
+        fs::remove_dir_all(&home).unwrap();
+    }
+    eprintln!(
+        "import: {killed} of {} runs killed, {rolled_back} rolled back",
+        trials()
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    assert!(killed >= trials() / 2, "too few kills landed: {killed}");
+}
+
+/// A dump sink that discards everything.
+struct Discard;
+
+#[roomshard_core::async_trait]
+impl DumpSink for Discard {
+    async fn begin_table(&mut self, _table: &TableDescriptor) -> roomshard_core::Result<()> {
+        Ok(())
+    }
+    async fn rows(&mut self, _chunk: roomshard_core::Bytes) -> roomshard_core::Result<()> {
+        Ok(())
+    }
+    async fn end_table(&mut self, _rows: u64) -> roomshard_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether the media and shard paths of a dedicated room answer `Sealed` (true), work (false).
+fn data_paths_sealed(home: &Path, id: &str) -> (bool, bool) {
+    runtime().block_on(async {
+        let h = open(home).await;
+        let rs = &h.roomshard;
+        let scope = Scope::Dedicated(room(id));
+        let key = ObjectKey::new("att/000001.bin").unwrap();
+        let media = match rs.media.get(&scope, &key).await {
+            Err(Error::Sealed { .. }) => true,
+            Ok(mut got) => {
+                while let Some(chunk) = got.body.next_chunk().await {
+                    chunk.unwrap();
+                }
+                false
+            }
+            Err(e) => panic!("media get: unexpected {e}"),
+        };
+        let shard = match rs.shards.dump(&scope, &rs.schema, &mut Discard).await {
+            Err(Error::Sealed { .. }) => true,
+            Ok(_) => false,
+            Err(e) => panic!("shard dump: unexpected {e}"),
+        };
+        (media, shard)
+    })
+}
+
+#[test]
+fn sealed_room_refuses_everything_until_regrant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path().join("h");
+    seed(&h, "vault", 200, 5, 100_000);
+    let pooled = parity(&h, Scope::Pooled(room("vault")));
+    let plan = stdout_json(&cli(
+        &["decentralise", "vault", "--home", s(&h), "--plan", "--json"],
+        0,
+    ));
+    assert_eq!(plan["plan"]["rows"], total_rows(&pooled), "{plan}");
+    assert_eq!(plan["plan"]["objects"], 5, "{plan}");
+    assert_eq!(room_entry(&h, "vault").unwrap()["state"], "pooled");
+    cli(&["decentralise", "vault", "--home", s(&h)], 0);
+    assert_eq!(data_paths_sealed(&h, "vault"), (false, false));
+    cli(&["revoke", "vault", "--home", s(&h)], 0);
+    assert_eq!(room_entry(&h, "vault").unwrap()["state"], "sealed");
+    let out_dir = tmp.path().join("out");
+    for args in [
+        vec!["export", "vault", "--home", s(&h), "--out", s(&out_dir)],
+        vec!["decentralise", "vault", "--home", s(&h)],
+        vec!["rotate", "vault", "--home", s(&h)],
+    ] {
+        let out = cli(&args, 1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains("sealed"),
+            "{}: {}",
+            args.join(" "),
+            describe(&out)
+        );
+    }
+    assert!(!out_dir.join("room_vault.tar.zst").exists());
+    assert_eq!(data_paths_sealed(&h, "vault"), (true, true));
+
+    cli(&["regrant", "vault", "--home", s(&h)], 0);
+    assert_eq!(room_entry(&h, "vault").unwrap()["state"], "sovereign");
+    assert_eq!(data_paths_sealed(&h, "vault"), (false, false));
+    cli(
+        &["export", "vault", "--home", s(&h), "--out", s(&out_dir)],
+        0,
+    );
+    cli(&["rotate", "vault", "--home", s(&h)], 0);
+    assert_eq!(data_paths_sealed(&h, "vault"), (false, false));
+    cli(&["audit", "verify", "--home", s(&h)], 0);
+    let state = room_entry(&h, "vault").unwrap();
+    assert_eq!(state["state"], PlacementState::Sovereign.as_str());
+    // And back: the pooled copy equals what left.
+    cli(&["recentralise", "vault", "--home", s(&h)], 0);
+    assert_eq!(room_entry(&h, "vault").unwrap()["state"], "pooled");
+    assert_eq!(parity(&h, Scope::Pooled(room("vault"))), pooled);
+}

@@ -1,0 +1,342 @@
+//! Decentralise: move a room from the shared database, bucket and key into its own.
+//!
+//! ```text
+//! plan ─► Pooled ─► Provisioning ─► Copying ─────────► Cutover ─────────► Sovereign ─► receipt, cleanup
+//!                   key, bucket,    bulk rows+media,   read-only: final   parity equal
+//!                   shard           catch-up passes    catch-up, parity   (else back to Copying)
+//! ```
+//!
+//! Every step is idempotent and its progress is saved (the placement's state in the control
+//! plane, the copy job's checkpoint and media cursor), so calling [`decentralise`] again after a
+//! crash — or a `kill -9` — resumes where the last call stopped and converges to the same shard.
+//! The pooled copy stays authoritative until parity holds at cutover; it is deleted only after
+//! the placement says `sovereign`.
+
+use roomshard_core::{
+    CopyPass, CopyRequest, CopySource, Error, JobKind, Parity, Phase, Placement, PlacementState,
+    ProgressEvent, ProgressSink, Result, RoomId, Scope, ServerUrl,
+};
+use serde::{Deserialize, Serialize};
+
+use super::copy::{
+    JobState, bulk_copy_media, media_difference, media_totals, reconcile_media, sealed,
+};
+use crate::Roomshard;
+use crate::support::parity_digest;
+
+/// Catch-up passes while writes continue before cutover is attempted anyway.
+const MAX_CATCH_UP_PASSES: usize = 5;
+/// Cutovers attempted before giving up when parity keeps failing.
+const MAX_CUTOVERS: usize = 3;
+/// Bytes per row assumed for a cost estimate when the store cannot tell.
+const ESTIMATED_ROW_BYTES: u64 = 256;
+
+/// What a decentralise will do, before it does it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The room.
+    pub room: RoomId,
+    /// The assets to create, in order (`key room/<id>`, `bucket …`, `shard …`).
+    pub assets: Vec<String>,
+    /// Rows per table now (they may still change while copying).
+    pub parity: Parity,
+    /// Rows over all tables.
+    pub rows: u64,
+    /// Media objects.
+    pub objects: u64,
+    /// Media bytes.
+    pub media_bytes: u64,
+    /// Estimated monthly storage cost of the room's own resources, in US dollars.
+    pub monthly_cost_usd: f64,
+}
+
+/// What a finished decentralise did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecentraliseOutcome {
+    /// The room's placement now (sovereign).
+    pub placement: Placement,
+    /// Parity of the shard, equal to the pooled copy's at cutover.
+    pub parity: Parity,
+    /// The Sovereignty Receipt (DSSE envelope JSON).
+    pub receipt: String,
+    /// Whether this call resumed a job a previous one left unfinished.
+    pub resumed: bool,
+}
+
+/// Plans a decentralise without changing anything: what will be created, how much will be
+/// copied, what it will cost a month.
+///
+/// # Errors
+/// [`Error::NotFound`] for a room with neither rows nor objects in the shared store;
+/// [`Error::Conflict`] for a room that is not pooled.
+pub async fn plan(rs: &Roomshard, room: &RoomId) -> Result<Plan> {
+    if let Some(p) = rs.control.placement(room).await?
+        && p.state != PlacementState::Pooled
+    {
+        return Err(Error::conflict(format!(
+            "room {room} is {}, not pooled: there is nothing to plan",
+            p.state
+        )));
+    }
+    let scope = Scope::Pooled(room.clone());
+    let parity = rs.shards.parity(&scope, &rs.schema).await?;
+    let rows: u64 = parity.tables.iter().map(|t| t.rows).sum();
+    let (objects, media_bytes) = media_totals(rs, &scope).await?;
+    if rows == 0 && objects == 0 {
+        return Err(Error::not_found(format!(
+            "room {room} (no rows and no objects in the shared store)"
+        )));
+    }
+    let shard_bytes = if rs.shards.capabilities().size_bytes {
+        rs.shards.size_bytes(&scope, &rs.schema).await?
+    } else {
+        rows * ESTIMATED_ROW_BYTES
+    };
+    let gib = (shard_bytes + media_bytes) as f64 / (1u64 << 30) as f64;
+    Ok(Plan {
+        room: room.clone(),
+        assets: vec![
+            format!(
+                "key {} in {}",
+                roomshard_core::room_key_alias(room),
+                rs.keys.name()
+            ),
+            format!("grant on that key to {}", rs.config.grantee),
+            format!("bucket for room {room} in {}", rs.media.name()),
+            format!("shard room_{room} in {}", rs.shards.name()),
+        ],
+        parity,
+        rows,
+        objects,
+        media_bytes,
+        monthly_cost_usd: gib * rs.config.price_per_gib_month_usd,
+    })
+}
+
+/// Decentralises `room`, or resumes the decentralise a crash interrupted; on a room already
+/// sovereign it returns its latest receipt.
+///
+/// # Errors
+/// [`Error::Sealed`] for a sealed room; [`Error::Conflict`] for a room being recentralised, or
+/// when parity still fails after repeated cutovers; whatever a provider returns (the job stays
+/// resumable).
+pub async fn decentralise(
+    rs: &Roomshard,
+    room: &RoomId,
+    progress: &dyn ProgressSink,
+) -> Result<DecentraliseOutcome> {
+    if rs.control.placement(room).await?.is_none() {
+        // Check the room exists before recording anything about it.
+        plan(rs, room).await?;
+    }
+    let mut placement = rs.placement_or_pooled(room).await?;
+    let existing_job = rs.control.job(room, JobKind::Decentralise).await?;
+    let resumed = placement.state != PlacementState::Pooled || existing_job.is_some();
+    match placement.state {
+        PlacementState::Sealed => return Err(sealed(room)),
+        PlacementState::Recentralising => {
+            return Err(Error::conflict(format!(
+                "room {room} is being recentralised; run recentralise to finish it first"
+            )));
+        }
+        PlacementState::Sovereign if existing_job.is_none() => {
+            // Already done: answer with the receipt of the current placement.
+            let parity = rs.shards.parity(&placement.scope(), &rs.schema).await?;
+            let receipt = receipt_for(rs, &placement, &parity).await?;
+            return Ok(DecentraliseOutcome {
+                placement,
+                parity,
+                receipt,
+                resumed: false,
+            });
+        }
+        _ => {}
+    }
+    let pooled = Scope::Pooled(room.clone());
+    let dedicated = Scope::Dedicated(room.clone());
+
+    // 1. Plan (only when starting: a resumed job already has its plan behind it).
+    let plan = if placement.state == PlacementState::Pooled {
+        let plan = plan(rs, room).await?;
+        rs.audit(
+            "decentralise.started",
+            Some(room),
+            serde_json::json!({ "rows": plan.rows, "objects": plan.objects, "media_bytes": plan.media_bytes }),
+        )
+        .await?;
+        let profile = rs.config.profile;
+        let region = rs.config.region.clone();
+        rs.move_placement(&mut placement, PlacementState::Provisioning, |p| {
+            p.profile = profile;
+            p.region = region;
+        })
+        .await?;
+        Some(plan)
+    } else {
+        None
+    };
+    let job = JobState::load(rs, room, JobKind::Decentralise).await?;
+    let (objects_total, bytes_total) = media_totals(rs, &pooled).await?;
+    if let Some(plan) = &plan {
+        progress.emit(ProgressEvent::Planned {
+            tables: rs.schema.tables().len() as u64,
+            rows: plan.rows,
+            objects: plan.objects,
+            bytes: plan.media_bytes,
+        });
+    }
+
+    // 2. Provision the room's own key, bucket and shard (each idempotent).
+    if placement.state == PlacementState::Provisioning {
+        progress.emit(ProgressEvent::Phase(Phase::Provision));
+        let key = rs
+            .keys
+            .ensure_room_key(room, &std::collections::BTreeMap::new())
+            .await?;
+        if rs.keys.capabilities().grants {
+            rs.keys.grant(room, &rs.config.grantee).await?;
+        }
+        let bucket = rs.media.ensure_bucket(room, &rs.config.bucket_spec).await?;
+        rs.shards.ensure_shard(room, &rs.schema).await?;
+        let shard_url = ServerUrl::new(format!("{}:room_{room}", rs.shards.name()));
+        rs.move_placement(&mut placement, PlacementState::Copying, |p| {
+            p.shard_url = Some(shard_url);
+            p.media_bucket = Some(bucket.name);
+            p.kms_key_ref = Some(key.id);
+        })
+        .await?;
+    }
+
+    // 3. Copy while the pooled room stays writable: bulk, then catch-up passes until the delta
+    //    is small. 4. Cutover: read-only, final catch-up, parity; parity failing reopens writes.
+    let mut cutovers = 0;
+    while matches!(
+        placement.state,
+        PlacementState::Copying | PlacementState::Cutover
+    ) {
+        if placement.state == PlacementState::Copying {
+            progress.emit(ProgressEvent::Phase(Phase::Copy));
+            let resume = job
+                .snapshot()
+                .checkpoint
+                .filter(|c| c.pass == CopyPass::Bulk);
+            copy_pass(rs, room, CopyPass::Bulk, resume, &job, progress).await?;
+            bulk_copy_media(rs, &pooled, &dedicated, &job, objects_total, progress).await?;
+            progress.emit(ProgressEvent::Phase(Phase::CatchUp));
+            for _ in 0..MAX_CATCH_UP_PASSES {
+                let changed = copy_pass(rs, room, CopyPass::CatchUp, None, &job, progress).await?
+                    + reconcile_media(rs, &pooled, &dedicated).await?;
+                if changed <= rs.config.cutover_threshold_rows {
+                    break;
+                }
+            }
+            rs.move_placement(&mut placement, PlacementState::Cutover, |_| {})
+                .await?;
+        }
+        progress.emit(ProgressEvent::Phase(Phase::Cutover));
+        copy_pass(rs, room, CopyPass::CatchUp, None, &job, progress).await?;
+        reconcile_media(rs, &pooled, &dedicated).await?;
+        progress.emit(ProgressEvent::Phase(Phase::Parity));
+        let source = rs.shards.parity(&pooled, &rs.schema).await?;
+        let target = rs.shards.parity(&dedicated, &rs.schema).await?;
+        let tables = source.mismatched_tables(&target);
+        let media = media_difference(rs, &pooled, &dedicated).await?;
+        if tables.is_empty() && media.is_none() {
+            rs.move_placement(&mut placement, PlacementState::Sovereign, |_| {})
+                .await?;
+        } else {
+            cutovers += 1;
+            rs.audit(
+                "decentralise.parity_failed",
+                Some(room),
+                serde_json::json!({ "tables": tables, "media": media }),
+            )
+            .await?;
+            rs.move_placement(&mut placement, PlacementState::Copying, |_| {})
+                .await?;
+            if cutovers >= MAX_CUTOVERS {
+                return Err(Error::conflict(format!(
+                    "room {room}: parity still fails after {cutovers} cutovers (tables {tables:?}, \
+                     media {media:?}); the room is writable in the shared store again, run \
+                     decentralise again once writes calm down"
+                )));
+            }
+        }
+    }
+
+    // 5. Receipt, then cleanup of the pooled copy (the shard is authoritative now).
+    progress.emit(ProgressEvent::Phase(Phase::Receipt));
+    let parity = rs.shards.parity(&dedicated, &rs.schema).await?;
+    let receipt = receipt_for(rs, &placement, &parity).await?;
+    progress.emit(ProgressEvent::Phase(Phase::Cleanup));
+    rs.shards.drop_room(&pooled, &rs.schema).await?;
+    rs.media.purge(&pooled).await?;
+    let rows: u64 = parity.tables.iter().map(|t| t.rows).sum();
+    rs.audit(
+        "decentralise.finished",
+        Some(room),
+        serde_json::json!({
+            "rows": rows,
+            "objects": objects_total,
+            "media_bytes": bytes_total,
+            "parity_sha256": parity_digest(&parity),
+            "version": placement.version,
+            "resumed": resumed,
+        }),
+    )
+    .await?;
+    job.finish().await?;
+    progress.emit(ProgressEvent::Finished);
+    Ok(DecentraliseOutcome {
+        placement,
+        parity,
+        receipt,
+        resumed,
+    })
+}
+
+/// One copy pass of the room's rows, pooled → dedicated. Returns rows written plus deleted.
+async fn copy_pass(
+    rs: &Roomshard,
+    room: &RoomId,
+    pass: CopyPass,
+    resume_from: Option<roomshard_core::CopyCheckpoint>,
+    job: &JobState<'_>,
+    progress: &dyn ProgressSink,
+) -> Result<u64> {
+    let outcome = rs
+        .shards
+        .copy_room(CopyRequest {
+            schema: &rs.schema,
+            source: CopySource {
+                scope: Scope::Pooled(room.clone()),
+                server: None,
+            },
+            target: Scope::Dedicated(room.clone()),
+            pass,
+            resume_from,
+            checkpoints: job,
+            progress,
+        })
+        .await?;
+    Ok(outcome.rows_written + outcome.rows_deleted)
+}
+
+/// The decentralise receipt of the placement's current version: the one already issued (a
+/// resumed job that crashed after issuing it), or a new one over the shard's parity.
+async fn receipt_for(rs: &Roomshard, placement: &Placement, parity: &Parity) -> Result<String> {
+    if let Some(existing) = rs
+        .control
+        .receipts(&placement.room)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|r| r.version == placement.version)
+    {
+        return Ok(existing.envelope);
+    }
+    let envelope = rs
+        .issue_receipt(placement, "decentralise", &parity_digest(parity))
+        .await?;
+    Ok(String::from_utf8_lossy(&envelope).into_owned())
+}

@@ -1,0 +1,933 @@
+//! Import: verify a bundle, then load it under a new room id, all or nothing.
+//!
+//! The flow, top to bottom:
+//!
+//! 1. **Verify first**: the whole archive goes through the verifier before anything is written;
+//!    an invalid bundle is refused with its reason code and leaves no trace.
+//! 2. **Same tables**: the manifest's table descriptors must equal the host's (schema drift is
+//!    refused, naming the first difference).
+//! 3. **New room**: a fresh room id (given, or derived from the bundle's), with no placement and
+//!    no pooled rows or objects.
+//! 4. **Journal**: the import is recorded as *staging* before the first write, so a crash at any
+//!    later point is rolled back by [`recover_imports`] (which [`Home::open`] runs).
+//! 5. **Load**: a second, streaming pass over the archive feeds `db.sql`'s COPY blocks to
+//!    [`ShardStore::restore`] (never executing any SQL) and the media entries to
+//!    [`MediaStore::put`], re-hashing every entry against the verified manifest, so a file
+//!    swapped between the passes fails (and is rolled back) instead of loading unverified bytes.
+//! 6. **Commit**: placement, journal marked done with its id maps, a Sovereignty Receipt, an
+//!    audit entry. Any error from step 4 on rolls everything back and returns the original error.
+//!
+//! [`Home::open`]: crate::home::Home::open
+//! [`ShardStore::restore`]: roomshard_core::ShardStore::restore
+//! [`MediaStore::put`]: roomshard_core::MediaStore::put
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, Read};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use roomshard_core::{
+    DumpSource, Error, IdMap, IdRemap, ImportRecord, ImportState, KeyRewrite, ObjectBody, Phase,
+    Placement, PlacementState, Profile, ProgressEvent, ProgressSink, PutOptions, RemapPolicy,
+    Result, RoomId, Scope, TableCount, TableDescriptor, async_trait,
+};
+use roomshard_verify::format::{
+    DB_SQL, EXPORT_SIGNATURE, MANIFEST_JSON, MEDIA_PREFIX, parse_manifest,
+};
+use roomshard_verify::sql::{COPY_END_LINE, copy_header_line};
+use roomshard_verify::{Manifest, TrustedKeys, VerifyLimits, VerifyOptions, verify_reader};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::Roomshard;
+use crate::support::now_unix_ms;
+
+/// Where an imported room goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImportTarget {
+    /// Into the host's shared tables and bucket (ids remapped where they collide).
+    #[default]
+    Pooled,
+    /// Into its own shard, bucket and key (sovereign from the start).
+    Dedicated,
+}
+
+/// How to import.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// The new room id; default: derived from the bundle's id plus a random suffix.
+    pub new_room: Option<RoomId>,
+    /// Where the room goes.
+    pub target: ImportTarget,
+    /// Verifier limits (default: the format's defaults).
+    pub limits: VerifyLimits,
+}
+
+/// What an import did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportOutcome {
+    /// The import's id in the import history.
+    pub import_id: String,
+    /// The room id in the bundle.
+    pub source_room: String,
+    /// The room id it now has.
+    pub new_room: RoomId,
+    /// The key that signed the bundle.
+    pub signer_key_id: String,
+    /// SHA-256 (hex) of the bundle's manifest.
+    pub manifest_sha256: String,
+    /// Rows restored per table.
+    pub tables: Vec<TableCount>,
+    /// Media objects stored.
+    pub objects: u64,
+    /// Ids that changed.
+    pub id_maps: Vec<IdMap>,
+    /// The new Sovereignty Receipt (DSSE envelope JSON).
+    pub receipt: Vec<u8>,
+}
+
+/// Messages queued between the archive reader thread and the async side, per channel; with
+/// chunks of at most [`CHUNK_BYTES`] (or one row, if longer) this bounds an import's memory.
+const CHANNEL_DEPTH: usize = 8;
+
+/// Target size of row and media chunks.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Longest bundle room id kept in a derived new id: 48 minus `-` and 6 hex digits.
+const DERIVED_PREFIX_MAX: usize = 41;
+
+/// What the pipeline's internal "the other side stopped" errors say; never the cause of a
+/// failure, so the other side's error is reported instead.
+const PIPELINE_STOPPED: &str = "import pipeline (the other side stopped)";
+
+fn stopped() -> Error {
+    Error::Unavailable {
+        what: PIPELINE_STOPPED.to_string(),
+        retryable: false,
+        source: None,
+    }
+}
+
+fn is_stopped(e: &Error) -> bool {
+    matches!(e, Error::Unavailable { what, .. } if what == PIPELINE_STOPPED)
+}
+
+fn join_err(e: tokio::task::JoinError) -> Error {
+    Error::unavailable("import worker thread", false, e)
+}
+
+fn open_err(path: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::not_found(format!("bundle {}", path.display()))
+    } else {
+        Error::unavailable(format!("reading {}", path.display()), false, e)
+    }
+}
+
+fn read_err(e: io::Error) -> Error {
+    Error::invalid(
+        "bundle",
+        format!("changed_between_passes: reading it again failed: {e}"),
+    )
+}
+
+/// What the verification pass established.
+struct Verified {
+    manifest: Manifest,
+    manifest_sha256: String,
+    signer_key_id: String,
+}
+
+/// Verifies the bundle at `path` against `trusted`, then imports it.
+///
+/// # Errors
+/// [`Error::Invalid`] (`what` = `bundle`, `detail` = `<reason code>: <detail>`) for a bundle the
+/// verifier refuses, with nothing written; [`Error::Invalid`] for a bundle whose tables differ
+/// from the host's; [`Error::Conflict`] when the new room id is taken; any provider error, after
+/// which everything the import wrote has been rolled back.
+pub async fn import_file(
+    rs: &Roomshard,
+    path: &Path,
+    trusted: &TrustedKeys,
+    options: &ImportOptions,
+    progress: &dyn ProgressSink,
+) -> Result<ImportOutcome> {
+    // 1. Verify the whole archive before writing anything.
+    let verified = verify(path, trusted, options.limits).await?;
+    let manifest = &verified.manifest;
+
+    // 2. Schema drift is refused (for now).
+    check_tables(manifest, rs.schema.tables())?;
+
+    // 3. The new room.
+    let new_room = match &options.new_room {
+        Some(r) => r.clone(),
+        None => derive_room_id(&manifest.room.id)?,
+    };
+    if rs.control.placement(&new_room).await?.is_some() {
+        return Err(Error::conflict(format!(
+            "room {new_room} already exists; import under another id"
+        )));
+    }
+    ensure_unused(rs, &new_room).await?;
+
+    // 4. Journal first.
+    let record = ImportRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        source_room: manifest.room.id.clone(),
+        new_room: new_room.clone(),
+        manifest_sha256: verified.manifest_sha256.clone(),
+        signer_key_id: verified.signer_key_id.clone(),
+        state: ImportState::Staging,
+        started_at_unix_ms: now_unix_ms(),
+    };
+    rs.control.begin_import(&record).await?;
+
+    // 5–6. Load and commit; roll back on any error.
+    match load_and_commit(rs, path, &verified, &record, options.target, progress).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            if let Err(rollback) = roll_back(rs, &record).await {
+                tracing::error!(
+                    import = %record.id,
+                    room = %record.new_room,
+                    error = %rollback,
+                    "rolling back a failed import failed; recover_imports will retry"
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Runs the verifier over the file, then reads the verified manifest back.
+async fn verify(path: &Path, trusted: &TrustedKeys, limits: VerifyLimits) -> Result<Verified> {
+    let owned: PathBuf = path.to_path_buf();
+    let keys = trusted.clone();
+    let report = tokio::task::spawn_blocking(move || -> Result<_> {
+        let file = std::fs::File::open(&owned).map_err(|e| open_err(&owned, e))?;
+        Ok(verify_reader(
+            io::BufReader::with_capacity(CHUNK_BYTES, file),
+            keys,
+            VerifyOptions {
+                limits,
+                hash_archive: false,
+            },
+        ))
+    })
+    .await
+    .map_err(join_err)??;
+    if !report.valid {
+        let (reason, detail) = report
+            .error
+            .map(|e| (e.reason, e.detail))
+            .unwrap_or_else(|| ("invalid".to_string(), "refused".to_string()));
+        return Err(Error::invalid("bundle", format!("{reason}: {detail}")));
+    }
+    let (Some(manifest_sha256), Some(signer)) = (report.manifest_sha256, report.signer) else {
+        return Err(Error::invalid(
+            "bundle",
+            "the verifier reported no manifest digest or signer",
+        ));
+    };
+    // The report carries no descriptors: read manifest.json back and bind it to the digest the
+    // verifier saw, so it is the verified manifest and not a swapped file's.
+    let owned: PathBuf = path.to_path_buf();
+    let max = limits.max_manifest_bytes;
+    let bytes = tokio::task::spawn_blocking(move || read_manifest(&owned, max))
+        .await
+        .map_err(join_err)??;
+    if hex::encode(Sha256::digest(&bytes)) != manifest_sha256 {
+        return Err(Error::invalid(
+            "bundle",
+            "changed_between_passes: manifest.json differs from the one verified",
+        ));
+    }
+    let manifest = parse_manifest(&bytes)
+        .map_err(|e| Error::invalid("bundle", format!("{}: {}", e.reason.as_str(), e.detail)))?;
+    Ok(Verified {
+        manifest,
+        manifest_sha256,
+        signer_key_id: signer.key_id,
+    })
+}
+
+/// `manifest.json`'s bytes, read by skipping through the archive.
+fn read_manifest(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| open_err(path, e))?;
+    let decoder = zstd::stream::read::Decoder::new(file).map_err(read_err)?;
+    let mut archive = tar::Archive::new(decoder);
+    for entry in archive.entries().map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        if entry.path_bytes().as_ref() == MANIFEST_JSON.as_bytes() {
+            let mut bytes = Vec::new();
+            entry
+                .take(max.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(read_err)?;
+            return Ok(bytes);
+        }
+    }
+    Err(Error::invalid(
+        "bundle",
+        "changed_between_passes: manifest.json is gone",
+    ))
+}
+
+/// The manifest's tables must be exactly the host's.
+fn check_tables(manifest: &Manifest, ours: &[TableDescriptor]) -> Result<()> {
+    let theirs: Vec<&TableDescriptor> = manifest.tables.iter().map(|t| &t.descriptor).collect();
+    for (i, mine) in ours.iter().enumerate() {
+        match theirs.get(i) {
+            None => {
+                return Err(drift(format!(
+                    "the bundle lacks table {:?} (it has {} tables, this server {})",
+                    mine.name,
+                    theirs.len(),
+                    ours.len()
+                )));
+            }
+            Some(t) if *t == mine => {}
+            Some(t) if t.name != mine.name => {
+                return Err(drift(format!(
+                    "table {} is {:?} in the bundle, {:?} here",
+                    i + 1,
+                    t.name,
+                    mine.name
+                )));
+            }
+            Some(t) => return Err(drift(describe_difference(t, mine))),
+        }
+    }
+    if let Some(extra) = theirs.get(ours.len()) {
+        return Err(drift(format!(
+            "the bundle has table {:?}, which this server does not",
+            extra.name
+        )));
+    }
+    Ok(())
+}
+
+fn drift(detail: String) -> Error {
+    Error::invalid(
+        "bundle",
+        format!(
+            "schema_mismatch: {detail} (importing across schema versions is not supported yet)"
+        ),
+    )
+}
+
+/// The first difference between two descriptors of the same table, for people.
+fn describe_difference(theirs: &TableDescriptor, mine: &TableDescriptor) -> String {
+    let name = &mine.name;
+    for (i, c) in mine.columns.iter().enumerate() {
+        match theirs.columns.get(i) {
+            Some(t) if t == c => {}
+            Some(t) => {
+                return format!(
+                    "column {} of table {name} is {t:?} in the bundle, {c:?} here",
+                    i + 1
+                );
+            }
+            None => return format!("table {name} lacks column {:?} in the bundle", c.name),
+        }
+    }
+    if let Some(extra) = theirs.columns.get(mine.columns.len()) {
+        return format!(
+            "table {name} has column {:?} in the bundle, which this server does not",
+            extra.name
+        );
+    }
+    let fields: [(&str, String, String); 4] = [
+        (
+            "primary_key",
+            format!("{:?}", theirs.primary_key),
+            format!("{:?}", mine.primary_key),
+        ),
+        (
+            "room_key_column",
+            format!("{:?}", theirs.room_key_column),
+            format!("{:?}", mine.room_key_column),
+        ),
+        (
+            "id_columns",
+            format!("{:?}", theirs.id_columns),
+            format!("{:?}", mine.id_columns),
+        ),
+        (
+            "media_columns",
+            format!("{:?}", theirs.media_columns),
+            format!("{:?}", mine.media_columns),
+        ),
+    ];
+    for (field, t, m) in fields {
+        if t != m {
+            return format!("{field} of table {name} is {t} in the bundle, {m} here");
+        }
+    }
+    format!("table {name} differs")
+}
+
+/// `<source id, truncated>-<6 random hex digits>`.
+fn derive_room_id(source: &str) -> Result<RoomId> {
+    let prefix: String = source.chars().take(DERIVED_PREFIX_MAX).collect();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    RoomId::new(format!("{prefix}-{}", &suffix[..6]))
+}
+
+/// Refuses a new room id that already holds pooled rows or objects (a room the host has but
+/// roomshard never placed): rollback deletes everything under the new id, so it must start
+/// empty.
+async fn ensure_unused(rs: &Roomshard, room: &RoomId) -> Result<()> {
+    let scope = Scope::Pooled(room.clone());
+    let parity = rs.shards.parity(&scope, &rs.schema).await?;
+    let objects = rs.media.usage(&scope).await?.objects;
+    if parity.tables.iter().any(|t| t.rows > 0) || objects > 0 {
+        return Err(Error::conflict(format!(
+            "room {room} already has rows or objects; import under another id"
+        )));
+    }
+    Ok(())
+}
+
+/// Steps 5 and 6 of the module docs.
+async fn load_and_commit(
+    rs: &Roomshard,
+    path: &Path,
+    verified: &Verified,
+    record: &ImportRecord,
+    target: ImportTarget,
+    progress: &dyn ProgressSink,
+) -> Result<ImportOutcome> {
+    let manifest = &verified.manifest;
+    let new_room = &record.new_room;
+    progress.emit(ProgressEvent::Planned {
+        tables: manifest.tables.len() as u64,
+        rows: manifest.totals.rows,
+        objects: manifest.totals.media_files,
+        bytes: manifest.totals.media_bytes,
+    });
+    progress.emit(ProgressEvent::Phase(Phase::Provision));
+    let rewrite = KeyRewrite {
+        from_prefix: format!("{}/", manifest.room.id),
+        to_prefix: format!("{new_room}/"),
+    };
+    let (scope, remap, mut placement) = match target {
+        ImportTarget::Pooled => {
+            let mut p = Placement::pooled(new_room.clone());
+            p.profile = Profile::Standard;
+            (
+                Scope::Pooled(new_room.clone()),
+                IdRemap {
+                    ids: RemapPolicy::OnCollision,
+                    media_keys: Some(rewrite.clone()),
+                },
+                p,
+            )
+        }
+        ImportTarget::Dedicated => {
+            let mut tags = BTreeMap::new();
+            tags.insert("roomshard:room".to_string(), new_room.to_string());
+            tags.insert("roomshard:import".to_string(), record.id.clone());
+            let key = rs.keys.ensure_room_key(new_room, &tags).await?;
+            // A manager without grants lets its principal use every key it holds.
+            if rs.keys.capabilities().grants {
+                rs.keys.grant(new_room, &rs.config.grantee).await?;
+            }
+            let bucket = rs
+                .media
+                .ensure_bucket(new_room, &rs.config.bucket_spec)
+                .await?;
+            rs.shards.ensure_shard(new_room, &rs.schema).await?;
+            let p = Placement {
+                room: new_room.clone(),
+                is_sharded: PlacementState::Sovereign.serves_from_shard(),
+                shard_url: None,
+                media_bucket: Some(bucket.name),
+                kms_key_ref: Some(key.id),
+                profile: rs.config.profile,
+                region: rs.config.region.clone().or(bucket.region),
+                state: PlacementState::Sovereign,
+                version: 1,
+            };
+            (
+                Scope::Dedicated(new_room.clone()),
+                IdRemap {
+                    ids: RemapPolicy::Keep,
+                    media_keys: Some(rewrite.clone()),
+                },
+                p,
+            )
+        }
+    };
+
+    // The second pass: rows and objects, re-hashed against the verified manifest.
+    progress.emit(ProgressEvent::Phase(Phase::Copy));
+    let (sql_tx, sql_rx) = mpsc::channel::<SqlMsg>(CHANNEL_DEPTH);
+    let (media_tx, media_rx) = mpsc::channel::<MediaItem>(1);
+    let job = ReadJob {
+        path: path.to_path_buf(),
+        files: manifest
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), (f.size, f.sha256.clone())))
+            .collect(),
+        manifest_sha256: verified.manifest_sha256.clone(),
+        max_manifest_bytes: VerifyLimits::default()
+            .max_manifest_bytes
+            .max(manifest_len_hint(manifest)),
+        tables: manifest
+            .tables
+            .iter()
+            .map(|t| t.descriptor.clone())
+            .collect(),
+        sql_tx,
+        media_tx,
+    };
+    let reader = tokio::task::spawn_blocking(move || read_archive(job));
+    let restore = async {
+        let mut source = ChannelSource {
+            rx: sql_rx,
+            progress,
+            table: String::new(),
+            done: 0,
+            ended: false,
+        };
+        rs.shards
+            .restore(&scope, &rs.schema, &mut source, &remap)
+            .await
+    };
+    let media = async {
+        // Owned by this future, so a failure here closes the channel and frees the reader.
+        let mut media_rx = media_rx;
+        let (mut objects, mut bytes) = (0u64, 0u64);
+        while let Some(item) = media_rx.recv().await {
+            let key = rewrite.apply(&item.key)?;
+            let stream = futures::stream::unfold(item.body, |mut rx| async move {
+                rx.recv().await.map(|chunk| (chunk, rx))
+            });
+            let body = ObjectBody::new(stream, Some(item.size));
+            rs.media
+                .put(&scope, &key, body, &PutOptions::default())
+                .await?;
+            objects += 1;
+            bytes += item.size;
+            progress.emit(ProgressEvent::Objects {
+                done: objects,
+                total: Some(manifest.totals.media_files),
+                bytes,
+            });
+        }
+        Ok::<_, Error>(objects)
+    };
+    let loaded = async { tokio::try_join!(restore, media) };
+    let (loaded, read) = tokio::join!(loaded, reader);
+    let read = read.map_err(join_err)?;
+    let (restored, objects) = match (loaded, read) {
+        (Ok(l), Ok(())) => l,
+        (Err(a), Err(b)) => return Err(if is_stopped(&a) { b } else { a }),
+        (Err(e), Ok(())) | (Ok(_), Err(e)) => return Err(e),
+    };
+
+    // Commit.
+    progress.emit(ProgressEvent::Phase(Phase::Receipt));
+    rs.control.insert_placement(&placement).await?;
+    rs.control
+        .finish_import(&record.id, &restored.id_maps)
+        .await?;
+    // The stored placement may be normalised by the control plane; receipts carry its version.
+    if let Some(stored) = rs.control.placement(new_room).await? {
+        placement = stored;
+    }
+    let receipt = rs
+        .issue_receipt(&placement, "import", &verified.manifest_sha256)
+        .await?;
+    rs.audit(
+        "import.finished",
+        Some(new_room),
+        serde_json::json!({
+            "import_id": record.id,
+            "source_room": record.source_room,
+            "source_instance": manifest.source_instance,
+            "manifest_sha256": record.manifest_sha256,
+            "signer_key_id": record.signer_key_id,
+            "scope": scope,
+            "rows": restored.tables.iter().map(|t| t.rows).sum::<u64>(),
+            "objects": objects,
+            "remapped_ids": restored.id_maps.iter().map(|m| m.changes.len()).sum::<usize>(),
+        }),
+    )
+    .await?;
+    progress.emit(ProgressEvent::Finished);
+    Ok(ImportOutcome {
+        import_id: record.id.clone(),
+        source_room: record.source_room.clone(),
+        new_room: new_room.clone(),
+        signer_key_id: record.signer_key_id.clone(),
+        manifest_sha256: record.manifest_sha256.clone(),
+        tables: restored.tables,
+        objects,
+        id_maps: restored.id_maps,
+        receipt,
+    })
+}
+
+/// An upper bound for `manifest.json`'s size (the verified one is at most the verifier's limit,
+/// which may have been raised above the default).
+fn manifest_len_hint(manifest: &Manifest) -> u64 {
+    roomshard_verify::format::to_canonical_json(manifest).len() as u64
+}
+
+/// One message from the archive reader to [`ShardStore::restore`](roomshard_core::ShardStore).
+enum SqlMsg {
+    /// A table's COPY block starts.
+    Table(String),
+    /// Whole rows of it.
+    Rows(Bytes),
+    /// Its `\.`.
+    EndTable,
+    /// `db.sql` ended and its digest matched: the dump is complete.
+    End,
+    /// The archive failed (digest mismatch, unreadable): the restore must fail.
+    Fail(Error),
+}
+
+/// A [`DumpSource`] over the archive reader's channel. A channel closed before [`SqlMsg::End`] is
+/// an error, never the end of the dump, so a reader that died cannot commit a partial room.
+struct ChannelSource<'a> {
+    rx: mpsc::Receiver<SqlMsg>,
+    progress: &'a dyn ProgressSink,
+    table: String,
+    done: u64,
+    ended: bool,
+}
+
+impl ChannelSource<'_> {
+    async fn next_msg(&mut self) -> Result<SqlMsg> {
+        match self.rx.recv().await {
+            Some(SqlMsg::Fail(e)) => Err(e),
+            Some(msg) => Ok(msg),
+            None => Err(stopped()),
+        }
+    }
+}
+
+#[async_trait]
+impl DumpSource for ChannelSource<'_> {
+    async fn next_table(&mut self) -> Result<Option<String>> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.next_msg().await? {
+            SqlMsg::Table(name) => {
+                self.table = name.clone();
+                self.done = 0;
+                Ok(Some(name))
+            }
+            SqlMsg::End => {
+                self.ended = true;
+                Ok(None)
+            }
+            _ => Err(Error::corrupt("db.sql", "rows outside a COPY block")),
+        }
+    }
+
+    async fn next_rows(&mut self) -> Result<Option<Bytes>> {
+        match self.next_msg().await? {
+            SqlMsg::Rows(chunk) => {
+                self.done += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+                self.progress.emit(ProgressEvent::Rows {
+                    table: self.table.clone(),
+                    done: self.done,
+                    total: None,
+                });
+                Ok(Some(chunk))
+            }
+            SqlMsg::EndTable => Ok(None),
+            _ => Err(Error::corrupt("db.sql", "a COPY block does not end")),
+        }
+    }
+}
+
+/// One media entry on its way to [`MediaStore::put`](roomshard_core::MediaStore::put).
+struct MediaItem {
+    /// The key in the bundle (before any rewrite).
+    key: String,
+    size: u64,
+    /// Its bytes; an `Err` as the last item when its digest does not match the manifest.
+    body: mpsc::Receiver<Result<Bytes>>,
+}
+
+/// What the archive reader thread needs.
+struct ReadJob {
+    path: PathBuf,
+    /// The verified manifest's files: path → (size, sha256).
+    files: HashMap<String, (u64, String)>,
+    manifest_sha256: String,
+    max_manifest_bytes: u64,
+    tables: Vec<TableDescriptor>,
+    sql_tx: mpsc::Sender<SqlMsg>,
+    media_tx: mpsc::Sender<MediaItem>,
+}
+
+/// A [`Read`] that SHA-256s and counts what passes through.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> Hashing<R> {
+    fn new(inner: R) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Whether what passed matches `(size, sha256)`.
+    fn matches(self, expected: &(u64, String)) -> bool {
+        self.bytes == expected.0 && hex::encode(self.hasher.finalize()) == expected.1
+    }
+}
+
+fn mismatch(path: &str) -> Error {
+    Error::invalid(
+        "bundle",
+        format!("changed_between_passes: {path} differs from the verified manifest"),
+    )
+}
+
+/// The second pass (blocking thread): streams `db.sql`'s rows and the media entries to the
+/// async side, checking every entry against the verified manifest.
+fn read_archive(job: ReadJob) -> Result<()> {
+    let ReadJob {
+        path,
+        mut files,
+        manifest_sha256,
+        max_manifest_bytes,
+        tables,
+        sql_tx,
+        media_tx,
+    } = job;
+    let send_sql = |msg: SqlMsg| sql_tx.blocking_send(msg).map_err(|_| stopped());
+    let file = std::fs::File::open(&path).map_err(|e| open_err(&path, e))?;
+    let decoder = zstd::stream::read::Decoder::new(file).map_err(read_err)?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut sql_done = false;
+    let mut manifest_seen = false;
+    for entry in archive.entries().map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if name == EXPORT_SIGNATURE {
+            continue;
+        }
+        if name == MANIFEST_JSON {
+            let mut h = Hashing::new(entry.take(max_manifest_bytes.saturating_add(1)));
+            io::copy(&mut h, &mut io::sink()).map_err(read_err)?;
+            let bytes = h.bytes;
+            if hex::encode(h.hasher.finalize()) != manifest_sha256 || bytes > max_manifest_bytes {
+                return Err(mismatch(MANIFEST_JSON));
+            }
+            manifest_seen = true;
+            continue;
+        }
+        let Some(expected) = files.remove(&name) else {
+            return Err(Error::invalid(
+                "bundle",
+                format!("changed_between_passes: unexpected or repeated entry {name:?}"),
+            ));
+        };
+        if name == DB_SQL {
+            let mut h = Hashing::new(entry);
+            match stream_db_sql(&mut h, &tables, &send_sql) {
+                Ok(()) => {}
+                Err(e) if is_stopped(&e) => return Err(e),
+                Err(e) => {
+                    let _ = send_sql(SqlMsg::Fail(e.clone_for_report()));
+                    return Err(e);
+                }
+            }
+            // Drain whatever follows the last block, so the digest covers the whole entry.
+            io::copy(&mut h, &mut io::sink()).map_err(read_err)?;
+            if !h.matches(&expected) {
+                let e = mismatch(DB_SQL);
+                let _ = send_sql(SqlMsg::Fail(e.clone_for_report()));
+                return Err(e);
+            }
+            send_sql(SqlMsg::End)?;
+            sql_done = true;
+            continue;
+        }
+        let Some(key) = name.strip_prefix(MEDIA_PREFIX) else {
+            return Err(mismatch(&name));
+        };
+        if !sql_done {
+            return Err(mismatch(DB_SQL));
+        }
+        let (body_tx, body_rx) = mpsc::channel::<Result<Bytes>>(CHANNEL_DEPTH);
+        media_tx
+            .blocking_send(MediaItem {
+                key: key.to_string(),
+                size: expected.0,
+                body: body_rx,
+            })
+            .map_err(|_| stopped())?;
+        let mut h = Hashing::new(entry);
+        loop {
+            let mut buf = vec![0u8; CHUNK_BYTES];
+            let n = read_full(&mut h, &mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            body_tx
+                .blocking_send(Ok(Bytes::from(buf)))
+                .map_err(|_| stopped())?;
+        }
+        if !h.matches(&expected) {
+            let e = mismatch(&name);
+            let _ = body_tx.blocking_send(Err(e.clone_for_report()));
+            return Err(e);
+        }
+    }
+    if !sql_done || !manifest_seen || !files.is_empty() {
+        let e = Error::invalid(
+            "bundle",
+            "changed_between_passes: entries of the verified manifest are missing",
+        );
+        if !sql_done {
+            let _ = send_sql(SqlMsg::Fail(e.clone_for_report()));
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the input ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Parses `db.sql` into COPY blocks: a line equal to a table's `COPY … FROM stdin;` header starts
+/// it, lines up to `\.` are its rows, every other line (preamble, `CREATE TABLE`) is skipped —
+/// the verifier already checked it is exactly the expected skeleton. Nothing is executed.
+fn stream_db_sql(
+    input: &mut impl Read,
+    tables: &[TableDescriptor],
+    send: &impl Fn(SqlMsg) -> Result<()>,
+) -> Result<()> {
+    let headers: HashMap<String, String> = tables
+        .iter()
+        .map(|t| (copy_header_line(t), t.name.clone()))
+        .collect();
+    let mut reader = io::BufReader::with_capacity(CHUNK_BYTES, input);
+    let mut line = Vec::new();
+    let mut in_copy = false;
+    let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        if in_copy {
+            if line == COPY_END_LINE.as_bytes() {
+                if !chunk.is_empty() {
+                    send(SqlMsg::Rows(Bytes::from(std::mem::take(&mut chunk))))?;
+                }
+                send(SqlMsg::EndTable)?;
+                in_copy = false;
+            } else {
+                chunk.extend_from_slice(&line);
+                if chunk.len() >= CHUNK_BYTES {
+                    send(SqlMsg::Rows(Bytes::from(std::mem::replace(
+                        &mut chunk,
+                        Vec::with_capacity(CHUNK_BYTES),
+                    ))))?;
+                }
+            }
+        } else if let Some(table) = std::str::from_utf8(&line).ok().and_then(|l| headers.get(l)) {
+            send(SqlMsg::Table(table.clone()))?;
+            in_copy = true;
+        }
+    }
+    if in_copy {
+        return Err(Error::corrupt("db.sql", "a COPY block never ends"));
+    }
+    Ok(())
+}
+
+/// Errors are not `Clone`; the copy sent to the other side keeps kind and message.
+trait CloneForReport {
+    fn clone_for_report(&self) -> Error;
+}
+
+impl CloneForReport for Error {
+    fn clone_for_report(&self) -> Error {
+        match self {
+            Error::Invalid { what, detail } => Error::invalid(what.clone(), detail.clone()),
+            Error::Corrupt { what, detail } => Error::corrupt(what.clone(), detail.clone()),
+            other => Error::invalid("bundle", other.to_string()),
+        }
+    }
+}
+
+/// Undoes everything an import may have written under its new room id (both targets, since the
+/// journal does not say which): rows, objects, the dedicated shard and bucket, the placement, the
+/// journal entry. Every step is idempotent, so a rollback interrupted halfway is finished by
+/// running it again.
+async fn roll_back(rs: &Roomshard, record: &ImportRecord) -> Result<()> {
+    let room = &record.new_room;
+    if let Some(p) = rs.control.placement(room).await? {
+        rs.control.delete_placement(room, p.version).await?;
+    }
+    let pooled = Scope::Pooled(room.clone());
+    rs.shards.drop_room(&pooled, &rs.schema).await?;
+    rs.media.purge(&pooled).await?;
+    rs.shards
+        .drop_room(&Scope::Dedicated(room.clone()), &rs.schema)
+        .await?;
+    rs.media.drop_bucket(room).await?;
+    rs.control.delete_import(&record.id).await?;
+    rs.audit(
+        "import.rolled_back",
+        Some(room),
+        serde_json::json!({
+            "import_id": record.id,
+            "source_room": record.source_room,
+            "manifest_sha256": record.manifest_sha256,
+        }),
+    )
+    .await
+}
+
+/// Deletes every object of a scope.
+/// Rolls back every import a crash left in the staging state; returns their ids.
+pub async fn recover_imports(rs: &Roomshard) -> Result<Vec<String>> {
+    let mut rolled_back = Vec::new();
+    for record in rs.control.imports(Some(ImportState::Staging)).await? {
+        roll_back(rs, &record).await?;
+        rolled_back.push(record.id);
+    }
+    Ok(rolled_back)
+}

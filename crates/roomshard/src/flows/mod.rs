@@ -1,0 +1,16 @@
+//! The flows, one module each, written only against the provider traits.
+
+pub mod access;
+mod copy;
+pub mod decentralise;
+pub mod export;
+pub mod import;
+pub mod recentralise;
+pub mod rotate;
+
+pub use access::{regrant, revoke};
+pub use decentralise::{DecentraliseOutcome, Plan, decentralise, plan};
+pub use export::{ExportOptions, ExportOutcome, export, export_to_dir};
+pub use import::{ImportOptions, ImportOutcome, ImportTarget, import_file, recover_imports};
+pub use recentralise::recentralise;
+pub use rotate::rotate;

@@ -1,0 +1,153 @@
+//! Recentralise: bring a sovereign room back into the shared tables and bucket, and delete its
+//! own resources.
+//!
+//! ```text
+//! Sovereign ─► Recentralising ─► (bulk rows + media into the shared store, catch-up, parity) ─► Pooled ─► drop shard, bucket; key deletion scheduled
+//! ```
+//!
+//! The dedicated shard serves until parity holds, and resumes like a decentralise: calling
+//! [`recentralise`] again after a crash continues from the saved checkpoint. Writes to the room
+//! should pause while it runs (the host treats `recentralising` as read-only): the final
+//! catch-up pass then makes the shared copy exact.
+
+use roomshard_core::{
+    CopyPass, CopyRequest, CopySource, Error, JobKind, Phase, Placement, PlacementState, Profile,
+    ProgressEvent, ProgressSink, Result, RoomId, Scope,
+};
+
+use super::copy::{
+    JobState, bulk_copy_media, media_difference, media_totals, reconcile_media, sealed,
+};
+use crate::Roomshard;
+
+/// Days before a recentralised room's key is deleted (the shortest window KMSs allow).
+const KEY_DELETION_DAYS: u32 = 7;
+
+/// Recentralises `room`, resuming a job a crash interrupted. Returns the pooled placement.
+///
+/// # Errors
+/// [`Error::Sealed`] for a sealed room (its data cannot be read to move it);
+/// [`Error::Conflict`] for a room that is not sovereign or when parity fails (the shard still
+/// serves; run it again).
+pub async fn recentralise(
+    rs: &Roomshard,
+    room: &RoomId,
+    progress: &dyn ProgressSink,
+) -> Result<Placement> {
+    let mut placement = rs
+        .control
+        .placement(room)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("placement of room {room}")))?;
+    match placement.state {
+        PlacementState::Sealed => return Err(sealed(room)),
+        PlacementState::Sovereign => {
+            rs.audit("recentralise.started", Some(room), serde_json::json!({}))
+                .await?;
+            rs.move_placement(&mut placement, PlacementState::Recentralising, |_| {})
+                .await?;
+        }
+        PlacementState::Recentralising => {}
+        other => {
+            return Err(Error::conflict(format!(
+                "room {room} is {other}; only a sovereign room can be recentralised"
+            )));
+        }
+    }
+    let pooled = Scope::Pooled(room.clone());
+    let dedicated = Scope::Dedicated(room.clone());
+    let job = JobState::load(rs, room, JobKind::Recentralise).await?;
+    let parity = rs.shards.parity(&dedicated, &rs.schema).await?;
+    let (objects, bytes) = media_totals(rs, &dedicated).await?;
+    progress.emit(ProgressEvent::Planned {
+        tables: parity.tables.len() as u64,
+        rows: parity.tables.iter().map(|t| t.rows).sum(),
+        objects,
+        bytes,
+    });
+
+    progress.emit(ProgressEvent::Phase(Phase::Copy));
+    let resume = job
+        .snapshot()
+        .checkpoint
+        .filter(|c| c.pass == CopyPass::Bulk);
+    copy_pass(rs, room, CopyPass::Bulk, resume, &job, progress).await?;
+    bulk_copy_media(rs, &dedicated, &pooled, &job, objects, progress).await?;
+    progress.emit(ProgressEvent::Phase(Phase::CatchUp));
+    copy_pass(rs, room, CopyPass::CatchUp, None, &job, progress).await?;
+    reconcile_media(rs, &dedicated, &pooled).await?;
+
+    progress.emit(ProgressEvent::Phase(Phase::Parity));
+    let source = rs.shards.parity(&dedicated, &rs.schema).await?;
+    let target = rs.shards.parity(&pooled, &rs.schema).await?;
+    let tables = source.mismatched_tables(&target);
+    let media = media_difference(rs, &dedicated, &pooled).await?;
+    if !tables.is_empty() || media.is_some() {
+        return Err(Error::conflict(format!(
+            "room {room}: parity fails after copying back (tables {tables:?}, media {media:?}); \
+             the shard still serves, run recentralise again"
+        )));
+    }
+    rs.move_placement(&mut placement, PlacementState::Pooled, |p| {
+        p.shard_url = None;
+        p.media_bucket = None;
+        p.kms_key_ref = None;
+        p.profile = Profile::Standard;
+        p.region = None;
+    })
+    .await?;
+
+    progress.emit(ProgressEvent::Phase(Phase::Cleanup));
+    rs.shards.drop_room(&dedicated, &rs.schema).await?;
+    rs.media.drop_bucket(room).await?;
+    let deletion = if rs.keys.capabilities().schedule_deletion {
+        match rs.keys.schedule_deletion(room, KEY_DELETION_DAYS).await {
+            Ok(d) => Some(d.deletion_at_unix_ms),
+            // Already scheduled by an earlier, interrupted run.
+            Err(Error::Conflict { .. }) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    rs.audit(
+        "recentralise.finished",
+        Some(room),
+        serde_json::json!({
+            "rows": target.tables.iter().map(|t| t.rows).sum::<u64>(),
+            "objects": objects,
+            "key_deletion_at_unix_ms": deletion,
+            "version": placement.version,
+        }),
+    )
+    .await?;
+    job.finish().await?;
+    progress.emit(ProgressEvent::Finished);
+    Ok(placement)
+}
+
+async fn copy_pass(
+    rs: &Roomshard,
+    room: &RoomId,
+    pass: CopyPass,
+    resume_from: Option<roomshard_core::CopyCheckpoint>,
+    job: &JobState<'_>,
+    progress: &dyn ProgressSink,
+) -> Result<u64> {
+    let outcome = rs
+        .shards
+        .copy_room(CopyRequest {
+            schema: &rs.schema,
+            source: CopySource {
+                scope: Scope::Dedicated(room.clone()),
+                server: None,
+            },
+            target: Scope::Pooled(room.clone()),
+            pass,
+            resume_from,
+            checkpoints: job,
+            progress,
+        })
+        .await?;
+    Ok(outcome.rows_written + outcome.rows_deleted)
+}

@@ -1,0 +1,172 @@
+//! The embedded default: a whole roomshard server in one directory, with no services.
+//!
+//! ```text
+//! <home>/
+//!   global.sqlite3        the host's shared tables (pooled rooms) + roomshard's control plane
+//!   shards/room_<id>.sqlite3   one SQLite file per sovereign room
+//!   media/shared/<room>/…      pooled rooms' objects (the shared "bucket")
+//!   media/rooms/<room>/…       sovereign rooms' objects, envelope-encrypted with the room key
+//!   keys/                      room keys, grants and the platform signing key (0700/0600)
+//!   keys/trusted-keys.json     the platform's public key, for anyone verifying its exports
+//!   tmp/                       spool files of running exports (safe to delete when idle)
+//! ```
+//!
+//! [`Home::open`] creates what is missing, runs the control plane's migrations, creates the
+//! host's shared tables from the schema, and rolls back imports a crash left half-done, so every
+//! command starts from a consistent state.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use roomshard_core::{
+    BucketSpec, ControlPlane, Error, Grantee, KeyManager, Result, RoomSchema, SigningKeyId,
+};
+use roomshard_kms::local::LocalKeyManager;
+use roomshard_media::LocalMediaStore;
+use roomshard_sqlite::{SqliteControlPlane, SqliteShardStore, open_global};
+
+use crate::support::trusted_key_set_json;
+use crate::{Config, Roomshard};
+
+/// The principal the embedded default acts as on room keys.
+pub const HOME_GRANTEE: &str = "roomshard-home";
+
+/// A roomshard server in one directory (see the [module docs](self)).
+#[derive(Clone, Debug)]
+pub struct Home {
+    dir: PathBuf,
+    /// The flows' handle.
+    pub roomshard: Roomshard,
+    /// The SQLite store, for host queries (`pool_for`) beyond the trait.
+    pub shards: Arc<SqliteShardStore>,
+    /// The local media store, for signed-URL checks (`verify_signed_url`) beyond the trait.
+    pub media: Arc<LocalMediaStore>,
+    /// The local key directory.
+    pub keys: Arc<LocalKeyManager>,
+}
+
+/// What [`Home::open`] may change from the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct HomeOptions {
+    /// Copy batch size in rows (default: the store's).
+    pub batch_rows: Option<usize>,
+    /// Prefix of signed media URLs (default: relative `/media/…`).
+    pub media_base_url: Option<String>,
+    /// Name written into exports as `source_instance` (default: the directory name).
+    pub instance: Option<String>,
+}
+
+impl Home {
+    /// Opens (creating if needed) the home in `dir` for the host tables of `schema`.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the directory or database cannot be created or opened;
+    /// [`Error::Conflict`] when the existing shared tables differ from `schema`.
+    pub async fn open(dir: &Path, schema: RoomSchema, options: HomeOptions) -> Result<Home> {
+        for sub in ["", "shards", "media", "tmp"] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(|e| {
+                Error::unavailable(format!("home directory {}", path.display()), false, e)
+            })?;
+        }
+        let grantee = Grantee::new(HOME_GRANTEE)?;
+        let keys = Arc::new(LocalKeyManager::open(dir.join("keys"), grantee.clone())?);
+        let signing_key = SigningKeyId::new(LocalKeyManager::PLATFORM_SIGNING_KEY)?;
+        let public = keys.public_key(&signing_key).await?;
+        let signing_key_id = key_id_for_pem(&public.spki_pem)?;
+        write_if_changed(
+            &dir.join("keys").join("trusted-keys.json"),
+            &trusted_key_set_json(&signing_key_id, &public.spki_pem),
+        )?;
+
+        let pool = open_global(&dir.join("global.sqlite3")).await?;
+        let control = Arc::new(SqliteControlPlane::new(pool.clone()));
+        control.migrate().await?;
+        let key_dyn: Arc<dyn KeyManager> = keys.clone();
+        let mut shards =
+            SqliteShardStore::open(pool, &dir.join("shards"))?.with_key_gate(key_dyn.clone());
+        if let Some(n) = options.batch_rows {
+            shards = shards.with_batch_rows(n);
+        }
+        shards.ensure_pooled_tables(&schema).await?;
+        let shards = Arc::new(shards);
+        let mut media =
+            LocalMediaStore::open(&dir.join("media"), key_dyn.clone())?.with_rewrap(keys.clone());
+        if let Some(base) = options.media_base_url {
+            media = media.with_base_url(base);
+        }
+        let media = Arc::new(media);
+
+        let mut config = Config::new(grantee, signing_key, signing_key_id);
+        config.instance = options.instance.unwrap_or_else(|| {
+            dir.canonicalize()
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "roomshard-home".to_string())
+        });
+        // A directory cannot do lifecycle rules, versioning or public-access blocks: ask for
+        // what it can honour instead of letting ensure_bucket refuse.
+        config.bucket_spec = BucketSpec {
+            lifecycle_ia_days: None,
+            block_public_access: false,
+            versioning: false,
+            ..BucketSpec::default()
+        };
+        let roomshard = Roomshard {
+            shards: shards.clone(),
+            media: media.clone(),
+            keys: key_dyn,
+            control,
+            schema,
+            config,
+        };
+        crate::flows::import::recover_imports(&roomshard).await?;
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            roomshard,
+            shards,
+            media,
+            keys,
+        })
+    }
+
+    /// The home's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `keys/trusted-keys.json`: the key set that verifies this home's exports and receipts.
+    pub fn trusted_keys_path(&self) -> PathBuf {
+        self.dir.join("keys").join("trusted-keys.json")
+    }
+
+    /// `tmp/`: where exports spool `db.sql`.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+}
+
+/// The published key id of a P-256 public key (`p256-` + 16 hex digits of its SPKI's SHA-256).
+fn key_id_for_pem(pem: &str) -> Result<String> {
+    use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
+    let key = p256::PublicKey::from_public_key_pem(pem)
+        .map_err(|e| Error::corrupt("platform public key", e.to_string()))?;
+    let der = key
+        .to_public_key_der()
+        .map_err(|e| Error::corrupt("platform public key", e.to_string()))?;
+    Ok(roomshard_bundle::key_id_for_spki_der(
+        roomshard_core::Algorithm::EcdsaP256Sha256,
+        der.as_bytes(),
+    ))
+}
+
+/// Writes `bytes` to `path` atomically (temp file + rename) unless it already holds them.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).ok().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::unavailable(format!("writing {}", path.display()), false, e))
+}

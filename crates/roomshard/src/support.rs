@@ -1,0 +1,159 @@
+//! Small pieces every flow shares: time stamps, audit entries, placement moves, receipts.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use roomshard_bundle::receipt_to_sign;
+use roomshard_core::{
+    AuditEntry, Error, Parity, Placement, PlacementState, ReceiptRecord, Result, RoomId,
+};
+use roomshard_verify::dsse::ReceiptPredicate;
+use roomshard_verify::format::to_canonical_json;
+use sha2::{Digest, Sha256};
+
+use crate::Roomshard;
+
+/// The current time as `YYYY-MM-DDTHH:MM:SSZ` (the bundle format's timestamp form).
+pub fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}
+
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub(crate) fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// SHA-256 (hex) of a parity report as canonical JSON: what a decentralise receipt's subject
+/// digest commits to, so a later parity of the shard can be compared with the receipt.
+pub fn parity_digest(parity: &Parity) -> String {
+    let value = serde_json::to_value(parity).unwrap_or(serde_json::Value::Null);
+    hex::encode(Sha256::digest(to_canonical_json(&value)))
+}
+
+/// A trusted key set (`{"keys":[…]}`) holding one P-256 key: what the embedded default publishes
+/// as `keys/trusted-keys.json` so anyone can verify its exports and receipts.
+pub fn trusted_key_set_json(key_id: &str, spki_pem: &str) -> Vec<u8> {
+    let set = serde_json::json!({
+        "keys": [{
+            "id": key_id,
+            "alg": "ecdsa-p256-sha256",
+            "public_key_pem": spki_pem,
+        }]
+    });
+    let mut out = serde_json::to_vec_pretty(&set).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+impl Roomshard {
+    /// Appends one audit entry for `room`.
+    pub(crate) async fn audit(
+        &self,
+        action: &str,
+        room: Option<&RoomId>,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        self.control
+            .append_audit(&AuditEntry {
+                at: now_rfc3339(),
+                actor: self.config.actor.clone(),
+                action: action.to_string(),
+                room: room.cloned(),
+                detail,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The room's placement; a room roomshard has never seen is pooled (every room starts in the
+    /// shared tables), and is recorded as such on first use.
+    pub(crate) async fn placement_or_pooled(&self, room: &RoomId) -> Result<Placement> {
+        if let Some(p) = self.control.placement(room).await? {
+            return Ok(p);
+        }
+        let mut p = Placement::pooled(room.clone());
+        p.profile = roomshard_core::Profile::Standard;
+        match self.control.insert_placement(&p).await {
+            Ok(()) => Ok(p),
+            // Someone else recorded it first: use theirs.
+            Err(Error::AlreadyExists { .. }) => self
+                .control
+                .placement(room)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("placement of room {room}"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves a placement to `next` (compare-and-swap on its version), applying `edit` to its
+    /// fields in the same write. A move to the current state with no edit writes nothing.
+    pub(crate) async fn move_placement(
+        &self,
+        placement: &mut Placement,
+        next: PlacementState,
+        edit: impl FnOnce(&mut Placement),
+    ) -> Result<()> {
+        let expected = placement.version;
+        let mut updated = placement.clone();
+        let moved = updated.transition(next)?;
+        edit(&mut updated);
+        if !moved {
+            if updated == *placement {
+                return Ok(());
+            }
+            updated.version += 1;
+        }
+        self.control.update_placement(&updated, expected).await?;
+        *placement = updated;
+        Ok(())
+    }
+
+    /// Signs and records a Sovereignty Receipt for `placement`, speaking for `digest` (a
+    /// manifest's SHA-256 or a [`parity_digest`]). Returns the DSSE envelope (JSON).
+    pub(crate) async fn issue_receipt(
+        &self,
+        placement: &Placement,
+        reason: &str,
+        digest: &str,
+    ) -> Result<Vec<u8>> {
+        let now = SystemTime::now();
+        let expires =
+            now + Duration::from_secs(u64::from(self.config.receipt_validity_days) * 86_400);
+        let predicate = ReceiptPredicate {
+            room: placement.room.to_string(),
+            profile: placement.profile.as_str().to_string(),
+            region: placement
+                .region
+                .clone()
+                .unwrap_or_else(|| "local".to_string()),
+            bucket: placement.media_bucket.clone().unwrap_or_default(),
+            key_alias: placement.kms_key_ref.clone().unwrap_or_default(),
+            manifest_sha256: digest.to_string(),
+            issued: rfc3339(now),
+            expires: rfc3339(expires),
+            version: placement.version,
+        };
+        let pending = receipt_to_sign(&predicate, digest)
+            .map_err(|e| Error::invalid("receipt", e.to_string()))?;
+        let signature = self
+            .keys
+            .sign(&self.config.signing_key, pending.message())
+            .await?;
+        let envelope = pending.into_envelope(&self.config.signing_key_id, &signature);
+        self.control
+            .record_receipt(&ReceiptRecord {
+                room: placement.room.clone(),
+                version: placement.version,
+                reason: reason.to_string(),
+                issued: predicate.issued.clone(),
+                envelope: String::from_utf8_lossy(&envelope).into_owned(),
+            })
+            .await?;
+        Ok(envelope)
+    }
+}

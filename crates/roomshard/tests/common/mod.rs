@@ -1,0 +1,256 @@
+//! Shared helpers of the export/import tests: seeding a pooled room from a [`Workload`] through
+//! the traits, dumping and listing a scope, and walking a home's media directory.
+
+#![allow(dead_code, clippy::unwrap_used, missing_docs)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use roomshard::home::{Home, HomeOptions};
+use roomshard::{RoomId, RoomSchema, Roomshard};
+use roomshard_bundle::{CopyValue, DbSqlWriter};
+use roomshard_core::{
+    DumpSink, DumpSource, IdRemap, ListRequest, ObjectBody, ObjectKey, PutOptions, RemapPolicy,
+    Result, Scope, TableDescriptor, async_trait,
+};
+use roomshard_example_mesh::{Media, Workload};
+
+/// Opens a home in `dir` for `schema`.
+pub async fn open_home(dir: &Path, schema: RoomSchema) -> Home {
+    Home::open(dir, schema, HomeOptions::default())
+        .await
+        .expect("home opens")
+}
+
+/// A small Mesh room: 40 messages, four objects (one empty, one over a chunk).
+pub fn small_workload(room: &str) -> Workload {
+    Workload {
+        seed: 7,
+        room_id: room.to_string(),
+        messages: 40,
+        media: Media::Sizes(vec![0, 10, 3000, 70_000]),
+    }
+}
+
+/// Rows of table `name` as COPY text, encoded by the bundle writer (so they are exactly what a
+/// dump carries).
+pub fn copy_text(
+    tables: &[TableDescriptor],
+    name: &str,
+    rows: impl IntoIterator<Item = Vec<CopyValue>>,
+) -> Vec<u8> {
+    let mut sql = DbSqlWriter::new(Vec::new(), "x", tables).expect("writer");
+    sql.begin_table(name).expect("begin");
+    for row in rows {
+        sql.write_row(&row).expect("row fits its table");
+    }
+    let (bytes, _) = sql.finish().expect("finish");
+    let text = String::from_utf8(bytes).expect("utf-8");
+    let desc = tables.iter().find(|t| t.name == name).expect("table");
+    let header = roomshard_verify::sql::copy_header_line(desc);
+    let start = text.find(&header).expect("header") + header.len();
+    let mut out = String::new();
+    for line in text[start..].split_inclusive('\n') {
+        if line == "\\.\n" {
+            break;
+        }
+        out.push_str(line);
+    }
+    out.into_bytes()
+}
+
+/// A [`DumpSource`] over tables held in memory.
+pub struct VecSource {
+    tables: VecDeque<(String, VecDeque<Bytes>)>,
+    current: VecDeque<Bytes>,
+}
+
+impl VecSource {
+    pub fn new(tables: Vec<(String, Vec<u8>)>) -> Self {
+        VecSource {
+            tables: tables
+                .into_iter()
+                .map(|(name, text)| {
+                    let chunks = if text.is_empty() {
+                        VecDeque::new()
+                    } else {
+                        VecDeque::from([Bytes::from(text)])
+                    };
+                    (name, chunks)
+                })
+                .collect(),
+            current: VecDeque::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl DumpSource for VecSource {
+    async fn next_table(&mut self) -> Result<Option<String>> {
+        Ok(self.tables.pop_front().map(|(name, chunks)| {
+            self.current = chunks;
+            name
+        }))
+    }
+
+    async fn next_rows(&mut self) -> Result<Option<Bytes>> {
+        Ok(self.current.pop_front())
+    }
+}
+
+/// Seeds `room` in the pooled scope with the workload's rows and objects.
+pub async fn seed_workload(rs: &Roomshard, room: &RoomId, w: &Workload) {
+    let tables: Vec<(String, Vec<u8>)> = rs
+        .schema
+        .tables()
+        .iter()
+        .map(|d| {
+            (
+                d.name.clone(),
+                copy_text(rs.schema.tables(), &d.name, w.rows(&d.name).expect("table")),
+            )
+        })
+        .collect();
+    seed_rows(rs, &Scope::Pooled(room.clone()), tables).await;
+    for m in w.media_objects() {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut m.reader(), &mut bytes).expect("media");
+        put(rs, &Scope::Pooled(room.clone()), &m.key, bytes).await;
+    }
+}
+
+/// Restores rows (COPY text per table) into `scope`, remapping ids taken by other rooms.
+pub async fn seed_rows(rs: &Roomshard, scope: &Scope, tables: Vec<(String, Vec<u8>)>) {
+    let mut source = VecSource::new(tables);
+    rs.shards
+        .restore(
+            scope,
+            &rs.schema,
+            &mut source,
+            &IdRemap {
+                ids: RemapPolicy::OnCollision,
+                media_keys: None,
+            },
+        )
+        .await
+        .expect("seed restore");
+}
+
+/// Stores one object.
+pub async fn put(rs: &Roomshard, scope: &Scope, key: &str, bytes: Vec<u8>) {
+    rs.media
+        .put(
+            scope,
+            &ObjectKey::new(key).expect("key"),
+            ObjectBody::from(bytes),
+            &PutOptions::default(),
+        )
+        .await
+        .expect("put");
+}
+
+/// Collects a dump as text per table.
+#[derive(Default)]
+pub struct CollectSink {
+    pub tables: BTreeMap<String, String>,
+    current: String,
+}
+
+#[async_trait]
+impl DumpSink for CollectSink {
+    async fn begin_table(&mut self, table: &TableDescriptor) -> Result<()> {
+        self.current = table.name.clone();
+        self.tables.insert(table.name.clone(), String::new());
+        Ok(())
+    }
+    async fn rows(&mut self, chunk: Bytes) -> Result<()> {
+        let text = String::from_utf8(chunk.to_vec()).expect("utf-8 rows");
+        self.tables
+            .get_mut(&self.current)
+            .expect("begun")
+            .push_str(&text);
+        Ok(())
+    }
+    async fn end_table(&mut self, _rows: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A scope's rows, per table, as COPY text in primary-key order.
+pub async fn dump_text(rs: &Roomshard, scope: &Scope) -> BTreeMap<String, String> {
+    let mut sink = CollectSink::default();
+    rs.shards
+        .dump(scope, &rs.schema, &mut sink)
+        .await
+        .expect("dump");
+    sink.tables
+}
+
+/// A scope's objects and their bytes.
+pub async fn objects(rs: &Roomshard, scope: &Scope) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut token = None;
+    loop {
+        let page = rs
+            .media
+            .list(
+                scope,
+                &ListRequest {
+                    prefix: None,
+                    page_token: token.take(),
+                    limit: Some(2),
+                },
+            )
+            .await
+            .expect("list");
+        for meta in page.objects {
+            let got = rs.media.get(scope, &meta.key).await.expect("get");
+            let bytes = got.body.collect(1 << 30).await.expect("body");
+            out.insert(meta.key.to_string(), bytes.to_vec());
+        }
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => return out,
+        }
+    }
+}
+
+/// Every regular file under `dir` (recursively).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The room's media files in a home (pooled and dedicated), ignoring the store's own files.
+pub fn media_files(home: &Home) -> Vec<PathBuf> {
+    let mut out = files_under(&home.dir().join("media").join("shared"));
+    out.extend(files_under(&home.dir().join("media").join("rooms")));
+    out
+}
+
+/// Replaces the room id in dumped text (so dumps of the same room under two ids compare).
+pub fn with_room(
+    dump: &BTreeMap<String, String>,
+    from: &str,
+    to: &str,
+) -> BTreeMap<String, String> {
+    dump.iter()
+        .map(|(t, text)| (t.clone(), text.replace(from, to)))
+        .collect()
+}

@@ -1,0 +1,918 @@
+//! Export and import end to end on the embedded default: bundles verify, imports reproduce the
+//! room (modulo the new id and remapped ids), and every failure leaves nothing behind.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use roomshard::flows::{
+    ExportOptions, ImportOptions, ImportTarget, export, export_to_dir, import_file, recover_imports,
+};
+use roomshard::home::Home;
+use roomshard::{Error, Placement, PlacementState, RoomId, Roomshard};
+use roomshard_core::{
+    BucketRef, BucketSpec, GetObject, ImportRecord, ImportState, ListPage, ListRequest,
+    MediaCapabilities, MediaStore, NoProgress, ObjectBody, ObjectKey, ObjectMeta, PutOptions,
+    Result as CoreResult, Scope, Usage, async_trait,
+};
+use roomshard_example_mesh::schema;
+use roomshard_verify::{TrustedKeys, VerifyLimits, VerifyOptions, verify_reader};
+
+const CREATED_AT: &str = "2026-11-22T10:00:00Z";
+
+fn room(id: &str) -> RoomId {
+    RoomId::new(id).unwrap()
+}
+
+fn trusted(home: &Home) -> TrustedKeys {
+    TrustedKeys::from_json(&std::fs::read(home.trusted_keys_path()).unwrap()).unwrap()
+}
+
+fn options() -> ExportOptions {
+    ExportOptions {
+        created_at: Some(CREATED_AT.to_string()),
+        spool_dir: None,
+    }
+}
+
+/// A home with pooled room `id` seeded from the small workload.
+async fn seeded(dir: &Path, id: &str) -> Home {
+    let home = open_home(dir, schema()).await;
+    seed_workload(&home.roomshard, &room(id), &small_workload(id)).await;
+    home
+}
+
+async fn export_room(home: &Home, id: &str, out: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(out).unwrap();
+    let (archive, sidecar, _) =
+        export_to_dir(&home.roomshard, &room(id), out, &options(), &NoProgress)
+            .await
+            .expect("export");
+    (archive, sidecar)
+}
+
+/// Asserts a home holds no trace of any room: no placement, no import, no object, no shard.
+async fn assert_empty(home: &Home, rooms: &[&RoomId]) {
+    let rs = &home.roomshard;
+    assert!(rs.control.placements().await.unwrap().is_empty());
+    assert!(rs.control.imports(None).await.unwrap().is_empty());
+    assert!(media_files(home).is_empty(), "{:?}", media_files(home));
+    assert!(files_under(&home.dir().join("shards")).is_empty());
+    for r in rooms {
+        let parity = rs
+            .shards
+            .parity(&Scope::Pooled((*r).clone()), &rs.schema)
+            .await
+            .unwrap();
+        assert!(parity.tables.iter().all(|t| t.rows == 0), "{parity:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn export_verifies_with_sidecar_and_matches_parity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = seeded(&tmp.path().join("a"), "general").await;
+    let rs = &home.roomshard;
+    let events = std::sync::Mutex::new(Vec::new());
+    let sink = |e| events.lock().unwrap().push(e);
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let (archive, sidecar, outcome) = export_to_dir(rs, &room("general"), &out, &options(), &sink)
+        .await
+        .expect("export");
+    assert_eq!(archive, out.join("room_general.tar.zst"));
+    assert_eq!(outcome.file_name, "room_general.tar.zst");
+    assert!(
+        !files_under(&out)
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".partial"))
+    );
+
+    let keys = trusted(&home);
+    let report = verify_reader(
+        std::fs::File::open(&archive).unwrap(),
+        keys.clone(),
+        VerifyOptions {
+            limits: VerifyLimits::default(),
+            hash_archive: true,
+        },
+    );
+    assert!(report.valid, "{:?}", report.error);
+    assert_eq!(
+        report.archive_sha256.as_deref(),
+        Some(outcome.archive_sha256.as_str())
+    );
+    assert_eq!(
+        report.manifest_sha256.as_deref(),
+        Some(outcome.manifest_sha256.as_str())
+    );
+    assert_eq!(
+        std::fs::metadata(&archive).unwrap().len(),
+        outcome.archive_bytes
+    );
+    let info = roomshard_verify::verify_sidecar(&std::fs::read(&sidecar).unwrap(), &report, &keys)
+        .expect("sidecar verifies");
+    assert_eq!(info.key_id, rs.config.signing_key_id);
+    assert_eq!(std::fs::read(&sidecar).unwrap(), outcome.sidecar);
+
+    let parity = rs
+        .shards
+        .parity(&Scope::Pooled(room("general")), &rs.schema)
+        .await
+        .unwrap();
+    let found: Vec<(String, u64)> = report
+        .tables
+        .iter()
+        .map(|t| (t.name.clone(), t.found_rows.unwrap()))
+        .collect();
+    let expected: Vec<(String, u64)> = parity
+        .tables
+        .iter()
+        .map(|t| (t.table.clone(), t.rows))
+        .collect();
+    assert_eq!(found, expected);
+    assert_eq!(outcome.rows, expected.iter().map(|t| t.1).sum::<u64>());
+    assert_eq!(outcome.objects, 4);
+    assert_eq!(outcome.media_bytes, 73_010);
+
+    let events = events.lock().unwrap().clone();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, roomshard::ProgressEvent::Planned { .. }))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, roomshard::ProgressEvent::Rows { .. }))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, roomshard::ProgressEvent::Objects { done: 4, .. }))
+    );
+    let audit = rs.control.audit_log(Some(&room("general"))).await.unwrap();
+    assert!(audit.iter().any(|a| a.entry.action == "export.finished"));
+
+    // Same inputs, same bytes.
+    let mut again = Vec::new();
+    let second = export(rs, &room("general"), &mut again, &options(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(second.archive_sha256, outcome.archive_sha256);
+    assert_eq!(again, std::fs::read(&archive).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn import_into_another_home_reproduces_rows_and_media() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = seeded(&tmp.path().join("a"), "general").await;
+    // An object whose key embeds the room id is moved under the new id.
+    put(
+        &a.roomshard,
+        &Scope::Pooled(room("general")),
+        "general/avatar.png",
+        b"avatar".to_vec(),
+    )
+    .await;
+    let (archive, _) = export_room(&a, "general", &tmp.path().join("out")).await;
+
+    let b = open_home(&tmp.path().join("b"), schema()).await;
+    let outcome = import_file(
+        &b.roomshard,
+        &archive,
+        &trusted(&a),
+        &ImportOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .expect("import");
+    let new = outcome.new_room.clone();
+    assert!(new.as_str().starts_with("general-") && new.as_str().len() == "general-".len() + 6);
+    assert_eq!(outcome.source_room, "general");
+    assert!(outcome.id_maps.is_empty(), "{:?}", outcome.id_maps);
+    assert_eq!(outcome.objects, 5);
+
+    let original = dump_text(&a.roomshard, &Scope::Pooled(room("general"))).await;
+    let imported = dump_text(&b.roomshard, &Scope::Pooled(new.clone())).await;
+    assert_eq!(with_room(&imported, new.as_str(), "general"), original);
+
+    let mut before = objects(&a.roomshard, &Scope::Pooled(room("general"))).await;
+    let avatar = before.remove("general/avatar.png").unwrap();
+    before.insert(format!("{new}/avatar.png"), avatar);
+    assert_eq!(
+        objects(&b.roomshard, &Scope::Pooled(new.clone())).await,
+        before
+    );
+
+    let placement = b.roomshard.control.placement(&new).await.unwrap().unwrap();
+    assert_eq!(placement.state, PlacementState::Pooled);
+    let imports = b.roomshard.control.imports(None).await.unwrap();
+    assert_eq!(imports.len(), 1);
+    assert_eq!(imports[0].state, ImportState::Done);
+    assert_eq!(imports[0].manifest_sha256, outcome.manifest_sha256);
+    let receipts = b.roomshard.control.receipts(&new).await.unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].reason, "import");
+    let audit = b.roomshard.control.audit_log(Some(&new)).await.unwrap();
+    assert!(audit.iter().any(|r| r.entry.action == "import.finished"));
+
+    // The imported room exports again, and that bundle verifies too.
+    let (again, _) = export_room(&b, new.as_str(), &tmp.path().join("out2")).await;
+    let report = verify_reader(
+        std::fs::File::open(&again).unwrap(),
+        trusted(&b),
+        VerifyOptions::default(),
+    );
+    assert!(report.valid, "{:?}", report.error);
+}
+
+/// Parses COPY text rows into fields.
+fn rows(text: &str) -> Vec<Vec<&str>> {
+    text.lines().map(|l| l.split('\t').collect()).collect()
+}
+
+/// Checks that every reference in a Mesh room's dump points at a row of the same dump.
+fn assert_references_consistent(dump: &BTreeMap<String, String>) {
+    let ids =
+        |t: &str| -> BTreeSet<String> { rows(&dump[t]).iter().map(|r| r[0].to_string()).collect() };
+    let members = ids("members");
+    let messages = ids("messages");
+    for m in rows(&dump["messages"]) {
+        assert!(members.contains(m[2]), "author {}", m[2]);
+        assert!(
+            m[4] == "\\N" || messages.contains(m[4]),
+            "reply_to {}",
+            m[4]
+        );
+    }
+    for a in rows(&dump["attachments"]) {
+        assert!(messages.contains(a[2]), "attachment of {}", a[2]);
+    }
+    for r in rows(&dump["reactions"]) {
+        assert!(messages.contains(r[0]) && members.contains(r[2]), "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn importing_twice_remaps_colliding_ids_consistently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = seeded(&tmp.path().join("a"), "general").await;
+    let (archive, _) = export_room(&a, "general", &tmp.path().join("out")).await;
+    let b = open_home(&tmp.path().join("b"), schema()).await;
+    let keys = trusted(&a);
+    let first = import_file(
+        &b.roomshard,
+        &archive,
+        &keys,
+        &ImportOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    let second = import_file(
+        &b.roomshard,
+        &archive,
+        &keys,
+        &ImportOptions {
+            new_room: Some(room("copy")),
+            ..ImportOptions::default()
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.new_room, room("copy"));
+    assert!(first.id_maps.is_empty());
+    let remapped: BTreeSet<&str> = second
+        .id_maps
+        .iter()
+        .filter(|m| !m.changes.is_empty())
+        .map(|m| m.table.as_str())
+        .collect();
+    assert_eq!(
+        remapped,
+        BTreeSet::from(["attachments", "members", "messages"])
+    );
+    assert_eq!(
+        b.roomshard
+            .control
+            .import_id_maps(&second.import_id)
+            .await
+            .unwrap(),
+        second.id_maps
+    );
+
+    let original = dump_text(&a.roomshard, &Scope::Pooled(room("general"))).await;
+    let one = dump_text(&b.roomshard, &Scope::Pooled(first.new_room.clone())).await;
+    let two = dump_text(&b.roomshard, &Scope::Pooled(room("copy"))).await;
+    assert_references_consistent(&one);
+    assert_references_consistent(&two);
+    for (table, text) in &original {
+        assert_eq!(two[table].lines().count(), text.lines().count(), "{table}");
+    }
+    // Undoing the remap gives the original rows back.
+    let undo = |table: &str| -> BTreeMap<String, String> {
+        second
+            .id_maps
+            .iter()
+            .filter(|m| m.table == table)
+            .flat_map(|m| m.changes.iter().map(|(o, n)| (n.clone(), o.clone())))
+            .collect()
+    };
+    let (members_back, messages_back) = (undo("members"), undo("messages"));
+    let mut fixed: Vec<Vec<String>> = two["messages"]
+        .lines()
+        .map(|line| {
+            let mut f: Vec<String> = line.split('\t').map(str::to_string).collect();
+            for i in [0, 4] {
+                if let Some(o) = messages_back.get(&f[i]) {
+                    f[i] = o.clone();
+                }
+            }
+            if let Some(o) = members_back.get(&f[2]) {
+                f[2] = o.clone();
+            }
+            f[1] = "general".to_string();
+            f
+        })
+        .collect();
+    fixed.sort_by_key(|f| f[0].parse::<i64>().unwrap());
+    let undone: String = fixed.iter().map(|f| f.join("\t") + "\n").collect();
+    assert_eq!(undone, original["messages"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn import_into_a_dedicated_shard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = seeded(&tmp.path().join("a"), "general").await;
+    let (archive, _) = export_room(&a, "general", &tmp.path().join("out")).await;
+    let b = open_home(&tmp.path().join("b"), schema()).await;
+    let outcome = import_file(
+        &b.roomshard,
+        &archive,
+        &trusted(&a),
+        &ImportOptions {
+            new_room: Some(room("sovereign-copy")),
+            target: ImportTarget::Dedicated,
+            ..ImportOptions::default()
+        },
+        &NoProgress,
+    )
+    .await
+    .expect("dedicated import");
+    let new = outcome.new_room;
+    let p = b.roomshard.control.placement(&new).await.unwrap().unwrap();
+    assert_eq!(p.state, PlacementState::Sovereign);
+    assert!(p.is_sharded && p.media_bucket.is_some() && p.kms_key_ref.is_some());
+    let original = dump_text(&a.roomshard, &Scope::Pooled(room("general"))).await;
+    let imported = dump_text(&b.roomshard, &Scope::Dedicated(new.clone())).await;
+    assert_eq!(with_room(&imported, new.as_str(), "general"), original);
+    assert_eq!(
+        objects(&b.roomshard, &Scope::Dedicated(new.clone())).await,
+        objects(&a.roomshard, &Scope::Pooled(room("general"))).await
+    );
+    // Nothing landed in the pooled scope.
+    assert!(
+        objects(&b.roomshard, &Scope::Pooled(new.clone()))
+            .await
+            .is_empty()
+    );
+    // A sovereign room exports from its shard.
+    let (again, _) = export_room(&b, new.as_str(), &tmp.path().join("out2")).await;
+    assert!(
+        verify_reader(
+            std::fs::File::open(&again).unwrap(),
+            trusted(&b),
+            VerifyOptions::default()
+        )
+        .valid
+    );
+}
+
+/// Reads `limits: a=1 b=2` from a vector's `.expect` file.
+fn expect_limits(expect: &str) -> VerifyLimits {
+    let mut limits = VerifyLimits::default();
+    for line in expect.lines() {
+        if let Some(rest) = line.strip_prefix("limits:") {
+            for pair in rest.split_whitespace() {
+                let (name, value) = pair.split_once('=').unwrap();
+                limits.set(name, value.parse().unwrap()).unwrap();
+            }
+        }
+    }
+    limits
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_failing_vector_is_refused_and_leaves_nothing() {
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/vectors");
+    let keys =
+        TrustedKeys::from_json(&std::fs::read(vectors.join("trusted-keys.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = open_home(&tmp.path().join("h"), schema()).await;
+    let victim = room("victim");
+    let mut seen = 0;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&vectors)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .collect();
+    names.sort();
+    for path in names {
+        let stem = path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".tar.zst", "");
+        let expect = std::fs::read_to_string(vectors.join(format!("{stem}.expect"))).unwrap();
+        if expect.starts_with("expect: valid") {
+            continue;
+        }
+        let reason = expect
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches("expect: fail_")
+            .to_string();
+        seen += 1;
+        let err = import_file(
+            &home.roomshard,
+            &path,
+            &keys,
+            &ImportOptions {
+                new_room: Some(victim.clone()),
+                target: ImportTarget::Pooled,
+                limits: expect_limits(&expect),
+            },
+            &NoProgress,
+        )
+        .await
+        .expect_err(&stem);
+        match &err {
+            Error::Invalid { what, detail } => {
+                assert_eq!(what, "bundle", "{stem}: {err}");
+                assert!(
+                    detail.starts_with(&format!("{reason}: ")),
+                    "{stem}: {detail}"
+                );
+            }
+            other => panic!("{stem}: {other}"),
+        }
+        assert_empty(&home, &[&victim]).await;
+    }
+    assert!(seen >= 27, "only {seen} failing vectors");
+    let audit = home.roomshard.control.audit_log(None).await.unwrap();
+    assert!(audit.iter().all(|r| !r.entry.action.starts_with("import.")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bundle_of_another_schema_is_refused_before_writing() {
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/vectors");
+    let keys =
+        TrustedKeys::from_json(&std::fs::read(vectors.join("trusted-keys.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = open_home(&tmp.path().join("h"), schema()).await;
+    let err = import_file(
+        &home.roomshard,
+        &vectors.join("valid_basic.tar.zst"),
+        &keys,
+        &ImportOptions {
+            new_room: Some(room("victim")),
+            ..ImportOptions::default()
+        },
+        &NoProgress,
+    )
+    .await
+    .expect_err("schema drift");
+    assert!(
+        matches!(&err, Error::Invalid { detail, .. } if detail.starts_with("schema_mismatch")),
+        "{err}"
+    );
+    assert_empty(&home, &[&room("victim")]).await;
+}
+
+/// A media store that fails the `fail_at`-th put (counting from 1) after passing the others on.
+struct FailingPuts {
+    inner: Arc<dyn MediaStore>,
+    puts: AtomicUsize,
+    fail_at: usize,
+}
+
+#[async_trait]
+impl MediaStore for FailingPuts {
+    fn name(&self) -> &str {
+        "failing"
+    }
+    fn capabilities(&self) -> MediaCapabilities {
+        self.inner.capabilities()
+    }
+    async fn ensure_bucket(&self, room: &RoomId, spec: &BucketSpec) -> CoreResult<BucketRef> {
+        self.inner.ensure_bucket(room, spec).await
+    }
+    async fn put(
+        &self,
+        scope: &Scope,
+        key: &ObjectKey,
+        body: ObjectBody,
+        options: &PutOptions,
+    ) -> CoreResult<ObjectMeta> {
+        if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+            return Err(Error::unavailable(
+                "test store",
+                true,
+                std::io::Error::other("disk full"),
+            ));
+        }
+        self.inner.put(scope, key, body, options).await
+    }
+    async fn get(&self, scope: &Scope, key: &ObjectKey) -> CoreResult<GetObject> {
+        self.inner.get(scope, key).await
+    }
+    async fn head(&self, scope: &Scope, key: &ObjectKey) -> CoreResult<ObjectMeta> {
+        self.inner.head(scope, key).await
+    }
+    async fn list(&self, scope: &Scope, request: &ListRequest) -> CoreResult<ListPage> {
+        self.inner.list(scope, request).await
+    }
+    async fn delete(&self, scope: &Scope, key: &ObjectKey) -> CoreResult<()> {
+        self.inner.delete(scope, key).await
+    }
+    async fn usage(&self, scope: &Scope) -> CoreResult<Usage> {
+        self.inner.usage(scope).await
+    }
+    async fn drop_bucket(&self, room: &RoomId) -> CoreResult<()> {
+        self.inner.drop_bucket(room).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_failing_after_writes_began_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = seeded(&tmp.path().join("a"), "general").await;
+    let (archive, _) = export_room(&a, "general", &tmp.path().join("out")).await;
+    let b = open_home(&tmp.path().join("b"), schema()).await;
+    for target in [ImportTarget::Pooled, ImportTarget::Dedicated] {
+        let rs = Roomshard {
+            media: Arc::new(FailingPuts {
+                inner: b.roomshard.media.clone(),
+                puts: AtomicUsize::new(0),
+                fail_at: 3,
+            }),
+            ..b.roomshard.clone()
+        };
+        let err = import_file(
+            &rs,
+            &archive,
+            &trusted(&a),
+            &ImportOptions {
+                new_room: Some(room("doomed")),
+                target,
+                ..ImportOptions::default()
+            },
+            &NoProgress,
+        )
+        .await
+        .expect_err("the third put fails");
+        assert!(err.to_string().contains("test store"), "{err}");
+        assert_empty(&b, &[&room("doomed")]).await;
+        let audit = b
+            .roomshard
+            .control
+            .audit_log(Some(&room("doomed")))
+            .await
+            .unwrap();
+        assert!(audit.iter().any(|r| r.entry.action == "import.rolled_back"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_media_key_the_new_id_makes_too_long_fails_after_the_rows_and_rolls_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open_home(&tmp.path().join("a"), schema()).await;
+    seed_workload(&a.roomshard, &room("a"), &small_workload("a")).await;
+    // 190 bytes (the limit is 194); under a 48-character room id it would be 237.
+    let long_key = format!("a/{}", vec!["k".repeat(20); 9].join("/"));
+    put(
+        &a.roomshard,
+        &Scope::Pooled(room("a")),
+        &long_key,
+        b"x".to_vec(),
+    )
+    .await;
+    let (archive, _) = export_room(&a, "a", &tmp.path().join("out")).await;
+    let b = open_home(&tmp.path().join("b"), schema()).await;
+    let long_room = room(&"r".repeat(48));
+    let err = import_file(
+        &b.roomshard,
+        &archive,
+        &trusted(&a),
+        &ImportOptions {
+            new_room: Some(long_room.clone()),
+            ..ImportOptions::default()
+        },
+        &NoProgress,
+    )
+    .await
+    .expect_err("key too long");
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert_empty(&b, &[&long_room]).await;
+}
+
+/// A shard store that, when asked to create a shard, replaces the bundle being imported with
+/// another one: the file changes between the verification pass and the loading pass.
+struct SwapOnEnsureShard {
+    inner: Arc<dyn roomshard_core::ShardStore>,
+    target: PathBuf,
+    replacement: Vec<u8>,
+}
+
+#[async_trait]
+impl roomshard_core::ShardStore for SwapOnEnsureShard {
+    fn name(&self) -> &str {
+        "swap"
+    }
+    fn capabilities(&self) -> roomshard_core::ShardCapabilities {
+        self.inner.capabilities()
+    }
+    async fn ensure_shard(&self, room: &RoomId, schema: &roomshard::RoomSchema) -> CoreResult<()> {
+        std::fs::write(&self.target, &self.replacement).unwrap();
+        self.inner.ensure_shard(room, schema).await
+    }
+    async fn copy_room(
+        &self,
+        request: roomshard_core::CopyRequest<'_>,
+    ) -> CoreResult<roomshard_core::CopyOutcome> {
+        self.inner.copy_room(request).await
+    }
+    async fn parity(
+        &self,
+        scope: &Scope,
+        schema: &roomshard::RoomSchema,
+    ) -> CoreResult<roomshard_core::Parity> {
+        self.inner.parity(scope, schema).await
+    }
+    async fn drop_room(&self, scope: &Scope, schema: &roomshard::RoomSchema) -> CoreResult<()> {
+        self.inner.drop_room(scope, schema).await
+    }
+    async fn dump(
+        &self,
+        scope: &Scope,
+        schema: &roomshard::RoomSchema,
+        sink: &mut dyn roomshard_core::DumpSink,
+    ) -> CoreResult<Vec<roomshard_core::TableCount>> {
+        self.inner.dump(scope, schema, sink).await
+    }
+    async fn restore(
+        &self,
+        scope: &Scope,
+        schema: &roomshard::RoomSchema,
+        source: &mut dyn roomshard_core::DumpSource,
+        remap: &roomshard_core::IdRemap,
+    ) -> CoreResult<roomshard_core::RestoreOutcome> {
+        self.inner.restore(scope, schema, source, remap).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bundle_swapped_between_the_passes_is_rolled_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = seeded(&tmp.path().join("a"), "general").await;
+    let (archive, _) = export_room(&a, "general", &tmp.path().join("out")).await;
+    // Another valid bundle of the same room, with one row more.
+    seed_rows(
+        &a.roomshard,
+        &Scope::Pooled(room("general")),
+        vec![(
+            "members".to_string(),
+            b"999\tgeneral\tintruder\t\\N\t2026-01-01 00:00:00+00\tmember\n".to_vec(),
+        )],
+    )
+    .await;
+    let (other, _) = export_room(&a, "general", &tmp.path().join("other")).await;
+    let replacement = std::fs::read(&other).unwrap();
+    assert_ne!(replacement, std::fs::read(&archive).unwrap());
+
+    let b = open_home(&tmp.path().join("b"), schema()).await;
+    let rs = Roomshard {
+        shards: Arc::new(SwapOnEnsureShard {
+            inner: b.roomshard.shards.clone(),
+            target: archive.clone(),
+            replacement,
+        }),
+        ..b.roomshard.clone()
+    };
+    let err = import_file(
+        &rs,
+        &archive,
+        &trusted(&a),
+        &ImportOptions {
+            new_room: Some(room("swapped")),
+            target: ImportTarget::Dedicated,
+            ..ImportOptions::default()
+        },
+        &NoProgress,
+    )
+    .await
+    .expect_err("swapped");
+    assert!(err.to_string().contains("changed_between_passes"), "{err}");
+    assert_empty(&b, &[&room("swapped")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_staging_import_left_by_a_crash_is_rolled_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("h");
+    let ghost = room("ghost");
+    {
+        let home = open_home(&dir, schema()).await;
+        let rs = &home.roomshard;
+        for (i, r) in [ghost.clone(), room("ghost2")].into_iter().enumerate() {
+            rs.control
+                .begin_import(&ImportRecord {
+                    id: format!("00000000-0000-4000-8000-00000000000{i}"),
+                    source_room: "general".into(),
+                    new_room: r.clone(),
+                    manifest_sha256: "0".repeat(64),
+                    signer_key_id: "p256-test".into(),
+                    state: ImportState::Staging,
+                    started_at_unix_ms: 1,
+                })
+                .await
+                .unwrap();
+            // A partial load, as a killed import leaves it.
+            seed_workload(rs, &r, &small_workload(r.as_str())).await;
+        }
+        // A crash after the placement was written, too.
+        rs.control
+            .insert_placement(&Placement::pooled(room("ghost2")))
+            .await
+            .unwrap();
+        // One recovered in place…
+        assert_eq!(recover_imports(rs).await.unwrap().len(), 2);
+        assert_empty(&home, &[&ghost, &room("ghost2")]).await;
+        // …and another left behind for the next open.
+        rs.control
+            .begin_import(&ImportRecord {
+                id: "00000000-0000-4000-8000-000000000009".into(),
+                source_room: "general".into(),
+                new_room: ghost.clone(),
+                manifest_sha256: "0".repeat(64),
+                signer_key_id: "p256-test".into(),
+                state: ImportState::Staging,
+                started_at_unix_ms: 1,
+            })
+            .await
+            .unwrap();
+        seed_workload(rs, &ghost, &small_workload("ghost")).await;
+        assert!(!media_files(&home).is_empty());
+    }
+    let home = open_home(&dir, schema()).await;
+    assert_empty(&home, &[&ghost]).await;
+    let audit = home
+        .roomshard
+        .control
+        .audit_log(Some(&ghost))
+        .await
+        .unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|r| r.entry.action == "import.rolled_back")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sealed_room_is_not_exported_and_no_file_is_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = seeded(&tmp.path().join("a"), "general").await;
+    let mut p = Placement::pooled(room("general"));
+    p.state = PlacementState::Sealed;
+    p.is_sharded = true;
+    home.roomshard.control.insert_placement(&p).await.unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let err = export_to_dir(
+        &home.roomshard,
+        &room("general"),
+        &out,
+        &options(),
+        &NoProgress,
+    )
+    .await
+    .expect_err("sealed");
+    assert!(matches!(err, Error::Sealed { .. }), "{err}");
+    assert!(files_under(&out).is_empty());
+
+    let err = export_to_dir(
+        &home.roomshard,
+        &room("nobody"),
+        &out,
+        &options(),
+        &NoProgress,
+    )
+    .await
+    .expect_err("unknown room");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(files_under(&out).is_empty());
+}
+
+/// An `AsyncWrite` that fails once `limit` bytes were written.
+struct FailingWriter {
+    written: usize,
+    limit: usize,
+}
+
+impl tokio::io::AsyncWrite for FailingWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.written + buf.len() > self.limit {
+            return std::task::Poll::Ready(Err(std::io::Error::other("disk full")));
+        }
+        self.written += buf.len();
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_writer_fails_the_export_without_hanging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = seeded(&tmp.path().join("a"), "general").await;
+    // Incompressible and larger than every channel buffer together, so the writer thread would
+    // block on a full channel if a failed output did not close it.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..2 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    put(
+        &home.roomshard,
+        &Scope::Pooled(room("general")),
+        "zz/noise.bin",
+        noise,
+    )
+    .await;
+    for limit in [0, 100, 70_000, 1 << 20] {
+        let out = FailingWriter { written: 0, limit };
+        let err = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            export(
+                &home.roomshard,
+                &room("general"),
+                out,
+                &options(),
+                &NoProgress,
+            ),
+        )
+        .await
+        .expect("no hang")
+        .expect_err("writer fails");
+        assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+        assert!(err.to_string().contains("writing the export"), "{err}");
+    }
+    // The spool files went with the failed exports.
+    let spool = tmp.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let _ = export(
+        &home.roomshard,
+        &room("general"),
+        FailingWriter {
+            written: 0,
+            limit: 10,
+        },
+        &ExportOptions {
+            spool_dir: Some(spool.clone()),
+            ..options()
+        },
+        &NoProgress,
+    )
+    .await;
+    assert!(files_under(&spool).is_empty());
+}

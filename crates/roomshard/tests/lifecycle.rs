@@ -1,0 +1,417 @@
+//! Decentralise, revoke/regrant, rotate and recentralise on the embedded default, end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use roomshard::flows;
+use roomshard::home::{Home, HomeOptions};
+use roomshard_core::{
+    Error, IdRemap, ListRequest, ObjectBody, ObjectKey, Parity, Phase, PlacementState,
+    ProgressEvent, PutOptions, RemapPolicy, RoomId, Scope,
+};
+use roomshard_example_mesh::{Media, Workload, schema};
+use roomshard_verify::TrustedKeys;
+
+fn workload(room: &str, messages: u64, seed: u64) -> Workload {
+    Workload {
+        seed,
+        room_id: room.to_string(),
+        messages,
+        media: Media::Sizes(vec![10, 70_000, 1, 300_000, 5_000]),
+    }
+}
+
+async fn seed(home: &Home, w: &Workload) -> RoomId {
+    let rs = &home.roomshard;
+    let room = RoomId::new(&w.room_id).unwrap();
+    let scope = Scope::Pooled(room.clone());
+    rs.shards
+        .restore(
+            &scope,
+            &rs.schema,
+            &mut w.dump_source(),
+            &IdRemap {
+                ids: RemapPolicy::OnCollision,
+                media_keys: None,
+            },
+        )
+        .await
+        .unwrap();
+    for m in w.media_objects() {
+        let mut bytes = Vec::new();
+        m.reader().read_to_end(&mut bytes).unwrap();
+        rs.media
+            .put(
+                &scope,
+                &ObjectKey::new(&m.key).unwrap(),
+                ObjectBody::from_bytes(bytes),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    room
+}
+
+async fn open(dir: &std::path::Path, batch_rows: usize) -> Home {
+    Home::open(
+        dir,
+        schema(),
+        HomeOptions {
+            batch_rows: Some(batch_rows),
+            ..HomeOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn rows(p: &Parity) -> u64 {
+    p.tables.iter().map(|t| t.rows).sum()
+}
+
+async fn keys_of(home: &Home, scope: &Scope) -> Vec<(String, u64)> {
+    let page = home
+        .roomshard
+        .media
+        .list(scope, &ListRequest::default())
+        .await
+        .unwrap();
+    page.objects
+        .into_iter()
+        .map(|m| (m.key.as_str().to_string(), m.size))
+        .collect()
+}
+
+#[derive(Default)]
+struct Events(Mutex<Vec<ProgressEvent>>);
+
+impl roomshard_core::ProgressSink for Events {
+    fn emit(&self, event: ProgressEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decentralise_revoke_rotate_recentralise() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = open(dir.path(), 100).await;
+    let rs = &home.roomshard;
+    let room = seed(&home, &workload("general", 400, 1)).await;
+    let other = seed(&home, &workload("random", 50, 2)).await;
+    let pooled = Scope::Pooled(room.clone());
+    let dedicated = Scope::Dedicated(room.clone());
+    let before = rs.shards.parity(&pooled, &rs.schema).await.unwrap();
+    let other_before = rs
+        .shards
+        .parity(&Scope::Pooled(other.clone()), &rs.schema)
+        .await
+        .unwrap();
+    let media_before = keys_of(&home, &pooled).await;
+    assert_eq!(media_before.len(), 5);
+
+    // Plan: nothing changes.
+    let plan = flows::plan(rs, &room).await.unwrap();
+    assert_eq!(plan.rows, rows(&before));
+    assert_eq!(plan.objects, 5);
+    assert_eq!(plan.media_bytes, 10 + 70_000 + 1 + 300_000 + 5_000);
+    assert_eq!(plan.assets.len(), 4);
+    assert!(plan.monthly_cost_usd > 0.0);
+    assert_eq!(
+        rs.control.placement(&room).await.unwrap().map(|p| p.state),
+        None,
+        "plan must not record anything"
+    );
+
+    // Decentralise.
+    let events = Events::default();
+    let out = flows::decentralise(rs, &room, &events).await.unwrap();
+    assert_eq!(out.placement.state, PlacementState::Sovereign);
+    assert!(out.placement.is_sharded);
+    assert!(!out.resumed);
+    assert_eq!(
+        out.parity, before,
+        "the shard holds exactly the pooled rows"
+    );
+    assert_eq!(
+        rs.shards.parity(&dedicated, &rs.schema).await.unwrap(),
+        before
+    );
+    assert_eq!(
+        rows(&rs.shards.parity(&pooled, &rs.schema).await.unwrap()),
+        0
+    );
+    assert!(keys_of(&home, &pooled).await.is_empty());
+    assert_eq!(keys_of(&home, &dedicated).await, media_before);
+    assert_eq!(
+        rs.shards
+            .parity(&Scope::Pooled(other.clone()), &rs.schema)
+            .await
+            .unwrap(),
+        other_before,
+        "another room is untouched"
+    );
+    let events = events.0.into_inner().unwrap();
+    assert!(
+        matches!(events.first(), Some(ProgressEvent::Planned { rows: n, objects: 5, .. }) if *n == rows(&before))
+    );
+    for phase in [
+        Phase::Provision,
+        Phase::Copy,
+        Phase::CatchUp,
+        Phase::Cutover,
+        Phase::Parity,
+        Phase::Receipt,
+        Phase::Cleanup,
+    ] {
+        assert!(events.contains(&ProgressEvent::Phase(phase)), "{phase:?}");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProgressEvent::Rows { .. }))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProgressEvent::Objects { done: 5, .. }))
+    );
+    assert_eq!(events.last(), Some(&ProgressEvent::Finished));
+
+    // The receipt verifies against the home's published key and names the placement.
+    let trusted =
+        TrustedKeys::from_json(&std::fs::read(home.trusted_keys_path()).unwrap()).unwrap();
+    let receipt = roomshard_verify::dsse::verify_receipt(
+        out.receipt.as_bytes(),
+        &trusted,
+        &roomshard::now_rfc3339(),
+    )
+    .unwrap();
+    assert_eq!(receipt.predicate.room, "general");
+    assert_eq!(receipt.predicate.version, out.placement.version);
+    assert_eq!(
+        receipt.predicate.manifest_sha256,
+        roomshard::parity_digest(&before)
+    );
+
+    // Idempotent: again returns the same receipt, changes nothing.
+    let again = flows::decentralise(rs, &room, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(again.receipt, out.receipt);
+    assert_eq!(again.placement, out.placement);
+
+    // Revoke: sealed on every path.
+    let sealed = flows::revoke(rs, &room).await.unwrap();
+    assert_eq!(sealed.state, PlacementState::Sealed);
+    let is_sealed = |e: Error| matches!(e, Error::Sealed { .. });
+    assert!(is_sealed(
+        flows::decentralise(rs, &room, &roomshard_core::NoProgress)
+            .await
+            .unwrap_err()
+    ));
+    assert!(is_sealed(flows::rotate(rs, &room).await.unwrap_err()));
+    assert!(is_sealed(
+        flows::recentralise(rs, &room, &roomshard_core::NoProgress)
+            .await
+            .unwrap_err()
+    ));
+    assert!(is_sealed(
+        rs.shards.parity(&dedicated, &rs.schema).await.unwrap_err()
+    ));
+    let key = ObjectKey::new(&media_before[0].0).unwrap();
+    assert!(is_sealed(rs.media.get(&dedicated, &key).await.unwrap_err()));
+    assert!(is_sealed(
+        rs.media
+            .put(
+                &dedicated,
+                &key,
+                ObjectBody::from_bytes(&b"x"[..]),
+                &PutOptions::default()
+            )
+            .await
+            .unwrap_err()
+    ));
+    assert!(is_sealed(
+        rs.media
+            .presign_get(&dedicated, &key, Duration::from_secs(60))
+            .await
+            .unwrap_err()
+    ));
+    // Revoke is idempotent.
+    assert_eq!(flows::revoke(rs, &room).await.unwrap(), sealed);
+
+    // Regrant: everything works again, with a new receipt.
+    let (regranted, regrant_receipt) = flows::regrant(rs, &room).await.unwrap();
+    assert_eq!(regranted.state, PlacementState::Sovereign);
+    assert!(regranted.version > sealed.version);
+    roomshard_verify::dsse::verify_receipt(
+        regrant_receipt.as_bytes(),
+        &trusted,
+        &roomshard::now_rfc3339(),
+    )
+    .unwrap();
+    assert_eq!(
+        rs.shards.parity(&dedicated, &rs.schema).await.unwrap(),
+        before
+    );
+    rs.media.get(&dedicated, &key).await.unwrap();
+
+    // Rotate: a new key version, old objects still readable, a newer receipt.
+    let (key_ref, rotate_receipt) = flows::rotate(rs, &room).await.unwrap();
+    let after_rotate = rs.control.placement(&room).await.unwrap().unwrap();
+    assert_eq!(
+        after_rotate.kms_key_ref.as_deref(),
+        Some(key_ref.id.as_str())
+    );
+    assert!(after_rotate.version > regranted.version);
+    let verified = roomshard_verify::dsse::verify_receipt(
+        rotate_receipt.as_bytes(),
+        &trusted,
+        &roomshard::now_rfc3339(),
+    )
+    .unwrap();
+    assert_eq!(verified.predicate.version, after_rotate.version);
+    let body = rs
+        .media
+        .get(&dedicated, &ObjectKey::new(&media_before[1].0).unwrap())
+        .await
+        .unwrap()
+        .body
+        .collect(1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(body.len() as u64, media_before[1].1);
+
+    // Recentralise: back into the shared store, the shard and bucket gone.
+    let back = flows::recentralise(rs, &room, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(back.state, PlacementState::Pooled);
+    assert!(!back.is_sharded && back.shard_url.is_none() && back.media_bucket.is_none());
+    assert_eq!(rs.shards.parity(&pooled, &rs.schema).await.unwrap(), before);
+    assert_eq!(keys_of(&home, &pooled).await, media_before);
+    assert!(matches!(
+        rs.shards.parity(&dedicated, &rs.schema).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(!dir.path().join("shards/room_general.sqlite3").exists());
+    assert!(!dir.path().join("media/rooms/general").exists());
+
+    // The audit log recorded it all and its chain holds.
+    let audit = rs.control.verify_audit().await.unwrap();
+    assert!(audit.is_intact(), "{audit:?}");
+    let actions: Vec<String> = rs
+        .control
+        .audit_log(Some(&room))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect();
+    for action in [
+        "decentralise.started",
+        "decentralise.finished",
+        "room.revoked",
+        "room.regranted",
+        "key.rotated",
+        "recentralise.started",
+        "recentralise.finished",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} in {actions:?}"
+        );
+    }
+}
+
+/// A decentralise dropped at any `.await` (what a timeout or a crash does to it) resumes on the
+/// next call and reaches exact parity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_decentralise_resumes_to_exact_parity() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Arc::new(open(dir.path(), 20).await);
+    let rs = &home.roomshard;
+    let room = seed(&home, &workload("interrupted", 600, 3)).await;
+    let before = rs
+        .shards
+        .parity(&Scope::Pooled(room.clone()), &rs.schema)
+        .await
+        .unwrap();
+    let media_before = keys_of(&home, &Scope::Pooled(room.clone())).await;
+    let mut interruptions = 0;
+    let mut states = Vec::new();
+    let mut budget = Duration::from_millis(5);
+    let outcome = loop {
+        match tokio::time::timeout(
+            budget,
+            flows::decentralise(rs, &room, &roomshard_core::NoProgress),
+        )
+        .await
+        {
+            Ok(result) => break result.unwrap(),
+            Err(_) => {
+                interruptions += 1;
+                // No placement yet: interrupted before anything was recorded.
+                if let Some(p) = rs.control.placement(&room).await.unwrap() {
+                    states.push(p.state);
+                }
+                budget += Duration::from_millis(5);
+            }
+        }
+    };
+    assert!(interruptions >= 3, "only {interruptions} interruptions");
+    assert!(outcome.resumed);
+    assert!(
+        states.contains(&PlacementState::Copying),
+        "interrupted while copying at least once: {states:?}"
+    );
+    assert_eq!(outcome.parity, before);
+    assert_eq!(
+        keys_of(&home, &Scope::Dedicated(room.clone())).await,
+        media_before
+    );
+    assert!(rs.control.jobs().await.unwrap().is_empty(), "job forgotten");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_specific_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = open(dir.path(), 100).await;
+    let rs = &home.roomshard;
+    let empty = RoomId::new("nothing-here").unwrap();
+    assert!(matches!(
+        flows::decentralise(rs, &empty, &roomshard_core::NoProgress).await,
+        Err(Error::NotFound { .. })
+    ));
+    let room = seed(&home, &workload("pooled", 20, 4)).await;
+    // A pooled room has no key of its own to revoke, rotate or recentralise.
+    assert!(matches!(
+        flows::revoke(rs, &room).await,
+        Err(Error::NotFound { .. } | Error::Conflict { .. })
+    ));
+    flows::plan(rs, &room).await.unwrap();
+    rs.control
+        .insert_placement(&roomshard_core::Placement::pooled(room.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        flows::revoke(rs, &room).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert!(matches!(
+        flows::rotate(rs, &room).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert!(matches!(
+        flows::recentralise(rs, &room, &roomshard_core::NoProgress).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert_eq!(
+        rs.control.placement(&room).await.unwrap().unwrap().state,
+        PlacementState::Pooled
+    );
+    assert!(!dir.path().join("shards/room_pooled.sqlite3").exists());
+}
