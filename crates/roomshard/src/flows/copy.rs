@@ -4,8 +4,9 @@ use std::cmp::Ordering;
 use std::sync::Mutex;
 
 use roomshard_core::{
-    CheckpointSink, CopyCheckpoint, CopyJob, Error, JobKind, ListPage, ListRequest, ObjectKey,
-    ObjectMeta, ProgressEvent, ProgressSink, Result, RoomId, Scope, async_trait,
+    CheckpointSink, CopyCheckpoint, CopyJob, CopyPass, CopyRequest, CopySource, Error, JobKind,
+    ListPage, ListRequest, ObjectKey, ObjectMeta, ProgressEvent, ProgressSink, Result, RoomId,
+    Scope, async_trait,
 };
 
 use crate::Roomshard;
@@ -248,6 +249,35 @@ pub(crate) async fn media_difference(
             }
         }
     }
+}
+
+/// One copy pass of a room's rows from `from` into `to` (the two scopes of the same room), saving
+/// checkpoints into `job`. Returns rows written plus deleted: the delta a catch-up closed.
+pub(crate) async fn copy_pass(
+    rs: &Roomshard,
+    from: &Scope,
+    to: &Scope,
+    pass: CopyPass,
+    resume_from: Option<CopyCheckpoint>,
+    job: &JobState<'_>,
+    progress: &dyn ProgressSink,
+) -> Result<u64> {
+    let outcome = rs
+        .shards
+        .copy_room(CopyRequest {
+            schema: &rs.schema,
+            source: CopySource {
+                scope: from.clone(),
+                server: None,
+            },
+            target: to.clone(),
+            pass,
+            resume_from,
+            checkpoints: job,
+            progress,
+        })
+        .await?;
+    Ok(outcome.rows_written + outcome.rows_deleted)
 }
 
 /// `Error::Sealed` for a sealed room.

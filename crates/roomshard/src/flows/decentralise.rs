@@ -13,13 +13,13 @@
 //! the placement says `sovereign`.
 
 use roomshard_core::{
-    CopyPass, CopyRequest, CopySource, Error, JobKind, Parity, Phase, Placement, PlacementState,
-    ProgressEvent, ProgressSink, Result, RoomId, Scope, ServerUrl,
+    CopyPass, Error, JobKind, Parity, Phase, Placement, PlacementState, ProgressEvent,
+    ProgressSink, Result, RoomId, Scope, ServerUrl,
 };
 use serde::{Deserialize, Serialize};
 
 use super::copy::{
-    JobState, bulk_copy_media, media_difference, media_totals, reconcile_media, sealed,
+    JobState, bulk_copy_media, copy_pass, media_difference, media_totals, reconcile_media, sealed,
 };
 use crate::Roomshard;
 use crate::support::parity_digest;
@@ -220,11 +220,29 @@ pub async fn decentralise(
                 .snapshot()
                 .checkpoint
                 .filter(|c| c.pass == CopyPass::Bulk);
-            copy_pass(rs, room, CopyPass::Bulk, resume, &job, progress).await?;
+            copy_pass(
+                rs,
+                &pooled,
+                &dedicated,
+                CopyPass::Bulk,
+                resume,
+                &job,
+                progress,
+            )
+            .await?;
             bulk_copy_media(rs, &pooled, &dedicated, &job, objects_total, progress).await?;
             progress.emit(ProgressEvent::Phase(Phase::CatchUp));
             for _ in 0..MAX_CATCH_UP_PASSES {
-                let changed = copy_pass(rs, room, CopyPass::CatchUp, None, &job, progress).await?
+                let changed = copy_pass(
+                    rs,
+                    &pooled,
+                    &dedicated,
+                    CopyPass::CatchUp,
+                    None,
+                    &job,
+                    progress,
+                )
+                .await?
                     + reconcile_media(rs, &pooled, &dedicated).await?;
                 if changed <= rs.config.cutover_threshold_rows {
                     break;
@@ -234,7 +252,16 @@ pub async fn decentralise(
                 .await?;
         }
         progress.emit(ProgressEvent::Phase(Phase::Cutover));
-        copy_pass(rs, room, CopyPass::CatchUp, None, &job, progress).await?;
+        copy_pass(
+            rs,
+            &pooled,
+            &dedicated,
+            CopyPass::CatchUp,
+            None,
+            &job,
+            progress,
+        )
+        .await?;
         reconcile_media(rs, &pooled, &dedicated).await?;
         progress.emit(ProgressEvent::Phase(Phase::Parity));
         let source = rs.shards.parity(&pooled, &rs.schema).await?;
@@ -293,33 +320,6 @@ pub async fn decentralise(
         receipt,
         resumed,
     })
-}
-
-/// One copy pass of the room's rows, pooled → dedicated. Returns rows written plus deleted.
-async fn copy_pass(
-    rs: &Roomshard,
-    room: &RoomId,
-    pass: CopyPass,
-    resume_from: Option<roomshard_core::CopyCheckpoint>,
-    job: &JobState<'_>,
-    progress: &dyn ProgressSink,
-) -> Result<u64> {
-    let outcome = rs
-        .shards
-        .copy_room(CopyRequest {
-            schema: &rs.schema,
-            source: CopySource {
-                scope: Scope::Pooled(room.clone()),
-                server: None,
-            },
-            target: Scope::Dedicated(room.clone()),
-            pass,
-            resume_from,
-            checkpoints: job,
-            progress,
-        })
-        .await?;
-    Ok(outcome.rows_written + outcome.rows_deleted)
 }
 
 /// The decentralise receipt of the placement's current version: the one already issued (a

@@ -11,12 +11,12 @@
 //! catch-up pass then makes the shared copy exact.
 
 use roomshard_core::{
-    CopyPass, CopyRequest, CopySource, Error, JobKind, Phase, Placement, PlacementState, Profile,
-    ProgressEvent, ProgressSink, Result, RoomId, Scope,
+    CopyPass, Error, JobKind, Phase, Placement, PlacementState, Profile, ProgressEvent,
+    ProgressSink, Result, RoomId, Scope,
 };
 
 use super::copy::{
-    JobState, bulk_copy_media, media_difference, media_totals, reconcile_media, sealed,
+    JobState, bulk_copy_media, copy_pass, media_difference, media_totals, reconcile_media, sealed,
 };
 use crate::Roomshard;
 
@@ -71,10 +71,28 @@ pub async fn recentralise(
         .snapshot()
         .checkpoint
         .filter(|c| c.pass == CopyPass::Bulk);
-    copy_pass(rs, room, CopyPass::Bulk, resume, &job, progress).await?;
+    copy_pass(
+        rs,
+        &dedicated,
+        &pooled,
+        CopyPass::Bulk,
+        resume,
+        &job,
+        progress,
+    )
+    .await?;
     bulk_copy_media(rs, &dedicated, &pooled, &job, objects, progress).await?;
     progress.emit(ProgressEvent::Phase(Phase::CatchUp));
-    copy_pass(rs, room, CopyPass::CatchUp, None, &job, progress).await?;
+    copy_pass(
+        rs,
+        &dedicated,
+        &pooled,
+        CopyPass::CatchUp,
+        None,
+        &job,
+        progress,
+    )
+    .await?;
     reconcile_media(rs, &dedicated, &pooled).await?;
 
     progress.emit(ProgressEvent::Phase(Phase::Parity));
@@ -124,30 +142,4 @@ pub async fn recentralise(
     job.finish().await?;
     progress.emit(ProgressEvent::Finished);
     Ok(placement)
-}
-
-async fn copy_pass(
-    rs: &Roomshard,
-    room: &RoomId,
-    pass: CopyPass,
-    resume_from: Option<roomshard_core::CopyCheckpoint>,
-    job: &JobState<'_>,
-    progress: &dyn ProgressSink,
-) -> Result<u64> {
-    let outcome = rs
-        .shards
-        .copy_room(CopyRequest {
-            schema: &rs.schema,
-            source: CopySource {
-                scope: Scope::Dedicated(room.clone()),
-                server: None,
-            },
-            target: Scope::Pooled(room.clone()),
-            pass,
-            resume_from,
-            checkpoints: job,
-            progress,
-        })
-        .await?;
-    Ok(outcome.rows_written + outcome.rows_deleted)
 }
