@@ -16,7 +16,7 @@
 //! Any error — or a dropped future — rolls the transaction back, TEMP tables included.
 
 use crate::codec::{self, Val};
-use crate::sql::{TableSql, db_err, placeholders, q};
+use crate::sql::{TableSql, db_err, q, row_placeholders, rows_per_statement};
 use roomshard_core::{
     DumpSource, Error, IdMap, IdRemap, KeyRewrite, LogicalType, RemapPolicy, RestoreOutcome,
     Result, RoomId, Scope, TableCount,
@@ -223,12 +223,19 @@ async fn stage_rows(
     source: &mut dyn DumpSource,
     media: Option<&KeyRewrite>,
 ) -> Result<u64> {
-    let insert = format!(
-        "INSERT INTO {} (\"roomshard_row\", {}) VALUES (?, {})",
-        t.stage(),
-        t.col_list(),
-        placeholders(t.cols.len())
-    );
+    // Multi-row INSERTs: one statement per statement-sized batch, not per row (each statement
+    // is a round trip to sqlx's SQLite worker thread).
+    let per = rows_per_statement(t.cols.len() + 1);
+    let insert = |n: usize| {
+        format!(
+            "INSERT INTO {} (\"roomshard_row\", {}) VALUES {}",
+            t.stage(),
+            t.col_list(),
+            row_placeholders(t.cols.len() + 1, n)
+        )
+    };
+    let full_insert = insert(per);
+    let mut pending: Vec<(u64, Vec<Val>)> = Vec::with_capacity(per);
     let media_cols: Vec<usize> = t
         .desc
         .media_columns
@@ -260,16 +267,16 @@ async fn stage_rows(
                     }
                 }
             }
-            let mut query = q(insert.clone()).bind(i64::try_from(rows).unwrap_or(i64::MAX));
-            for v in &vals {
-                query = codec::bind(query, v);
+            pending.push((rows, vals));
+            if pending.len() == per {
+                flush_stage(conn, t, &full_insert, &mut pending).await?;
             }
-            query
-                .execute(&mut *conn)
-                .await
-                .map_err(db_err(format!("staging table {}", t.desc.name)))?;
         }
         partial.drain(..start);
+    }
+    if !pending.is_empty() {
+        let sql = insert(pending.len());
+        flush_stage(conn, t, &sql, &mut pending).await?;
     }
     if !partial.is_empty() {
         return Err(corrupt(
@@ -278,6 +285,28 @@ async fn stage_rows(
         ));
     }
     Ok(rows)
+}
+
+/// Inserts the pending staged rows with `sql` (a multi-row INSERT for exactly that many rows).
+async fn flush_stage(
+    conn: &mut SqliteConnection,
+    t: &TableSql,
+    sql: &str,
+    pending: &mut Vec<(u64, Vec<Val>)>,
+) -> Result<()> {
+    let mut query = q(sql.to_string());
+    for (row, vals) in pending.iter() {
+        query = query.bind(i64::try_from(*row).unwrap_or(i64::MAX));
+        for v in vals {
+            query = codec::bind(query, v);
+        }
+    }
+    query
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err(format!("staging table {}", t.desc.name)))?;
+    pending.clear();
+    Ok(())
 }
 
 /// Distinct staged values of column `ci` that already exist in the target table.

@@ -4,7 +4,7 @@
 use crate::codec::{self, Val};
 use crate::sql::{
     TableSql, TableState, count_rows, db_err, delete_row, q, select_page, stored_corrupt,
-    table_state, upsert_row,
+    table_state, upsert_row, upsert_rows,
 };
 use futures::TryStreamExt;
 use roomshard_core::{
@@ -482,9 +482,7 @@ impl SqliteShardStore {
                 .begin_with("BEGIN IMMEDIATE")
                 .await
                 .map_err(db_err(format!("beginning a batch of {}", t.desc.name)))?;
-            for row in &rows {
-                upsert_row(&mut tx, t, row).await?;
-            }
+            upsert_rows(&mut tx, t, &rows).await?;
             tx.commit()
                 .await
                 .map_err(db_err(format!("committing a batch of {}", t.desc.name)))?;

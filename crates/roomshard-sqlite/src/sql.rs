@@ -218,6 +218,13 @@ impl TableSql {
     /// Upsert by primary key that never takes over another room's row: the update only applies
     /// where the existing row has the same room key (so 0 rows affected means a collision).
     fn upsert_sql(&self) -> String {
+        self.upsert_sql_rows(1)
+    }
+
+    /// [`upsert_sql`](Self::upsert_sql) for `n` rows in one statement: one statement per batch
+    /// instead of per row, because every statement is a round trip to sqlx's SQLite worker
+    /// thread (per-row statements made copies and restores mostly thread hand-offs).
+    pub(crate) fn upsert_sql_rows(&self, n: usize) -> String {
         let non_pk: Vec<usize> = (0..self.cols.len())
             .filter(|i| !self.pk.contains(i))
             .collect();
@@ -231,10 +238,10 @@ impl TableSql {
             format!("{c} = excluded.{c}")
         }));
         format!(
-            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {} WHERE {}.{} = excluded.{}",
+            "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {} WHERE {}.{} = excluded.{}",
             self.main(),
             self.col_list(),
-            placeholders(self.cols.len()),
+            row_placeholders(self.cols.len(), n),
             self.pk_list(),
             sets,
             self.ident.quoted(),
@@ -263,6 +270,18 @@ pub(crate) fn join(items: impl Iterator<Item = String>) -> String {
 /// `?, ?, ?`
 pub(crate) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
+}
+
+/// `(?, …), (?, …)`: `rows` groups of `cols` placeholders, for multi-row statements.
+pub(crate) fn row_placeholders(cols: usize, rows: usize) -> String {
+    let one = format!("({})", placeholders(cols));
+    vec![one; rows].join(", ")
+}
+
+/// Rows per multi-row statement for a table of `cols` bound values per row: under SQLite's
+/// default limit of 32 766 bound parameters, and at most 200 rows so statements stay small.
+pub(crate) fn rows_per_statement(cols: usize) -> usize {
+    (32_000 / cols.max(1)).clamp(1, 200)
 }
 
 /// Whether a table exists in `main`, and if so that it matches its descriptor.
@@ -419,6 +438,46 @@ pub(crate) async fn upsert_row(
             "row {key:?} of table {} exists in another room",
             t.desc.name
         )));
+    }
+    Ok(())
+}
+
+/// Upserts `rows` in multi-row statements; a row whose key belongs to another room is
+/// [`Error::Conflict`] naming it.
+pub(crate) async fn upsert_rows(
+    conn: &mut SqliteConnection,
+    t: &TableSql,
+    rows: &[Vec<Val>],
+) -> Result<()> {
+    let per = rows_per_statement(t.cols.len());
+    let full = t.upsert_sql_rows(per);
+    for batch in rows.chunks(per) {
+        let sql = if batch.len() == per {
+            full.clone()
+        } else {
+            t.upsert_sql_rows(batch.len())
+        };
+        let mut query = q(sql);
+        for row in batch {
+            for v in row {
+                query = codec::bind(query, v);
+            }
+        }
+        let done = query
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err(format!("writing table {}", t.desc.name)))?;
+        if done.rows_affected() < batch.len() as u64 {
+            // Some key belongs to another room: name the first one (the error path only, so
+            // row by row is fine; the caller's transaction rolls the batch back).
+            for row in batch {
+                upsert_row(conn, t, row).await?;
+            }
+            return Err(Error::conflict(format!(
+                "a row of table {} exists in another room",
+                t.desc.name
+            )));
+        }
     }
     Ok(())
 }
