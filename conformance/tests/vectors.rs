@@ -2,7 +2,11 @@
 //! `.expect` file, and the committed files must be exactly what the generator produces.
 
 use roomshard_conformance::vectors::{self, parse_expect};
-use roomshard_verify::{TrustedKeys, Verifier, VerifyOptions, verify_reader};
+use roomshard_verify::format::to_canonical_json;
+use roomshard_verify::{
+    TrustedKeys, Verifier, VerifyOptions, verify_reader, verify_reader_with_manifest,
+};
+use sha2::{Digest, Sha256};
 use std::fs;
 
 fn trusted_keys() -> TrustedKeys {
@@ -31,6 +35,34 @@ fn committed() -> Vec<(String, Vec<u8>, String)> {
 
 fn verdict(report: &roomshard_verify::Report) -> Option<String> {
     report.error.as_ref().map(|e| e.reason.clone())
+}
+
+#[test]
+fn the_verified_manifest_comes_back_for_valid_vectors_only() {
+    let keys = trusted_keys();
+    for (name, bytes, expect) in committed() {
+        let exp = parse_expect(&expect).expect("expect file parses");
+        let options = VerifyOptions {
+            limits: exp.limits,
+            hash_archive: false,
+        };
+        let plain = verify_reader(&bytes[..], keys.clone(), options);
+        let (report, manifest) = verify_reader_with_manifest(&bytes[..], keys.clone(), options);
+        assert_eq!(report, plain, "{name}: the same report either way");
+        match manifest {
+            Some(m) => {
+                assert!(report.valid, "{name}: a manifest for an invalid bundle");
+                // It is the manifest whose digest the report (and the signature) bind to.
+                let digest = format!("{:x}", Sha256::digest(to_canonical_json(&m)));
+                assert_eq!(
+                    report.manifest_sha256.as_deref(),
+                    Some(digest.as_str()),
+                    "{name}"
+                );
+            }
+            None => assert!(!report.valid, "{name}: valid but no manifest"),
+        }
+    }
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! missing tool is a test failure with a message saying what to install, never a silent skip.
 #![allow(clippy::unwrap_used)]
 
+pub mod pg;
+
 use roomshard_bundle::{
     BundleMeta, BundleWriter, CopyValue, DbSqlWriter, HashingWriter, LocalP256Signer,
     WriterOptions, sidecar,

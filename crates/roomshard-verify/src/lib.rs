@@ -38,4 +38,6 @@ pub use error::{Reason, VerifyError};
 pub use format::{Algorithm, KeySet, Manifest, TrustedKey};
 pub use keys::TrustedKeys;
 pub use report::{FileResult, FileStatus, Report, SignerInfo, TableResult};
-pub use verifier::{verify_reader, Verifier, VerifyLimits, VerifyOptions};
+pub use verifier::{
+    verify_reader, verify_reader_with_manifest, Verifier, VerifyLimits, VerifyOptions,
+};

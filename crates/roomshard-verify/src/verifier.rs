@@ -299,6 +299,14 @@ impl Verifier {
 
     /// Ends the input and returns the report.
     pub fn finish(self) -> Report {
+        self.finish_with_manifest().0
+    }
+
+    /// Ends the input and returns the report plus, only when the bundle is valid, the parsed
+    /// manifest it was checked against — so a caller that goes on to use the bundle (import) has
+    /// the table descriptors and file digests without reading the archive a second time to find
+    /// `manifest.json` (which comes last).
+    pub fn finish_with_manifest(self) -> (Report, Option<Manifest>) {
         let mut stream_error = self.failed;
         if stream_error.is_none() {
             stream_error = if self.frame.consumed > 0 {
@@ -321,21 +329,41 @@ impl Verifier {
             decompressed_bytes: self.decompressed,
             ..Report::default()
         };
-        let verdict = self.entries.conclude(&mut report);
+        let (verdict, manifest) = self.entries.conclude(&mut report);
         if stream_error.is_some() {
             // Only part of the input was hashed.
             report.archive_sha256 = None;
         }
         match stream_error.or(verdict) {
-            Some(e) => report.fail(&e),
-            None => report.valid = true,
+            Some(e) => {
+                report.fail(&e);
+                (report, None)
+            }
+            None => {
+                report.valid = true;
+                (report, manifest)
+            }
         }
-        report
     }
 }
 
 /// Verifies an archive read from `reader` (pull style).
-pub fn verify_reader<R: Read>(mut reader: R, keys: TrustedKeys, options: VerifyOptions) -> Report {
+pub fn verify_reader<R: Read>(reader: R, keys: TrustedKeys, options: VerifyOptions) -> Report {
+    feed_reader(reader, keys, options).finish()
+}
+
+/// [`verify_reader`], also returning the verified manifest when the bundle is valid (see
+/// [`Verifier::finish_with_manifest`]).
+pub fn verify_reader_with_manifest<R: Read>(
+    reader: R,
+    keys: TrustedKeys,
+    options: VerifyOptions,
+) -> (Report, Option<Manifest>) {
+    feed_reader(reader, keys, options).finish_with_manifest()
+}
+
+/// A verifier fed with everything `reader` gives, up to its first error.
+fn feed_reader<R: Read>(mut reader: R, keys: TrustedKeys, options: VerifyOptions) -> Verifier {
     let mut verifier = Verifier::new(keys, options);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -356,7 +384,7 @@ pub fn verify_reader<R: Read>(mut reader: R, keys: TrustedKeys, options: VerifyO
             }
         }
     }
-    verifier.finish()
+    verifier
 }
 
 /// A content entry as found: path, size, and (filled in at the end) its digest.
@@ -505,7 +533,7 @@ impl EntryChecker {
     /// Everything not judged while streaming, in the order of the spec: presence of manifest and
     /// signature, the manifest, the signature, the entry set, sizes, digests, then `db.sql`.
     /// Fills the report with what is known and returns the first problem.
-    fn conclude(mut self, report: &mut Report) -> Option<VerifyError> {
+    fn conclude(mut self, report: &mut Report) -> (Option<VerifyError>, Option<Manifest>) {
         let (digests, archive_digest, worker_scan) = self.hasher.finish();
         if let Some(scan) = worker_scan {
             self.sql = scan;
@@ -554,7 +582,7 @@ impl EntryChecker {
                     let (_, blocks, _) = self.sql.finish();
                     report.tables = table_results(None, &blocks);
                 }
-                return problems.first;
+                return (problems.first, None);
             }
         };
         report.room = Some(m.room.clone());
@@ -643,7 +671,7 @@ impl EntryChecker {
         } else {
             report.tables = table_results(Some(&m), &[]);
         }
-        problems.first
+        (problems.first, Some(m))
     }
 }
 

@@ -8,7 +8,7 @@
 //!   media/rooms/<room>/…       sovereign rooms' objects, envelope-encrypted with the room key
 //!   keys/                      room keys, grants and the platform signing key (0700/0600)
 //!   keys/trusted-keys.json     the platform's public key, for anyone verifying its exports
-//!   tmp/                       spool files of running exports (safe to delete when idle)
+//!   tmp/                       spool files of running exports and imports (safe to delete when idle)
 //! ```
 //!
 //! [`Home::open`] creates what is missing, runs the control plane's migrations, creates the
@@ -140,7 +140,7 @@ impl Home {
         self.dir.join("keys").join("trusted-keys.json")
     }
 
-    /// `tmp/`: where exports spool `db.sql`.
+    /// `tmp/`: where exports and imports spool `db.sql`.
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
     }

@@ -37,7 +37,7 @@ fn trusted(home: &Home) -> TrustedKeys {
 fn options() -> ExportOptions {
     ExportOptions {
         created_at: Some(CREATED_AT.to_string()),
-        spool_dir: None,
+        ..ExportOptions::default()
     }
 }
 
@@ -167,6 +167,27 @@ async fn export_verifies_with_sidecar_and_matches_parity() {
         .unwrap();
     assert_eq!(second.archive_sha256, outcome.archive_sha256);
     assert_eq!(again, std::fs::read(&archive).unwrap());
+
+    // zstd workers: an equally valid archive (on a large room, different bytes from the
+    // default's), the same bytes for any count ≥ 1 — reproducible across machines too.
+    let mut with_workers = Vec::new();
+    for workers in [1, 3] {
+        let mut bytes = Vec::new();
+        let with = ExportOptions {
+            zstd_workers: workers,
+            ..options()
+        };
+        export(rs, &room("general"), &mut bytes, &with, &NoProgress)
+            .await
+            .unwrap();
+        let report = verify_reader(&bytes[..], keys.clone(), VerifyOptions::default());
+        assert!(report.valid, "{workers} workers: {:?}", report.error);
+        with_workers.push(bytes);
+    }
+    assert!(
+        with_workers[0] == with_workers[1],
+        "1 and 3 zstd workers wrote different archives"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -450,6 +471,7 @@ async fn every_failing_vector_is_refused_and_leaves_nothing() {
                 new_room: Some(victim.clone()),
                 target: ImportTarget::Pooled,
                 limits: expect_limits(&expect),
+                spool_dir: Some(home.tmp_dir()),
             },
             &NoProgress,
         )

@@ -43,8 +43,8 @@ pub async fn export_room(home: &Home, room: &RoomId, dir: &Path) -> Result<Expor
     std::fs::create_dir_all(dir)
         .map_err(|e| super::usage(format!("creating {}: {e}", dir.display())))?;
     let options = ExportOptions {
-        created_at: None,
         spool_dir: Some(home.tmp_dir()),
+        ..ExportOptions::default()
     };
     let bars = Bars::new(&format!("export {room}"));
     let (archive, sidecar, outcome) =

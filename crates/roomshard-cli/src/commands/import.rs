@@ -54,6 +54,7 @@ pub async fn import_archive(
         } else {
             ImportTarget::Pooled
         },
+        spool_dir: Some(home.tmp_dir()),
         ..ImportOptions::default()
     };
     let bars = Bars::new("import");

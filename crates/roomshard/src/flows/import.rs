@@ -10,10 +10,12 @@
 //!    no pooled rows or objects.
 //! 4. **Journal**: the import is recorded as *staging* before the first write, so a crash at any
 //!    later point is rolled back by [`recover_imports`] (which [`Home::open`] runs).
-//! 5. **Load**: a second, streaming pass over the archive feeds `db.sql`'s COPY blocks to
-//!    [`ShardStore::restore`] (never executing any SQL) and the media entries to
-//!    [`MediaStore::put`], re-hashing every entry against the verified manifest, so a file
-//!    swapped between the passes fails (and is rolled back) instead of loading unverified bytes.
+//! 5. **Load**: a second, streaming pass over the archive re-hashes every entry against the
+//!    verified manifest, so a file swapped between the passes fails (and is rolled back) instead
+//!    of loading unverified bytes. `db.sql` is spooled to an unlinked temporary file and, once its
+//!    digest matches, its COPY blocks are fed to [`ShardStore::restore`] (never executing any
+//!    SQL) while the same pass goes on to stream the media entries to [`MediaStore::put`]: rows
+//!    and objects load side by side.
 //! 6. **Commit**: placement, journal marked done with its id maps, a Sovereignty Receipt, an
 //!    audit entry. Any error from step 4 on rolls everything back and returns the original error.
 //!
@@ -22,7 +24,7 @@
 //! [`MediaStore::put`]: roomshard_core::MediaStore::put
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -31,13 +33,13 @@ use roomshard_core::{
     Placement, PlacementState, Profile, ProgressEvent, ProgressSink, PutOptions, RemapPolicy,
     Result, RoomId, Scope, TableCount, TableDescriptor, async_trait,
 };
-use roomshard_verify::format::{
-    DB_SQL, EXPORT_SIGNATURE, MANIFEST_JSON, MEDIA_PREFIX, parse_manifest,
-};
+use roomshard_verify::format::{DB_SQL, EXPORT_SIGNATURE, MANIFEST_JSON, MEDIA_PREFIX};
 use roomshard_verify::sql::{COPY_END_LINE, copy_header_line};
-use roomshard_verify::{Manifest, TrustedKeys, VerifyLimits, VerifyOptions, verify_reader};
+use roomshard_verify::{
+    Manifest, TrustedKeys, VerifyLimits, VerifyOptions, verify_reader_with_manifest,
+};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::Roomshard;
 use crate::support::now_unix_ms;
@@ -61,6 +63,9 @@ pub struct ImportOptions {
     pub target: ImportTarget,
     /// Verifier limits (default: the format's defaults).
     pub limits: VerifyLimits,
+    /// Where to spool `db.sql` while its rows load (an unlinked temporary file, gone when the
+    /// import ends); default: the system temp directory.
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// What an import did.
@@ -184,7 +189,7 @@ pub async fn import_file(
     rs.control.begin_import(&record).await?;
 
     // 5–6. Load and commit; roll back on any error.
-    match load_and_commit(rs, path, &verified, &record, options.target, progress).await {
+    match load_and_commit(rs, path, &verified, &record, options, progress).await {
         Ok(outcome) => Ok(outcome),
         Err(e) => {
             if let Err(rollback) = roll_back(rs, &record).await {
@@ -200,13 +205,13 @@ pub async fn import_file(
     }
 }
 
-/// Runs the verifier over the file, then reads the verified manifest back.
+/// Runs the verifier over the file; a valid bundle comes back with its verified manifest.
 async fn verify(path: &Path, trusted: &TrustedKeys, limits: VerifyLimits) -> Result<Verified> {
     let owned: PathBuf = path.to_path_buf();
     let keys = trusted.clone();
-    let report = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (report, manifest) = tokio::task::spawn_blocking(move || -> Result<_> {
         let file = std::fs::File::open(&owned).map_err(|e| open_err(&owned, e))?;
-        Ok(verify_reader(
+        Ok(verify_reader_with_manifest(
             io::BufReader::with_capacity(CHUNK_BYTES, file),
             keys,
             VerifyOptions {
@@ -224,54 +229,19 @@ async fn verify(path: &Path, trusted: &TrustedKeys, limits: VerifyLimits) -> Res
             .unwrap_or_else(|| ("invalid".to_string(), "refused".to_string()));
         return Err(Error::invalid("bundle", format!("{reason}: {detail}")));
     }
-    let (Some(manifest_sha256), Some(signer)) = (report.manifest_sha256, report.signer) else {
+    let (Some(manifest), Some(manifest_sha256), Some(signer)) =
+        (manifest, report.manifest_sha256, report.signer)
+    else {
         return Err(Error::invalid(
             "bundle",
-            "the verifier reported no manifest digest or signer",
+            "the verifier reported no manifest, manifest digest or signer",
         ));
     };
-    // The report carries no descriptors: read manifest.json back and bind it to the digest the
-    // verifier saw, so it is the verified manifest and not a swapped file's.
-    let owned: PathBuf = path.to_path_buf();
-    let max = limits.max_manifest_bytes;
-    let bytes = tokio::task::spawn_blocking(move || read_manifest(&owned, max))
-        .await
-        .map_err(join_err)??;
-    if hex::encode(Sha256::digest(&bytes)) != manifest_sha256 {
-        return Err(Error::invalid(
-            "bundle",
-            "changed_between_passes: manifest.json differs from the one verified",
-        ));
-    }
-    let manifest = parse_manifest(&bytes)
-        .map_err(|e| Error::invalid("bundle", format!("{}: {}", e.reason.as_str(), e.detail)))?;
     Ok(Verified {
         manifest,
         manifest_sha256,
         signer_key_id: signer.key_id,
     })
-}
-
-/// `manifest.json`'s bytes, read by skipping through the archive.
-fn read_manifest(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| open_err(path, e))?;
-    let decoder = zstd::stream::read::Decoder::new(file).map_err(read_err)?;
-    let mut archive = tar::Archive::new(decoder);
-    for entry in archive.entries().map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        if entry.path_bytes().as_ref() == MANIFEST_JSON.as_bytes() {
-            let mut bytes = Vec::new();
-            entry
-                .take(max.saturating_add(1))
-                .read_to_end(&mut bytes)
-                .map_err(read_err)?;
-            return Ok(bytes);
-        }
-    }
-    Err(Error::invalid(
-        "bundle",
-        "changed_between_passes: manifest.json is gone",
-    ))
 }
 
 /// The manifest's tables must be exactly the host's.
@@ -396,7 +366,7 @@ async fn load_and_commit(
     path: &Path,
     verified: &Verified,
     record: &ImportRecord,
-    target: ImportTarget,
+    options: &ImportOptions,
     progress: &dyn ProgressSink,
 ) -> Result<ImportOutcome> {
     let manifest = &verified.manifest;
@@ -412,7 +382,7 @@ async fn load_and_commit(
         from_prefix: format!("{}/", manifest.room.id),
         to_prefix: format!("{new_room}/"),
     };
-    let (scope, remap, mut placement) = match target {
+    let (scope, remap, mut placement) = match options.target {
         ImportTarget::Pooled => {
             let mut p = Placement::pooled(new_room.clone());
             p.profile = Profile::Standard;
@@ -464,7 +434,13 @@ async fn load_and_commit(
     // The second pass: rows and objects, re-hashed against the verified manifest.
     progress.emit(ProgressEvent::Phase(Phase::Copy));
     let (sql_tx, sql_rx) = mpsc::channel::<SqlMsg>(CHANNEL_DEPTH);
+    let (spool_tx, spool_rx) = oneshot::channel::<std::fs::File>();
     let (media_tx, media_rx) = mpsc::channel::<MediaItem>(1);
+    let tables: Vec<TableDescriptor> = manifest
+        .tables
+        .iter()
+        .map(|t| t.descriptor.clone())
+        .collect();
     let job = ReadJob {
         path: path.to_path_buf(),
         files: manifest
@@ -476,15 +452,18 @@ async fn load_and_commit(
         max_manifest_bytes: VerifyLimits::default()
             .max_manifest_bytes
             .max(manifest_len_hint(manifest)),
-        tables: manifest
-            .tables
-            .iter()
-            .map(|t| t.descriptor.clone())
-            .collect(),
-        sql_tx,
+        spool_dir: options.spool_dir.clone(),
+        spool_tx,
         media_tx,
     };
     let reader = tokio::task::spawn_blocking(move || read_archive(job));
+    // The verified db.sql, once the reader has spooled it, parsed into COPY blocks for restore.
+    let feeder = async move {
+        let spool = spool_rx.await.map_err(|_| stopped())?;
+        tokio::task::spawn_blocking(move || feed_db_sql(spool, &tables, &sql_tx))
+            .await
+            .map_err(join_err)?
+    };
     let restore = async {
         let mut source = ChannelSource {
             rx: sql_rx,
@@ -520,11 +499,11 @@ async fn load_and_commit(
         }
         Ok::<_, Error>(objects)
     };
-    let loaded = async { tokio::try_join!(restore, media) };
+    let loaded = async { tokio::try_join!(restore, media, feeder) };
     let (loaded, read) = tokio::join!(loaded, reader);
     let read = read.map_err(join_err)?;
     let (restored, objects) = match (loaded, read) {
-        (Ok(l), Ok(())) => l,
+        (Ok((restored, objects, ())), Ok(())) => (restored, objects),
         (Err(a), Err(b)) => return Err(if is_stopped(&a) { b } else { a }),
         (Err(e), Ok(())) | (Ok(_), Err(e)) => return Err(e),
     };
@@ -665,8 +644,9 @@ struct ReadJob {
     files: HashMap<String, (u64, String)>,
     manifest_sha256: String,
     max_manifest_bytes: u64,
-    tables: Vec<TableDescriptor>,
-    sql_tx: mpsc::Sender<SqlMsg>,
+    spool_dir: Option<PathBuf>,
+    /// Receives `db.sql`, spooled and rewound, once its digest matched.
+    spool_tx: oneshot::Sender<std::fs::File>,
     media_tx: mpsc::Sender<MediaItem>,
 }
 
@@ -708,19 +688,20 @@ fn mismatch(path: &str) -> Error {
     )
 }
 
-/// The second pass (blocking thread): streams `db.sql`'s rows and the media entries to the
-/// async side, checking every entry against the verified manifest.
+/// The second pass (blocking thread): spools `db.sql` and streams the media entries to the
+/// async side, checking every entry against the verified manifest. Dropping `spool_tx` unsent
+/// (any error before `db.sql` is spooled) stops the restore.
 fn read_archive(job: ReadJob) -> Result<()> {
     let ReadJob {
         path,
         mut files,
         manifest_sha256,
         max_manifest_bytes,
-        tables,
-        sql_tx,
+        spool_dir,
+        spool_tx,
         media_tx,
     } = job;
-    let send_sql = |msg: SqlMsg| sql_tx.blocking_send(msg).map_err(|_| stopped());
+    let mut spool_tx = Some(spool_tx);
     let file = std::fs::File::open(&path).map_err(|e| open_err(&path, e))?;
     let decoder = zstd::stream::read::Decoder::new(file).map_err(read_err)?;
     let mut archive = tar::Archive::new(decoder);
@@ -749,23 +730,12 @@ fn read_archive(job: ReadJob) -> Result<()> {
             ));
         };
         if name == DB_SQL {
-            let mut h = Hashing::new(entry);
-            match stream_db_sql(&mut h, &tables, &send_sql) {
-                Ok(()) => {}
-                Err(e) if is_stopped(&e) => return Err(e),
-                Err(e) => {
-                    let _ = send_sql(SqlMsg::Fail(e.clone_for_report()));
-                    return Err(e);
-                }
-            }
-            // Drain whatever follows the last block, so the digest covers the whole entry.
-            io::copy(&mut h, &mut io::sink()).map_err(read_err)?;
-            if !h.matches(&expected) {
-                let e = mismatch(DB_SQL);
-                let _ = send_sql(SqlMsg::Fail(e.clone_for_report()));
-                return Err(e);
-            }
-            send_sql(SqlMsg::End)?;
+            let spool = spool_entry(entry, &expected, spool_dir.as_deref())?;
+            spool_tx
+                .take()
+                .ok_or_else(|| mismatch(DB_SQL))?
+                .send(spool)
+                .map_err(|_| stopped())?;
             sql_done = true;
             continue;
         }
@@ -802,16 +772,61 @@ fn read_archive(job: ReadJob) -> Result<()> {
         }
     }
     if !sql_done || !manifest_seen || !files.is_empty() {
-        let e = Error::invalid(
+        return Err(Error::invalid(
             "bundle",
             "changed_between_passes: entries of the verified manifest are missing",
-        );
-        if !sql_done {
-            let _ = send_sql(SqlMsg::Fail(e.clone_for_report()));
-        }
-        return Err(e);
+        ));
     }
     Ok(())
+}
+
+/// Copies the `db.sql` entry into an unlinked temporary file, hashing it on the way; returns the
+/// file rewound, only if size and digest match the verified manifest.
+fn spool_entry(
+    entry: impl Read,
+    expected: &(u64, String),
+    dir: Option<&Path>,
+) -> Result<std::fs::File> {
+    let spool_err = |e: io::Error| Error::unavailable("spooling db.sql", false, e);
+    let file = match dir {
+        Some(d) => tempfile::tempfile_in(d),
+        None => tempfile::tempfile(),
+    }
+    .map_err(spool_err)?;
+    let mut h = Hashing::new(entry.take(expected.0.saturating_add(1)));
+    let mut out = io::BufWriter::with_capacity(CHUNK_BYTES, file);
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    loop {
+        let n = read_full(&mut h, &mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).map_err(spool_err)?;
+    }
+    if !h.matches(expected) {
+        return Err(mismatch(DB_SQL));
+    }
+    let mut file = out.into_inner().map_err(|e| spool_err(e.into_error()))?;
+    file.seek(io::SeekFrom::Start(0)).map_err(spool_err)?;
+    Ok(file)
+}
+
+/// Feeds a spooled, verified `db.sql` to the restore as COPY blocks (blocking thread). Any error
+/// also goes down the channel, so the restore fails rather than committing part of the rows.
+fn feed_db_sql(
+    spool: std::fs::File,
+    tables: &[TableDescriptor],
+    tx: &mpsc::Sender<SqlMsg>,
+) -> Result<()> {
+    let send = |msg: SqlMsg| tx.blocking_send(msg).map_err(|_| stopped());
+    match stream_db_sql(&mut io::BufReader::new(spool), tables, &send) {
+        Ok(()) => send(SqlMsg::End),
+        Err(e) if is_stopped(&e) => Err(e),
+        Err(e) => {
+            let _ = send(SqlMsg::Fail(e.clone_for_report()));
+            Err(e)
+        }
+    }
 }
 
 /// Reads until `buf` is full or the input ends.
@@ -921,7 +936,6 @@ async fn roll_back(rs: &Roomshard, record: &ImportRecord) -> Result<()> {
     .await
 }
 
-/// Deletes every object of a scope.
 /// Rolls back every import a crash left in the staging state; returns their ids.
 pub async fn recover_imports(rs: &Roomshard) -> Result<Vec<String>> {
     let mut rolled_back = Vec::new();
