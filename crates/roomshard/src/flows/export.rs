@@ -10,12 +10,13 @@
 //!    [`DbSqlWriter`] spooled to a temporary file (the archive needs `db.sql`'s size before its
 //!    bytes). The writer runs on a blocking thread fed through a bounded channel, so the runtime
 //!    never blocks on file I/O.
-//! 3. **Bundle**: the synchronous [`BundleWriter`] runs on a blocking thread. Its output comes
-//!    back through a bounded channel and is written (and hashed) to the caller's async writer;
-//!    media bytes go the other way, listed and read through the
-//!    [`MediaStore`](roomshard_core::MediaStore) page by page. The manifest is signed with the
-//!    platform key through the async [`KeyManager`](roomshard_core::KeyManager) in between.
-//!    Every channel is bounded, so memory does not grow with the room.
+//! 3. **Bundle**: the synchronous [`BundleWriter`] runs on a blocking thread, which also hashes
+//!    its output. [`export`] hands that output back through a bounded channel to the caller's
+//!    async writer; [`export_to_dir`] lets the thread write the file itself (a `DurableFile`,
+//!    flushed to disk while it is written). Media bytes go the other way, listed and read
+//!    through the [`MediaStore`](roomshard_core::MediaStore) page by page. The manifest is
+//!    signed with the platform key through the async [`KeyManager`](roomshard_core::KeyManager)
+//!    in between. Every channel is bounded, so memory does not grow with the room.
 //! 4. **Sidecar and audit**: the Sigstore sidecar binds the archive digest to the manifest;
 //!    `export.finished` goes into the audit log.
 
