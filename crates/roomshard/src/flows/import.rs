@@ -449,9 +449,8 @@ async fn load_and_commit(
             .map(|f| (f.path.clone(), (f.size, f.sha256.clone())))
             .collect(),
         manifest_sha256: verified.manifest_sha256.clone(),
-        max_manifest_bytes: VerifyLimits::default()
-            .max_manifest_bytes
-            .max(manifest_len_hint(manifest)),
+        // The verifier accepted the manifest under these limits.
+        max_manifest_bytes: options.limits.max_manifest_bytes,
         spool_dir: options.spool_dir.clone(),
         spool_tx,
         media_tx,
@@ -549,12 +548,6 @@ async fn load_and_commit(
         id_maps: restored.id_maps,
         receipt,
     })
-}
-
-/// An upper bound for `manifest.json`'s size (the verified one is at most the verifier's limit,
-/// which may have been raised above the default).
-fn manifest_len_hint(manifest: &Manifest) -> u64 {
-    roomshard_verify::format::to_canonical_json(manifest).len() as u64
 }
 
 /// One message from the archive reader to [`ShardStore::restore`](roomshard_core::ShardStore).
@@ -701,11 +694,11 @@ fn read_archive(job: ReadJob) -> Result<()> {
         spool_tx,
         media_tx,
     } = job;
+    // Taken when db.sql is spooled: `None` from then on.
     let mut spool_tx = Some(spool_tx);
     let file = std::fs::File::open(&path).map_err(|e| open_err(&path, e))?;
     let decoder = zstd::stream::read::Decoder::new(file).map_err(read_err)?;
     let mut archive = tar::Archive::new(decoder);
-    let mut sql_done = false;
     let mut manifest_seen = false;
     for entry in archive.entries().map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
@@ -730,19 +723,17 @@ fn read_archive(job: ReadJob) -> Result<()> {
             ));
         };
         if name == DB_SQL {
-            let spool = spool_entry(entry, &expected, spool_dir.as_deref())?;
-            spool_tx
-                .take()
-                .ok_or_else(|| mismatch(DB_SQL))?
-                .send(spool)
-                .map_err(|_| stopped())?;
-            sql_done = true;
+            // `files.remove` above already refused a second db.sql.
+            if let Some(tx) = spool_tx.take() {
+                let spool = spool_entry(entry, &expected, spool_dir.as_deref())?;
+                tx.send(spool).map_err(|_| stopped())?;
+            }
             continue;
         }
         let Some(key) = name.strip_prefix(MEDIA_PREFIX) else {
             return Err(mismatch(&name));
         };
-        if !sql_done {
+        if spool_tx.is_some() {
             return Err(mismatch(DB_SQL));
         }
         let (body_tx, body_rx) = mpsc::channel::<Result<Bytes>>(CHANNEL_DEPTH);
@@ -771,7 +762,7 @@ fn read_archive(job: ReadJob) -> Result<()> {
             return Err(e);
         }
     }
-    if !sql_done || !manifest_seen || !files.is_empty() {
+    if spool_tx.is_some() || !manifest_seen || !files.is_empty() {
         return Err(Error::invalid(
             "bundle",
             "changed_between_passes: entries of the verified manifest are missing",
