@@ -178,6 +178,21 @@ impl HasTrustedKey for LocalEd25519Signer {
     }
 }
 
+/// The `notes` values of the vector `valid_copy_escapes`: every byte the COPY rules give meaning
+/// to (`\.` lines, `\N`, CR, LF, tab, backslashes, a smuggling attempt), which psql and
+/// roomshard must load exactly as written here.
+pub const ESCAPE_VECTOR_VALUES: &[&str] = &[
+    "\\.",
+    "\\N",
+    "a\r\nb",
+    "\rcr",
+    "tab\there",
+    "back\\slash\\",
+    "\\.\r\nDROP TABLE users;",
+    "\\101 \\x41",
+    "",
+];
+
 /// The room tables of the vectors: messages with replies and attachments, and reactions.
 pub fn tables() -> Vec<TableDescriptor> {
     let col = ColumnDescriptor::new;
@@ -226,6 +241,7 @@ struct Draft {
     algorithm: Algorithm,
     key_id: String,
     format_version: u32,
+    created_at: &'static str,
 }
 
 impl Draft {
@@ -310,6 +326,7 @@ impl Draft {
             algorithm: Algorithm::EcdsaP256Sha256,
             key_id: keys.main.key_id().to_string(),
             format_version: format::FORMAT_VERSION,
+            created_at: CREATED_AT,
         }
     }
 
@@ -358,7 +375,7 @@ impl Draft {
                 .collect(),
             files,
             totals,
-            created_at: CREATED_AT.into(),
+            created_at: self.created_at.into(),
             signature: SignatureInfo {
                 key_id: self.key_id.clone(),
                 algorithm: self.algorithm,
@@ -400,6 +417,35 @@ fn write_db_sql(
     w.finish().expect("db.sql finishes")
 }
 
+/// A one-column table (`line text`, its own key): the shape in which a smuggled line still has
+/// the right field count, so only the codec's rules can refuse it.
+fn notes_table() -> TableDescriptor {
+    TableDescriptor {
+        name: "notes".into(),
+        columns: vec![ColumnDescriptor::new("line", LogicalType::Text, false)],
+        primary_key: vec!["line".into()],
+        room_key_column: "line".into(),
+        id_columns: vec![],
+        media_columns: vec![],
+    }
+}
+
+/// The standard draft with `table` as its only table holding `values`, no media; also returns
+/// `db.sql` as text for a test to corrupt.
+fn with_one_text_table(base: &Draft, table: &TableDescriptor, values: &[&str]) -> (Draft, String) {
+    use roomshard_bundle::CopyValue as V;
+    let rows: Vec<Vec<V>> = values.iter().map(|v| vec![V::Text((*v).into())]).collect();
+    let tables = vec![table.clone()];
+    let (db_sql, row_counts) = write_db_sql(&tables, &[&rows]);
+    let mut d = base.clone();
+    d.tables = tables;
+    d.db_sql = db_sql;
+    d.row_counts = row_counts;
+    d.media.clear();
+    let text = String::from_utf8(d.db_sql.clone()).expect("db.sql is UTF-8");
+    (d, text)
+}
+
 /// One raw tar entry.
 #[derive(Clone)]
 struct Entry {
@@ -408,6 +454,8 @@ struct Entry {
     link: Vec<u8>,
     data: Vec<u8>,
     corrupt_checksum: bool,
+    mode: u32,
+    padding_fill: u8,
 }
 
 impl Entry {
@@ -421,6 +469,8 @@ impl Entry {
             link: Vec::new(),
             data,
             corrupt_checksum: false,
+            mode: 0o644,
+            padding_fill: 0,
         }
     }
 }
@@ -446,7 +496,7 @@ fn tar_bytes(entries: &[Entry], padding_blocks: usize) -> Vec<u8> {
             }
             u.linkname[..e.link.len()].copy_from_slice(&e.link);
         }
-        h.set_mode(0o644);
+        h.set_mode(e.mode);
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(1_780_315_200);
@@ -458,7 +508,7 @@ fn tar_bytes(entries: &[Entry], padding_blocks: usize) -> Vec<u8> {
         }
         out.extend_from_slice(h.as_bytes());
         out.extend_from_slice(&e.data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
+        out.resize(out.len().div_ceil(512) * 512, e.padding_fill);
     }
     out.resize(out.len() + 1024 + padding_blocks * 512, 0);
     out
@@ -477,6 +527,27 @@ fn signature_entry(signer: &dyn Signer, manifest: &[u8]) -> Vec<u8> {
         .into_bytes();
     b.push(b'\n');
     b
+}
+
+/// `built` with its P-256 signature `(r, s)` replaced by its twin `(r, n - s)`, which verifies
+/// for the same manifest.
+fn good_twin_signature(built: &Built) -> Built {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let text = std::str::from_utf8(&built.signature).expect("base64 text");
+    let der = b64
+        .decode(text.trim_end())
+        .expect("vector signature is base64");
+    let sig = p256::ecdsa::Signature::from_der(&der).expect("vector signature is DER");
+    let twin = p256::ecdsa::Signature::from_scalars(sig.r().to_bytes(), (-*sig.s()).to_bytes())
+        .expect("n - s is a valid scalar");
+    let mut signature = b64.encode(twin.to_der().as_bytes()).into_bytes();
+    signature.push(b'\n');
+    Built {
+        content: built.content.clone(),
+        manifest: built.manifest.clone(),
+        signature,
+    }
 }
 
 /// Assembles content entries + manifest + signature into a compressed archive.
@@ -569,6 +640,28 @@ pub fn generate() -> Vec<Vector> {
             "the tar stream split over two concatenated zstd frames",
         );
     }
+    {
+        // A zstd skippable frame (magic 0x184D2A50, then a length) before the data frame:
+        // decoders skip it, so it changes the archive's bytes but nothing that is extracted.
+        let mut a = vec![0x50, 0x2a, 0x4d, 0x18, 8, 0, 0, 0];
+        a.extend_from_slice(b"unsigned");
+        a.extend_from_slice(&good.archive());
+        out.add(
+            "valid_skippable_frame",
+            a,
+            "valid",
+            "a zstd skippable frame before the data: transport, not content (docs §1)",
+        );
+    }
+    {
+        let twin = good_twin_signature(&good);
+        out.add(
+            "valid_signature_twin",
+            twin.archive(),
+            "valid",
+            "valid_basic with the other-S twin of its ECDSA signature: also valid, same manifest",
+        );
+    }
     out.add(
         "valid_record_padding",
         zstd(&tar_bytes(&good.entries(), 18)),
@@ -644,6 +737,26 @@ pub fn generate() -> Vec<Vector> {
             a,
             "fail_trailing_garbage",
             "non-zstd bytes after the last frame",
+        );
+    }
+    {
+        let mut e = good.entries();
+        e[0].padding_fill = b'A';
+        out.add(
+            "nonzero_padding",
+            zstd(&tar_bytes(&e, 0)),
+            "fail_nonzero_padding",
+            "db.sql's block padding holds bytes nothing signs",
+        );
+    }
+    {
+        let mut e = good.entries();
+        e[1].mode = 0o4755;
+        out.add(
+            "unsafe_mode",
+            zstd(&tar_bytes(&e, 0)),
+            "fail_unsafe_mode",
+            "a media entry with mode 4755: tar -x as root would make a set-uid program",
         );
     }
     {
@@ -1114,6 +1227,150 @@ pub fn generate() -> Vec<Vector> {
             build(&d, &keys.main).archive(),
             "fail_sql_unterminated_copy",
             "the last COPY block lacks its \\. terminator",
+        );
+    }
+
+    // ---- db.sql: where a row and a block end (docs/bundle-format.md §4.1) ----
+    {
+        // The attack that verified before the codec's rules: a one-column table whose first
+        // "row" is `\.` CR, then a line of SQL. psql ends COPY at `\.` CR LF and runs the next
+        // line; the old scanner counted both lines as rows of one field each.
+        let notes = notes_table();
+        let (mut d, text) = with_one_text_table(&std_draft, &notes, &["first"]);
+        let smuggled = text.replacen(
+            "FROM stdin;\n",
+            "FROM stdin;\n\\.\r\nDROP TABLE users;\n",
+            1,
+        );
+        d.db_sql = smuggled.into_bytes();
+        d.row_counts = vec![3];
+        out.add(
+            "sql_end_marker_crlf",
+            build(&d, &keys.main).archive(),
+            "fail_sql_carriage_return",
+            "a COPY line \\. CR LF then DROP TABLE: psql would end the block there and run it",
+        );
+    }
+    let raw_row_cases: [(&'static str, &str, &str, &str); 9] = [
+        (
+            "sql_carriage_return_in_field",
+            "a\rb",
+            "fail_sql_carriage_return",
+            "a raw CR inside a value (PostgreSQL ends the row there or refuses the file)",
+        ),
+        (
+            "sql_end_marker_mid_line",
+            "note \\.",
+            "fail_sql_end_marker",
+            "an unescaped \\. inside a value (PostgreSQL 15 ends the COPY data there)",
+        ),
+        (
+            "sql_end_marker_with_text",
+            "\\.more",
+            "fail_sql_end_marker",
+            "a line starting \\. with more text (psql and the server disagree on it)",
+        ),
+        (
+            "sql_backslash_newline",
+            "line one\\\nline two",
+            "fail_sql_bad_escape",
+            "a backslash before the LF (PostgreSQL joins the two lines into one row)",
+        ),
+        (
+            "sql_backslash_tab",
+            "a\\\tb",
+            "fail_sql_bad_escape",
+            "a backslash before a tab (PostgreSQL reads one field, a tab counter two)",
+        ),
+        (
+            "sql_octal_escape",
+            "\\101",
+            "fail_sql_bad_escape",
+            "an octal escape (never written; decodes to bytes the verifier cannot see)",
+        ),
+        (
+            "sql_null_inside_field",
+            "a\\Nb",
+            "fail_sql_bad_escape",
+            "\\N inside a longer field (only a whole field \\N means NULL)",
+        ),
+        (
+            "sql_invalid_utf8",
+            "caf\u{FFFD}",
+            "fail_sql_invalid_text",
+            "a value that is not UTF-8",
+        ),
+        (
+            "sql_nul_byte",
+            "a\0b",
+            "fail_sql_invalid_text",
+            "a raw NUL byte in a value",
+        ),
+    ];
+    for (name, raw, expect, about) in raw_row_cases {
+        let notes = notes_table();
+        let (mut d, text) = with_one_text_table(&std_draft, &notes, &["first", "MARK"]);
+        let mut bytes = text.replacen("MARK", raw, 1).into_bytes();
+        if name == "sql_invalid_utf8" {
+            let at = bytes
+                .windows(3)
+                .position(|w| w == "\u{FFFD}".as_bytes())
+                .expect("placeholder present");
+            bytes.splice(at..at + 3, [0xff]);
+        }
+        d.db_sql = bytes;
+        out.add(name, build(&d, &keys.main).archive(), expect, about);
+    }
+    {
+        let notes = notes_table();
+        let (mut d, text) = with_one_text_table(&std_draft, &notes, &["first"]);
+        d.db_sql = text
+            .strip_suffix('\n')
+            .expect("ends with LF")
+            .as_bytes()
+            .to_vec();
+        out.add(
+            "sql_final_line_without_lf",
+            build(&d, &keys.main).archive(),
+            "fail_sql_unterminated_copy",
+            "db.sql ends with \\. but no LF",
+        );
+    }
+    {
+        // Every byte the rules give meaning to, written as the writer writes it: psql and
+        // roomshard must load exactly these values.
+        let notes = notes_table();
+        let (d, _) = with_one_text_table(&std_draft, &notes, ESCAPE_VECTOR_VALUES);
+        out.add(
+            "valid_copy_escapes",
+            build(&d, &keys.main).archive(),
+            "valid",
+            "values holding \\., \\N, CR, LF, tab and backslashes, escaped as the writer does",
+        );
+    }
+
+    // ---- manifest timestamps and deceptive names ----
+    {
+        let mut d = std_draft.clone();
+        d.created_at = "2026-02-31T23:59:60Z";
+        out.add(
+            "invalid_timestamp",
+            build(&d, &keys.main).archive(),
+            "fail_invalid_timestamp",
+            "created_at 2026-02-31T23:59:60Z has the right shape but names no real instant",
+        );
+    }
+    {
+        let mut d = std_draft.clone();
+        d.media.push((
+            "att/evil\u{202E}gnp.exe".into(),
+            b"MZ not a picture".to_vec(),
+        ));
+        out.add(
+            "deceptive_path",
+            build(&d, &keys.main).archive(),
+            "fail_deceptive_path",
+            "a media name with U+202E that displays as evilexe.png",
         );
     }
     out.0

@@ -49,9 +49,7 @@ pub use attest::{
 pub use error::BundleError;
 pub use p256::elliptic_curve::zeroize::Zeroizing;
 pub use signer::{LocalEd25519Signer, LocalP256Signer, Signer, key_id_for_spki_der};
-pub use sql::{
-    CopyValue, DbSqlWriter, encode_copy_row, format_float8, is_copy_timestamptz, is_uuid,
-};
+pub use sql::{CopyValue, DbSqlWriter, encode_copy_row};
 pub use writer::{
     BundleMeta, BundleWriter, Finished, HashingWriter, PendingSignature, WriterOptions,
     archive_file_name, default_exporter,

@@ -6,10 +6,9 @@
 
 use std::io::Write;
 
+use roomshard_verify::copy::{self, END_LINE as COPY_END_LINE, NULL as COPY_NULL, push_text};
 use roomshard_verify::format::{LogicalType, TableDescriptor, validate_room_id, validate_tables};
-use roomshard_verify::sql::{
-    COPY_END_LINE, COPY_NULL, copy_header_line, preamble_lines, push_copy_text,
-};
+use roomshard_verify::sql::{copy_header_line, preamble_lines};
 
 use crate::error::BundleError;
 
@@ -65,14 +64,14 @@ impl CopyValue {
                 if s.contains('\0') {
                     return Err("text contains a NUL character".to_string());
                 }
-                push_copy_text(out, s);
+                push_text(out, s);
             }
             CopyValue::Int8(v) => out.push_str(&v.to_string()),
             CopyValue::Int4(v) => out.push_str(&v.to_string()),
             CopyValue::Bool(v) => out.push(if *v { 't' } else { 'f' }),
-            CopyValue::Float8(v) => out.push_str(&format_float8(*v)),
+            CopyValue::Float8(v) => out.push_str(&copy::format_float8(*v)),
             CopyValue::Timestamptz(s) => {
-                if !is_copy_timestamptz(s) {
+                if !copy::is_timestamptz(s) {
                     return Err(format!(
                         "timestamptz {s:?} is not YYYY-MM-DD HH:MM:SS[.ffffff]+00"
                     ));
@@ -80,8 +79,7 @@ impl CopyValue {
                 out.push_str(s);
             }
             CopyValue::Bytea(bytes) => {
-                let text = format!("\\x{}", roomshard_verify::format::hex(bytes));
-                push_copy_text(out, &text);
+                push_text(out, &copy::bytea_text(bytes));
             }
             CopyValue::Jsonb(s) => {
                 if s.contains('\0') {
@@ -89,10 +87,10 @@ impl CopyValue {
                 }
                 serde_json::from_str::<serde::de::IgnoredAny>(s)
                     .map_err(|e| format!("jsonb is not a JSON document: {e}"))?;
-                push_copy_text(out, s);
+                push_text(out, s);
             }
             CopyValue::Uuid(s) => {
-                if !is_uuid(s) {
+                if !copy::is_uuid(s) {
                     return Err(format!("uuid {s:?} is not 8-4-4-4-12 hex digits"));
                 }
                 out.push_str(&s.to_ascii_lowercase());
@@ -117,76 +115,6 @@ pub fn encode_copy_row(values: &[CopyValue], out: &mut String) -> Result<(), Bun
     }
     out.push('\n');
     Ok(())
-}
-
-/// Shortest round-trip text of a float, in the spellings PostgreSQL reads. Rust's `Display` is
-/// shortest round-trip but never uses an exponent, so very large or small magnitudes switch to
-/// `LowerExp` (also shortest round-trip) as PostgreSQL's own output does, to keep lines short.
-pub fn format_float8(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_string()
-    } else if v.is_infinite() {
-        if v > 0.0 { "Infinity" } else { "-Infinity" }.to_string()
-    } else if v != 0.0 && (v.abs() < 1e-4 || v.abs() >= 1e15) {
-        format!("{v:e}")
-    } else {
-        format!("{v}")
-    }
-}
-
-/// Whether `s` is a `timestamptz` in the COPY text form bundles use:
-/// `YYYY-MM-DD HH:MM:SS[.f{1,6}]+00`. Shared with providers that store timestamps as text, so
-/// they accept exactly what a bundle may contain.
-pub fn is_copy_timestamptz(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits =
-        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
-    let num =
-        |r: std::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<u32>().ok()).unwrap_or(99);
-    if b.len() < 22
-        || !(digits(0..4)
-            && b[4] == b'-'
-            && digits(5..7)
-            && b[7] == b'-'
-            && digits(8..10)
-            && b[10] == b' '
-            && digits(11..13)
-            && b[13] == b':'
-            && digits(14..16)
-            && b[16] == b':'
-            && digits(17..19))
-    {
-        return false;
-    }
-    if !((1..=12).contains(&num(5..7))
-        && (1..=31).contains(&num(8..10))
-        && num(11..13) < 24
-        && num(14..16) < 60
-        && num(17..19) < 61)
-    {
-        return false;
-    }
-    let rest = &b[19..];
-    let rest = match rest.first() {
-        Some(b'.') => {
-            let frac = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-            if !(1..=6).contains(&frac) {
-                return false;
-            }
-            &rest[1 + frac..]
-        }
-        _ => rest,
-    };
-    rest == b"+00"
-}
-
-/// Whether `s` is a UUID in its canonical hyphenated form (`8-4-4-4-12` hex digits).
-pub fn is_uuid(s: &str) -> bool {
-    s.len() == 36
-        && s.bytes().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
 }
 
 /// Streams `db.sql` for one room: the preamble on [`DbSqlWriter::new`], then tables in
@@ -423,35 +351,6 @@ impl<W: Write> DbSqlWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn floats() {
-        assert_eq!(format_float8(1.5), "1.5");
-        assert_eq!(format_float8(0.1), "0.1");
-        assert_eq!(format_float8(-0.0), "-0");
-        assert_eq!(format_float8(1e300), "1e300");
-        assert_eq!(format_float8(1e-7), "1e-7");
-        assert_eq!(format_float8(f64::NAN), "NaN");
-        assert_eq!(format_float8(f64::INFINITY), "Infinity");
-        assert_eq!(format_float8(f64::NEG_INFINITY), "-Infinity");
-        for v in [0.1, 1e300, 5e-324, f64::MAX, f64::MIN_POSITIVE, 123456.789] {
-            assert_eq!(format_float8(v).parse::<f64>().expect("parses"), v);
-        }
-    }
-
-    #[test]
-    fn timestamps_and_uuids() {
-        assert!(is_copy_timestamptz("2026-11-22 10:00:00+00"));
-        assert!(is_copy_timestamptz("2026-11-22 10:00:00.5+00"));
-        assert!(is_copy_timestamptz("2026-11-22 10:00:00.123456+00"));
-        assert!(!is_copy_timestamptz("2026-11-22 10:00:00.1234567+00"));
-        assert!(!is_copy_timestamptz("2026-11-22 10:00:00."));
-        assert!(!is_copy_timestamptz("2026-11-22T10:00:00Z"));
-        assert!(!is_copy_timestamptz("2026-11-22 10:00:00+01"));
-        assert!(!is_copy_timestamptz("2026-13-22 10:00:00+00"));
-        assert!(is_uuid("123e4567-e89b-12d3-a456-426614174000"));
-        assert!(!is_uuid("123e4567e89b12d3a456426614174000"));
-    }
 
     #[test]
     fn encode_copy_row_escapes_and_refuses_like_write_row() {

@@ -221,7 +221,7 @@ proptest! {
     #[test]
     fn floats_round_trip(bits in any::<u64>()) {
         let v = f64::from_bits(bits);
-        let s = roomshard_bundle::format_float8(v);
+        let s = roomshard_verify::copy::format_float8(v);
         let back: f64 = match s.as_str() {
             "NaN" => f64::NAN,
             "Infinity" => f64::INFINITY,

@@ -613,3 +613,59 @@ fn verify_limit_flag_refuses_unknown_names_and_bad_values() {
         );
     }
 }
+
+#[test]
+fn verify_key_validity_judges_the_key_window_at_the_chosen_time() {
+    // valid_basic was created 2026-06-01 by a key valid 2026-01-01..2027-01-01.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/vectors");
+    let keys = dir.join("trusted-keys.json");
+    let archive = dir.join("valid_basic.tar.zst");
+    let verdict = |extra: &[&str]| {
+        let (out, report) = verify_json(&archive, &keys, extra);
+        (out.status.code(), report["error"]["reason"].clone())
+    };
+    assert_eq!(verdict(&[]), (Some(0), serde_json::Value::Null));
+    assert_eq!(
+        verdict(&["--key-validity", "signed"]),
+        (Some(0), serde_json::Value::Null)
+    );
+    assert_eq!(
+        verdict(&["--key-validity", "2026-12-31T23:59:59Z"]),
+        (Some(0), serde_json::Value::Null)
+    );
+    // After the key retired: a backdated signature no longer counts.
+    assert_eq!(
+        verdict(&["--key-validity", "2027-01-01T00:00:01Z"]),
+        (Some(1), serde_json::json!("key_expired"))
+    );
+    assert_eq!(
+        verdict(&["--key-validity", "2025-12-31T00:00:00Z"]),
+        (Some(1), serde_json::json!("key_not_yet_valid"))
+    );
+    // `now` is accepted (its verdict depends on today's date, so only the exit code's range).
+    let now = run(roomshard()
+        .arg("verify")
+        .arg(&archive)
+        .arg("--trusted-keys")
+        .arg(&keys)
+        .args(["--key-validity", "now"]));
+    assert!(
+        matches!(now.status.code(), Some(0 | 1)),
+        "{}",
+        describe(&now)
+    );
+    for bad in ["yesterday", "2026-02-31T00:00:00Z"] {
+        let out = run(roomshard()
+            .arg("verify")
+            .arg(&archive)
+            .arg("--trusted-keys")
+            .arg(&keys)
+            .args(["--key-validity", bad]));
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--key-validity"),
+            "{bad}: {}",
+            describe(&out)
+        );
+    }
+}

@@ -21,9 +21,11 @@
 //! Output is exactly what `roomshard-bundle`'s `DbSqlWriter` writes for the same values (the
 //! integration tests compare them byte for byte).
 
-use roomshard_bundle::{is_copy_timestamptz, is_uuid};
 use roomshard_core::{LogicalType, TableDescriptor};
-use roomshard_verify::sql::{COPY_NULL, push_copy_text};
+use roomshard_verify::copy::{
+    self, NULL as COPY_NULL, format_float8, is_timestamptz, is_uuid, parse_bytea, parse_float8,
+    parse_int, push_text,
+};
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteRow};
 use sqlx::{Row, TypeInfo, ValueRef};
 use std::cmp::Ordering;
@@ -160,18 +162,15 @@ pub(crate) fn push_field(out: &mut String, ty: LogicalType, v: &Val) -> Result<(
         (LogicalType::Float8, Val::Real(f)) => out.push_str(&format_float8(*f)),
         // Stored values are checked as restore checks them, so a host's own writes that do not
         // fit the logical type surface here instead of in a db.sql no reader accepts.
-        (LogicalType::Text, Val::Text(s)) if !s.contains('\0') => push_copy_text(out, s),
+        (LogicalType::Text, Val::Text(s)) if !s.contains('\0') => push_text(out, s),
         (LogicalType::Jsonb, Val::Text(s)) if !s.contains('\0') => {
             serde_json::from_str::<serde::de::IgnoredAny>(s)
                 .map_err(|e| format!("jsonb {s:?} is not a JSON document: {e}"))?;
-            push_copy_text(out, s);
+            push_text(out, s);
         }
-        (LogicalType::Timestamptz, Val::Text(s)) if is_copy_timestamptz(s) => out.push_str(s),
+        (LogicalType::Timestamptz, Val::Text(s)) if is_timestamptz(s) => out.push_str(s),
         (LogicalType::Uuid, Val::Text(s)) if is_uuid(s) => out.push_str(&s.to_ascii_lowercase()),
-        (LogicalType::Bytea, Val::Blob(b)) => {
-            out.push_str("\\\\x");
-            out.push_str(&roomshard_verify::format::hex(b));
-        }
+        (LogicalType::Bytea, Val::Blob(b)) => push_text(out, &copy::bytea_text(b)),
         (ty, v) => return Err(format!("value {v:?} does not fit a {ty:?} column")),
     }
     Ok(())
@@ -193,93 +192,26 @@ pub(crate) fn push_row(
     Ok(())
 }
 
-/// Shortest round-trip text of a float in PostgreSQL's spellings; the same function as
-/// `roomshard_bundle::sql::format_float8` (tested equal).
-pub(crate) fn format_float8(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_string()
-    } else if v.is_infinite() {
-        if v > 0.0 { "Infinity" } else { "-Infinity" }.to_string()
-    } else if v != 0.0 && (v.abs() < 1e-4 || v.abs() >= 1e15) {
-        format!("{v:e}")
-    } else {
-        format!("{v}")
-    }
-}
-
-/// Undoes COPY text escaping of one field (`\N` is handled by the caller).
-fn unescape(raw: &[u8]) -> Result<String, String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let b = raw[i];
-        if b != b'\\' {
-            out.push(b);
-            i += 1;
-            continue;
-        }
-        let Some(&next) = raw.get(i + 1) else {
-            return Err("field ends with a lone backslash".into());
-        };
-        i += 2;
-        match next {
-            b'\\' => out.push(b'\\'),
-            b't' => out.push(b'\t'),
-            b'n' => out.push(b'\n'),
-            b'r' => out.push(b'\r'),
-            b'b' => out.push(8),
-            b'f' => out.push(12),
-            b'v' => out.push(11),
-            b'0'..=b'7' => {
-                let mut v = u32::from(next - b'0');
-                let mut n = 1;
-                while n < 3 {
-                    match raw.get(i) {
-                        Some(&d @ b'0'..=b'7') => {
-                            v = v * 8 + u32::from(d - b'0');
-                            i += 1;
-                            n += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                out.push((v & 0xff) as u8);
-            }
-            b'x' if raw.get(i).is_some_and(u8::is_ascii_hexdigit) => {
-                let mut v = 0u32;
-                let mut n = 0;
-                while n < 2 {
-                    match raw.get(i) {
-                        Some(d) if d.is_ascii_hexdigit() => {
-                            v = v * 16 + (*d as char).to_digit(16).unwrap_or(0);
-                            i += 1;
-                            n += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                out.push(v as u8);
-            }
-            // PostgreSQL: any other escaped character stands for itself.
-            other => out.push(other),
-        }
-    }
-    String::from_utf8(out).map_err(|_| "field is not valid UTF-8".to_string())
-}
-
-/// Parses one escaped COPY field as a value of `ty`.
+/// Parses one escaped COPY field (as a checkpoint cursor stores it) as a value of `ty`, by the
+/// codec's rules.
 pub(crate) fn parse_field(ty: LogicalType, nullable: bool, raw: &[u8]) -> Result<Val, String> {
-    if raw == b"\\N" {
+    let mut values = copy::parse_row(raw).map_err(|f| f.describe().to_string())?;
+    match (values.pop(), values.is_empty()) {
+        (Some(value), true) => parse_value(ty, nullable, value),
+        _ => Err("a field holds a tab".into()),
+    }
+}
+
+/// Types one unescaped COPY value (`None` = NULL) as a value of `ty`, accepting exactly the
+/// codec's canonical spellings.
+fn parse_value(ty: LogicalType, nullable: bool, value: Option<String>) -> Result<Val, String> {
+    let Some(s) = value else {
         return if nullable {
             Ok(Val::Null)
         } else {
             Err("NULL in a non-nullable column".into())
         };
-    }
-    let s = unescape(raw)?;
-    if s.contains('\0') {
-        return Err("value contains a NUL character".into());
-    }
+    };
     match ty {
         LogicalType::Text => Ok(Val::Text(s)),
         LogicalType::Int8 => parse_int(&s)
@@ -294,11 +226,11 @@ pub(crate) fn parse_field(ty: LogicalType, nullable: bool, raw: &[u8]) -> Result
             "f" => Ok(Val::Int(0)),
             _ => Err(format!("{s:?} is not a bool (t or f)")),
         },
-        LogicalType::Float8 => parse_float(&s)
+        LogicalType::Float8 => parse_float8(&s)
             .map(Val::Real)
             .ok_or_else(|| format!("{s:?} is not a float8")),
         LogicalType::Timestamptz => {
-            if is_copy_timestamptz(&s) {
+            if is_timestamptz(&s) {
                 Ok(Val::Text(s))
             } else {
                 Err(format!(
@@ -324,9 +256,10 @@ pub(crate) fn parse_field(ty: LogicalType, nullable: bool, raw: &[u8]) -> Result
     }
 }
 
-/// Parses one COPY line (without its `\n`) into the table's values.
+/// Parses one COPY line (without its `\n`) into the table's values, by the codec's rules
+/// (`roomshard_verify::copy`): the same row split the verifier and PostgreSQL make.
 pub(crate) fn parse_line(table: &TableDescriptor, line: &[u8]) -> Result<Vec<Val>, String> {
-    let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
+    let fields = copy::parse_row(line).map_err(|f| f.describe().to_string())?;
     if fields.len() != table.columns.len() {
         return Err(format!(
             "{} fields, the table has {} columns",
@@ -339,47 +272,9 @@ pub(crate) fn parse_line(table: &TableDescriptor, line: &[u8]) -> Result<Vec<Val
         .iter()
         .zip(fields)
         .map(|(c, f)| {
-            parse_field(c.logical_type, c.nullable, f)
+            parse_value(c.logical_type, c.nullable, f)
                 .map_err(|e| format!("column {}: {e}", c.name))
         })
-        .collect()
-}
-
-fn parse_int(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-fn parse_float(s: &str) -> Option<f64> {
-    match s {
-        "NaN" => return Some(f64::NAN),
-        "Infinity" => return Some(f64::INFINITY),
-        "-Infinity" => return Some(f64::NEG_INFINITY),
-        _ => {}
-    }
-    // Rust also reads `inf`, `nan`, `infinity`: only plain decimal/exponent forms pass here.
-    if s.is_empty()
-        || !s
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
-    {
-        return None;
-    }
-    s.parse().ok().filter(|v: &f64| v.is_finite())
-}
-
-fn parse_bytea(s: &str) -> Option<Vec<u8>> {
-    let hex = s.strip_prefix("\\x")?;
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    let digit = |b: u8| (b as char).to_digit(16);
-    hex.as_bytes()
-        .chunks(2)
-        .map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8))
         .collect()
 }
 
@@ -433,13 +328,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unescape_and_fields() {
+    fn fields_by_the_codec_rules() {
         assert_eq!(
-            unescape(b"a\\tb\\\\c\\nd\\re").expect("ok"),
-            "a\tb\\c\nd\re"
+            parse_field(LogicalType::Text, false, b"a\\tb\\\\c\\nd\\re").expect("ok"),
+            Val::Text("a\tb\\c\nd\re".into())
         );
-        assert_eq!(unescape(b"\\101\\x42").expect("ok"), "AB");
-        assert!(unescape(b"abc\\").is_err());
+        // PostgreSQL reads octal and hex escapes; bundles never hold them, so neither does this.
+        assert!(parse_field(LogicalType::Text, false, b"\\101\\x42").is_err());
+        assert!(parse_field(LogicalType::Text, false, b"abc\\").is_err());
+        assert!(parse_field(LogicalType::Text, false, b"a\rb").is_err());
         assert_eq!(
             parse_field(LogicalType::Bytea, false, b"\\\\x00ff").expect("ok"),
             Val::Blob(vec![0, 255])
@@ -447,6 +344,7 @@ mod tests {
         assert!(parse_field(LogicalType::Int4, false, b"2147483648").is_err());
         assert!(parse_field(LogicalType::Float8, false, b"inf").is_err());
         assert!(parse_field(LogicalType::Int8, false, b"\\N").is_err());
+        assert!(parse_field(LogicalType::Timestamptz, false, b"2026-02-31 00:00:00+00").is_err());
         assert_eq!(
             parse_field(
                 LogicalType::Uuid,

@@ -726,6 +726,32 @@ mod tests {
         assert_eq!(err.reason, Reason::KeyExpired);
     }
 
+    #[test]
+    fn validity_judged_at_the_current_time_refuses_a_retired_key_that_backdates() {
+        let json = sidecar(&export_statement(ARCHIVE, MANIFEST));
+        // Valid at its own signing time, so accepted by default...
+        verify_sidecar(&json, &report(), &keys()).expect("valid at signing time");
+        // ...but the key retired on 2027-01-01: judged today, it no longer vouches.
+        let today = keys().judged_at("2027-03-01T00:00:00Z").expect("timestamp");
+        assert_eq!(today.validity_time(), Some("2027-03-01T00:00:00Z"));
+        let err = verify_sidecar(&json, &report(), &today).expect_err("retired key");
+        assert_eq!(err.reason, Reason::KeyExpired);
+        assert!(
+            err.detail.contains("judged at 2027-03-01T00:00:00Z"),
+            "{}",
+            err.detail
+        );
+        let within = keys().judged_at("2026-12-01T00:00:00Z").expect("timestamp");
+        verify_sidecar(&json, &report(), &within).expect("valid today");
+        assert_eq!(
+            keys()
+                .judged_at("2026-02-31T00:00:00Z")
+                .expect_err("no such day")
+                .reason,
+            Reason::KeySetInvalid
+        );
+    }
+
     fn receipt_statement(issued: &str, expires: &str) -> Statement {
         let mut digest = BTreeMap::new();
         digest.insert("sha256".to_string(), MANIFEST.to_string());

@@ -116,6 +116,23 @@ reasons! {
     SqlFieldCount => "sql_field_count",
     /// A COPY block without its `\.` terminator.
     SqlUnterminatedCopy => "sql_unterminated_copy",
+    /// A raw carriage return in `db.sql` (PostgreSQL would end a row or the block there).
+    SqlCarriageReturn => "sql_carriage_return",
+    /// A backslash in COPY data not followed by `\ t n r`, or a `\N` that is not a whole field.
+    SqlBadEscape => "sql_bad_escape",
+    /// `\.` in COPY data other than as the whole terminator line.
+    SqlEndMarker => "sql_end_marker",
+    /// `db.sql` is not UTF-8, or holds a NUL byte.
+    SqlInvalidText => "sql_invalid_text",
+    /// A timestamp of the right shape that names no real instant (`2026-02-31`, `23:59:60`).
+    InvalidTimestamp => "invalid_timestamp",
+    /// An entry path with a bidirectional control or a line/paragraph separator, which can make
+    /// a name display as another (`evil\u{202E}gnp.exe`).
+    DeceptivePath => "deceptive_path",
+    /// Non-zero bytes in the padding that rounds an entry's data up to a tar block.
+    NonzeroPadding => "nonzero_padding",
+    /// A tar entry with the set-user-ID, set-group-ID or sticky bit (`tar -x` as root keeps them).
+    UnsafeMode => "unsafe_mode",
     /// The sidecar is not a well-formed Sigstore bundle / DSSE / in-toto statement.
     SidecarInvalid => "sidecar_invalid",
     /// The sidecar's DSSE signature does not verify.

@@ -370,7 +370,9 @@ fn invalid(detail: String) -> VerifyError {
 /// Checks the manifest's cross-field rules (docs/bundle-format.md §3).
 pub fn validate_manifest(m: &Manifest) -> Result<(), VerifyError> {
     validate_room_id(&m.room.id).map_err(|e| invalid(e.detail))?;
-    validate_timestamp(&m.created_at).map_err(|e| invalid(format!("created_at: {}", e.detail)))?;
+    validate_timestamp(&m.created_at).map_err(|e| {
+        VerifyError::new(e.reason, format!("manifest.json: created_at: {}", e.detail))
+    })?;
     validate_key_id(&m.signature.key_id).map_err(|e| invalid(e.detail))?;
     validate_tables(m.tables.iter().map(|t| &t.descriptor)).map_err(|e| invalid(e.detail))?;
     let mut totals = Totals::default();
@@ -532,37 +534,43 @@ pub fn validate_key_id(id: &str) -> Result<(), VerifyError> {
     }
 }
 
-/// Timestamps: `YYYY-MM-DDTHH:MM:SSZ` exactly (fixed width, so they compare as strings).
+/// Timestamps: `YYYY-MM-DDTHH:MM:SSZ` exactly (fixed width, so they compare as strings), naming
+/// a real instant. A wrong shape is [`Reason::ManifestInvalid`]; the right shape on a date or
+/// time that does not exist (`2026-02-31`, `24:00:00`, the leap second `23:59:60`) is
+/// [`Reason::InvalidTimestamp`].
 pub fn validate_timestamp(ts: &str) -> Result<(), VerifyError> {
     let b = ts.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    let num = |r: std::ops::Range<usize>| ts[r].parse::<u32>().unwrap_or(99);
-    let ok = b.len() == 20
-        && digits(0..4)
+    let digit_at = |i: usize| b.get(i).map_or(false, u8::is_ascii_digit);
+    let shape = b.len() == 20
         && b[4] == b'-'
-        && digits(5..7)
         && b[7] == b'-'
-        && digits(8..10)
         && b[10] == b'T'
-        && digits(11..13)
         && b[13] == b':'
-        && digits(14..16)
         && b[16] == b':'
-        && digits(17..19)
         && b[19] == b'Z'
-        && (1..=12).contains(&num(5..7))
-        && (1..=31).contains(&num(8..10))
-        && num(11..13) < 24
-        && num(14..16) < 60
-        && num(17..19) < 61;
-    if ok {
-        Ok(())
-    } else {
-        Err(VerifyError::new(
+        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+            .iter()
+            .all(|&i| digit_at(i));
+    if !shape {
+        return Err(VerifyError::new(
             Reason::ManifestInvalid,
             format!("timestamp {ts:?} is not YYYY-MM-DDTHH:MM:SSZ"),
-        ))
+        ));
     }
+    if !crate::copy::is_calendar_datetime(b) {
+        return Err(VerifyError::new(
+            Reason::InvalidTimestamp,
+            format!("timestamp {ts:?} names no real date and time"),
+        ));
+    }
+    Ok(())
+}
+
+/// Characters that make a path display as something else: the bidirectional embeddings,
+/// overrides and isolates (U+202A–U+202E, U+2066–U+2069), the marks U+200E, U+200F and U+061C,
+/// and the line and paragraph separators U+2028, U+2029.
+pub fn is_deceptive_char(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{2028}' | '\u{2029}')
 }
 
 /// Entry paths (docs/bundle-format.md §1). Returns the specific reason a path is refused.
@@ -587,6 +595,12 @@ pub fn validate_path(path: &str) -> Result<(), VerifyError> {
     }
     if path.chars().any(|c| c == '\\' || c.is_control()) {
         return refuse(Reason::InvalidPath, "has a backslash or control character");
+    }
+    if path.chars().any(is_deceptive_char) {
+        return refuse(
+            Reason::DeceptivePath,
+            "has a bidirectional control or a line/paragraph separator",
+        );
     }
     Ok(())
 }

@@ -15,6 +15,8 @@ enum PublicKey {
 #[derive(Clone, Debug)]
 pub struct TrustedKeys {
     entries: Vec<(TrustedKey, PublicKey)>,
+    /// When set, key validity windows are judged at this time instead of the signing time.
+    judged_at: Option<String>,
 }
 
 impl TrustedKeys {
@@ -42,7 +44,34 @@ impl TrustedKeys {
                 .map_err(|d| bad(format!("key {}: {d}", key.id)))?;
             entries.push((key, public));
         }
-        Ok(TrustedKeys { entries })
+        Ok(TrustedKeys {
+            entries,
+            judged_at: None,
+        })
+    }
+
+    /// Judges every key's `not_before`/`not_after` at `now` (a format timestamp, normally the
+    /// current time) instead of at the signing time the signer wrote into the bundle.
+    ///
+    /// Why: by default an export made while its key was valid stays verifiable after the key
+    /// retires — but the signing time is the signer's own claim, so whoever still holds a
+    /// retired key can sign a backdated bundle that passes. A verifier that wants "valid under a
+    /// key that is valid today" sets this; revocation remains the way to withdraw a leaked key
+    /// for both modes.
+    pub fn judged_at(mut self, now: &str) -> Result<Self, VerifyError> {
+        validate_timestamp(now).map_err(|e| {
+            VerifyError::new(
+                Reason::KeySetInvalid,
+                format!("validity time: {}", e.detail),
+            )
+        })?;
+        self.judged_at = Some(now.to_string());
+        Ok(self)
+    }
+
+    /// The time validity windows are judged at, when [`TrustedKeys::judged_at`] set one.
+    pub fn validity_time(&self) -> Option<&str> {
+        self.judged_at.as_deref()
     }
 
     /// The keys, as given.
@@ -51,7 +80,8 @@ impl TrustedKeys {
     }
 
     /// Checks that `signature` over `message` was made by key `key_id` with `alg`, and that the
-    /// key was usable at `signed_at` (a format timestamp). Returns the key on success.
+    /// key was usable at `signed_at` (a format timestamp) — or at the time set by
+    /// [`TrustedKeys::judged_at`]. Returns the key on success.
     ///
     /// `bad_signature` is the reason reported when the key is fine but the signature is not, so
     /// manifests, sidecars and receipts each report their own code.
@@ -90,19 +120,23 @@ impl TrustedKeys {
                 ),
             ));
         }
+        let (at, what) = match &self.judged_at {
+            Some(now) => (now.as_str(), "judged at"),
+            None => (signed_at, "signature made"),
+        };
         if let Some(nb) = &key.not_before {
-            if signed_at < nb.as_str() {
+            if at < nb.as_str() {
                 return Err(VerifyError::new(
                     Reason::KeyNotYetValid,
-                    format!("key {key_id:?} is valid from {nb}, signature made {signed_at}"),
+                    format!("key {key_id:?} is valid from {nb}, {what} {at}"),
                 ));
             }
         }
         if let Some(na) = &key.not_after {
-            if signed_at > na.as_str() {
+            if at > na.as_str() {
                 return Err(VerifyError::new(
                     Reason::KeyExpired,
-                    format!("key {key_id:?} expired {na}, signature made {signed_at}"),
+                    format!("key {key_id:?} expired {na}, {what} {at}"),
                 ));
             }
         }

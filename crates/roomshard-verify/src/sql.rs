@@ -56,23 +56,3 @@ pub fn copy_header_line(t: &TableDescriptor) -> String {
         cols.join(", ")
     )
 }
-
-/// The line that ends a COPY block.
-pub const COPY_END_LINE: &str = "\\.\n";
-
-/// Appends one value to a COPY text-format row, escaping backslash, tab, newline and carriage
-/// return (the bytes COPY text format gives meaning to).
-pub fn push_copy_text(out: &mut String, value: &str) {
-    for ch in value.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// The COPY text spelling of NULL.
-pub const COPY_NULL: &str = "\\N";

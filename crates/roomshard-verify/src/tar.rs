@@ -102,6 +102,16 @@ impl TarReader {
                 }
                 State::Padding { remaining } => {
                     let n = remaining.min(data.len());
+                    if data[..n].iter().any(|&b| b != 0) {
+                        return Err(VerifyError::new(
+                            Reason::NonzeroPadding,
+                            format!(
+                                "tar: the padding before offset {} holds non-zero bytes (nothing \
+                                 signs them)",
+                                self.offset + remaining as u64
+                            ),
+                        ));
+                    }
                     self.state = if n == remaining {
                         State::Header
                     } else {
@@ -259,6 +269,29 @@ fn parse_header(block: &[u8; BLOCK]) -> Result<Header, VerifyError> {
                 kind(&format!("non-regular entry (typeflag {:?})", other as char)),
             ))
         }
+    }
+    // Set-user-ID, set-group-ID and sticky bits: `tar -x` as root restores them (and the
+    // owner), so a media file could become a set-uid program. Writers use 0644.
+    let mode_field = &block[100..108];
+    let mode = if mode_field.iter().all(|&b| b == 0) {
+        Some(0)
+    } else {
+        parse_octal(mode_field)
+    };
+    let mode = mode.ok_or_else(|| {
+        malformed(format!(
+            "tar: entry {:?} has a mode field that is not octal",
+            String::from_utf8_lossy(name)
+        ))
+    })?;
+    if mode & !0o777 != 0 {
+        return Err(VerifyError::new(
+            Reason::UnsafeMode,
+            format!(
+                "tar: entry {:?} has mode {mode:o} (set-uid, set-gid or sticky)",
+                String::from_utf8_lossy(name)
+            ),
+        ));
     }
     if block[124] & 0x80 != 0 {
         return Err(malformed(format!(

@@ -740,6 +740,12 @@ fn check_sql(
                 "db.sql: more text outside COPY data than the limit allows",
             ))
         }
+        Some(ScanProblem::Data(fault, line)) => {
+            return Some(VerifyError::new(
+                fault.reason(),
+                format!("db.sql line {line}: {}", fault.describe()),
+            ))
+        }
         None => {}
     }
     let descriptors: Vec<&format::TableDescriptor> =
@@ -747,7 +753,7 @@ fn check_sql(
     let mut expected = sql::preamble_lines(&m.room.id, &descriptors);
     for t in &descriptors {
         expected.push(sql::copy_header_line(t));
-        expected.push(sql::COPY_END_LINE.to_string());
+        expected.push(crate::copy::END_LINE.to_string());
     }
     let mut actual = skeleton.split_inclusive(|&b| b == b'\n');
     for (i, want) in expected.iter().enumerate() {

@@ -121,7 +121,7 @@ fn db_sql(tables: &[TableEntry], rows: &str) -> String {
         if i == 0 {
             s.push_str(rows);
         }
-        s.push_str(sql::COPY_END_LINE);
+        s.push_str(roomshard_verify::copy::END_LINE);
     }
     s
 }

@@ -31,6 +31,11 @@ pub struct VerifyArgs {
     /// max_sql_skeleton_bytes, max_window_log.
     #[arg(long = "limit", value_name = "NAME=VALUE")]
     limits: Vec<String>,
+    /// When to judge the signing key's not_before/not_after: `signed` (default: at the bundle's
+    /// own created_at, so exports outlive their key's retirement), `now` (the current time, so
+    /// a retired key cannot vouch for a backdated bundle), or a YYYY-MM-DDTHH:MM:SSZ time.
+    #[arg(long, value_name = "signed|now|TIME", default_value = "signed")]
+    key_validity: String,
 }
 
 /// Runs `verify`.
@@ -39,6 +44,17 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::Usage(format!("reading {}: {e}", args.trusted_keys.display())))?;
     let keys = TrustedKeys::from_json(&keyset)
         .map_err(|e| CliError::Usage(format!("{}: {e}", args.trusted_keys.display())))?;
+    let keys = match args.key_validity.as_str() {
+        "signed" => Ok(keys),
+        "now" => keys.judged_at(&roomshard::now_rfc3339()),
+        time => keys.judged_at(time),
+    }
+    .map_err(|e| {
+        CliError::Usage(format!(
+            "--key-validity {:?}: expected signed, now or YYYY-MM-DDTHH:MM:SSZ ({e})",
+            args.key_validity
+        ))
+    })?;
     let sidecar = match &args.sidecar {
         Some(p) => Some(
             fs::read(p).map_err(|e| CliError::Usage(format!("reading {}: {e}", p.display())))?,

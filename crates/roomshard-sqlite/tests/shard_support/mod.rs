@@ -7,7 +7,8 @@ use roomshard_core::{
 };
 use roomshard_example_mesh::{Media, Workload};
 use roomshard_sqlite::{SqliteShardStore, open_global};
-use roomshard_verify::sql::{COPY_END_LINE, copy_header_line, preamble_lines};
+use roomshard_verify::copy::END_LINE as COPY_END_LINE;
+use roomshard_verify::sql::{copy_header_line, preamble_lines};
 use sqlx::SqlitePool;
 use tempfile::TempDir;
 

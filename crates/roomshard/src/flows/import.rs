@@ -33,8 +33,9 @@ use roomshard_core::{
     Placement, PlacementState, Profile, ProgressEvent, ProgressSink, PutOptions, RemapPolicy,
     Result, RoomId, Scope, TableCount, TableDescriptor, async_trait,
 };
+use roomshard_verify::copy::END_LINE as COPY_END_LINE;
 use roomshard_verify::format::{DB_SQL, EXPORT_SIGNATURE, MANIFEST_JSON, MEDIA_PREFIX};
-use roomshard_verify::sql::{COPY_END_LINE, copy_header_line};
+use roomshard_verify::sql::copy_header_line;
 use roomshard_verify::{
     Manifest, TrustedKeys, VerifyLimits, VerifyOptions, verify_reader_with_manifest,
 };
