@@ -1373,6 +1373,39 @@ pub fn generate() -> Vec<Vector> {
             "a media name with U+202E that displays as evilexe.png",
         );
     }
+    let twin_cases: [(&'static str, [&str; 2], &str, &str); 4] = [
+        (
+            "path_case_twin",
+            ["att/Readme", "att/readme"],
+            "fail_path_case_twin",
+            "media/att/Readme and media/att/readme: one file on case-insensitive file systems",
+        ),
+        (
+            "path_normalization_twin",
+            ["att/caf\u{e9}", "att/cafe\u{301}"],
+            "fail_path_normalization_twin",
+            "café in NFC and in NFD: one file on normalisation-insensitive file systems",
+        ),
+        (
+            "path_file_dir_conflict",
+            ["att/a", "att/a/b"],
+            "fail_path_file_dir_conflict",
+            "media/att/a is a file and media/att/a/b needs it to be a directory",
+        ),
+        (
+            "path_bad_escape",
+            ["att/50%off", "att/x"],
+            "fail_invalid_path",
+            "a media name with a % that starts no escape (names are percent-encoded keys)",
+        ),
+    ];
+    for (name, paths, expect, about) in twin_cases {
+        let mut d = std_draft.clone();
+        for p in paths {
+            d.media.push((p.to_string(), p.as_bytes().to_vec()));
+        }
+        out.add(name, build(&d, &keys.main).archive(), expect, about);
+    }
     out.0
 }
 

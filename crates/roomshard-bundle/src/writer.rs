@@ -11,6 +11,7 @@ use roomshard_verify::format::{
     to_canonical_json, validate_manifest, validate_path, validate_room_id, validate_tables,
     validate_timestamp,
 };
+use roomshard_verify::names::{PathSet, media_key, media_paths};
 use roomshard_verify::{Algorithm, Manifest, VerifyLimits};
 use sha2::{Digest, Sha256};
 
@@ -273,6 +274,7 @@ pub struct BundleWriter<W: Write> {
     mtime: u64,
     files: Vec<FileEntry>,
     last_media: Option<String>,
+    names: PathSet,
     state: State,
 }
 
@@ -313,6 +315,7 @@ impl<W: Write> BundleWriter<W> {
             mtime,
             files: Vec::new(),
             last_media: None,
+            names: PathSet::new(),
             state: State::Start,
         })
     }
@@ -350,13 +353,30 @@ impl<W: Write> BundleWriter<W> {
         Ok(())
     }
 
-    /// Adds media object `key` as `media/<key>`: exactly `size` bytes from `reader`. Keys must
-    /// be strictly ascending (byte order) and make a valid entry path (docs/bundle-format.md §1:
-    /// no `..`, empty or `.` components, backslashes or control characters; at most 200 bytes
-    /// with the prefix).
+    /// Adds media object `key` under its own portable entry name
+    /// (`roomshard_verify::names::media_paths` of the key alone: `media/<key>` for ordinary
+    /// keys, with `%`, control characters, backslashes and the like escaped): exactly `size`
+    /// bytes from `reader`. For a whole room, whose keys may be case or normalisation twins or
+    /// a file and a directory at once, compute the names with `media_paths` over all keys and
+    /// use [`add_media_path`](Self::add_media_path).
     pub fn add_media(
         &mut self,
         key: &str,
+        size: u64,
+        reader: impl Read,
+    ) -> Result<(), BundleError> {
+        let path = media_paths(&[key]).remove(0);
+        self.add_media_path(&path, size, reader)
+    }
+
+    /// Adds a media entry at `path` (`media/…`, as `media_paths` names it): exactly `size` bytes
+    /// from `reader`. Paths must be strictly ascending (byte order), decode to an object key, make
+    /// a valid entry path (docs/bundle-format.md §1: at most 200 bytes, no `..`, empty or `.`
+    /// components, no control or deceptive characters) and not be a case or normalisation twin
+    /// of, or a file/directory conflict with, an earlier one — everything a verifier checks.
+    pub fn add_media_path(
+        &mut self,
+        path: &str,
         size: u64,
         mut reader: impl Read,
     ) -> Result<(), BundleError> {
@@ -365,12 +385,12 @@ impl<W: Write> BundleWriter<W> {
             State::Content => {}
             State::Poisoned => return Err(BundleError::Poisoned),
         }
-        let path = format!("{MEDIA_PREFIX}{key}");
-        validate_path(&path).map_err(|e| BundleError::invalid(e.detail))?;
+        validate_path(path).map_err(|e| BundleError::invalid(e.detail))?;
+        media_key(path).map_err(|e| BundleError::invalid(e.detail))?;
         if let Some(last) = &self.last_media {
-            if key <= last.as_str() {
+            if path <= last.as_str() {
                 return Err(BundleError::invalid(format!(
-                    "media key {key:?} is not after {last:?}; add media in strictly ascending key order"
+                    "media entry {path:?} is not after {last:?}; add media in strictly ascending entry-path order"
                 )));
             }
         }
@@ -379,12 +399,15 @@ impl<W: Write> BundleWriter<W> {
         let entries = self.files.len() as u64 + 1 + 2;
         if entries > VerifyLimits::default().max_entries {
             return Err(BundleError::invalid(format!(
-                "media object {key:?} would make {entries} archive entries, over the {} a default verifier accepts",
+                "media entry {path:?} would make {entries} archive entries, over the {} a default verifier accepts",
                 VerifyLimits::default().max_entries
             )));
         }
-        self.add(path, size, &mut reader)?;
-        self.last_media = Some(key.to_string());
+        self.names.insert(path).map_err(|e| {
+            BundleError::invalid(format!("{e}; name a room's objects with media_paths"))
+        })?;
+        self.add(path.to_string(), size, &mut reader)?;
+        self.last_media = Some(path.to_string());
         Ok(())
     }
 

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result, invalid_input};
 use roomshard_verify::format::{
-    MAX_PATH_BYTES, MEDIA_PREFIX, validate_identifier, validate_path, validate_room_id,
+    MAX_PATH_BYTES, MEDIA_PREFIX, validate_identifier, validate_key_path, validate_room_id,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -186,13 +186,16 @@ impl ObjectKey {
                 ),
             ));
         }
-        validate_path(&key).map_err(|e| invalid_input("object key", e))?;
+        validate_key_path(&key).map_err(|e| invalid_input("object key", e))?;
         Ok(ObjectKey(key))
     }
 
-    /// The key's entry path in a bundle: `media/<key>`.
+    /// The key's entry path in a bundle when no other key of the room is its case or
+    /// normalisation twin or its directory: `media/<key>` with `%`, backslashes, control and
+    /// deceptive characters escaped (`roomshard_verify::names`; a whole room is named with
+    /// `media_paths` over all its keys).
     pub fn bundle_path(&self) -> String {
-        format!("{MEDIA_PREFIX}{}", self.0)
+        roomshard_verify::names::media_paths(&[self.0.as_str()]).remove(0)
     }
 }
 

@@ -129,6 +129,14 @@ reasons! {
     /// An entry path with a bidirectional control or a line/paragraph separator, which can make
     /// a name display as another (`evil\u{202E}gnp.exe`).
     DeceptivePath => "deceptive_path",
+    /// Two entry paths that differ only by case (`Readme`, `readme`): one file on common file
+    /// systems.
+    PathCaseTwin => "path_case_twin",
+    /// Two entry paths that differ only by Unicode normalisation (`café` NFC and NFD).
+    PathNormalizationTwin => "path_normalization_twin",
+    /// An entry path that is a file where another entry needs a directory (`media/a`,
+    /// `media/a/b`).
+    PathFileDirConflict => "path_file_dir_conflict",
     /// Non-zero bytes in the padding that rounds an entry's data up to a tar block.
     NonzeroPadding => "nonzero_padding",
     /// A tar entry with the set-user-ID, set-group-ID or sticky bit (`tar -x` as root keeps them).

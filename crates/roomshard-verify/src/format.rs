@@ -575,6 +575,21 @@ pub fn is_deceptive_char(c: char) -> bool {
 
 /// Entry paths (docs/bundle-format.md §1). Returns the specific reason a path is refused.
 pub fn validate_path(path: &str) -> Result<(), VerifyError> {
+    validate_key_path(path)?;
+    if path.chars().any(is_deceptive_char) {
+        return Err(VerifyError::new(
+            Reason::DeceptivePath,
+            format!(
+                "entry path {path:?}: has a bidirectional control or a line/paragraph separator"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The rules of [`validate_path`] without the deceptive-character rule: what an object key must
+/// satisfy. (A key may hold a bidirectional control; its bundle entry name escapes it.)
+pub fn validate_key_path(path: &str) -> Result<(), VerifyError> {
     let refuse = |reason: Reason, why: &str| {
         Err(VerifyError::new(
             reason,
@@ -595,12 +610,6 @@ pub fn validate_path(path: &str) -> Result<(), VerifyError> {
     }
     if path.chars().any(|c| c == '\\' || c.is_control()) {
         return refuse(Reason::InvalidPath, "has a backslash or control character");
-    }
-    if path.chars().any(is_deceptive_char) {
-        return refuse(
-            Reason::DeceptivePath,
-            "has a bidirectional control or a line/paragraph separator",
-        );
     }
     Ok(())
 }

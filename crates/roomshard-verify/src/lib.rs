@@ -25,6 +25,7 @@ pub mod dsse;
 mod error;
 pub mod format;
 mod keys;
+pub mod names;
 mod report;
 pub mod sql;
 mod sqlscan;

@@ -12,6 +12,7 @@
 use crate::error::{Reason, VerifyError};
 use crate::format::{self, hex, Manifest, DB_SQL, EXPORT_SIGNATURE, MANIFEST_JSON, MEDIA_PREFIX};
 use crate::keys::TrustedKeys;
+use crate::names::{media_key, PathSet};
 use crate::report::{FileResult, FileStatus, Report, SignerInfo, TableResult};
 use crate::sql;
 use crate::sqlscan::{CopyBlock, ScanProblem, SqlScan};
@@ -418,6 +419,8 @@ struct EntryChecker {
     sql_inline: bool,
     files: Vec<FoundFile>,
     seen: HashSet<String>,
+    /// The media paths, checked for names that would extract as one file.
+    names: PathSet,
     entries: u64,
     last_media: Option<String>,
     current: Current,
@@ -440,6 +443,7 @@ impl EntryChecker {
             sql_inline: true,
             files: Vec::new(),
             seen: HashSet::new(),
+            names: PathSet::new(),
             entries: 0,
             last_media: None,
             current: Current::None,
@@ -518,6 +522,8 @@ impl EntryChecker {
             return order(format!("{EXPORT_SIGNATURE} before {MANIFEST_JSON}"));
         }
         if media {
+            media_key(path)?;
+            self.names.insert(path)?;
             if let Some(last) = &self.last_media {
                 if path < last.as_str() {
                     return order(format!(

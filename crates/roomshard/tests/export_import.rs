@@ -57,6 +57,23 @@ async fn export_room(home: &Home, id: &str, out: &Path) -> (PathBuf, PathBuf) {
     (archive, sidecar)
 }
 
+/// Imports `archive` (exported by `from`) into `home` with the default options.
+async fn import_default(
+    home: &Home,
+    archive: &Path,
+    from: &Home,
+) -> roomshard::flows::ImportOutcome {
+    import_file(
+        &home.roomshard,
+        archive,
+        &trusted(from),
+        &ImportOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .expect("import")
+}
+
 /// Asserts a home holds no trace of any room: no placement, no import, no object, no shard.
 async fn assert_empty(home: &Home, rooms: &[&RoomId]) {
     let rs = &home.roomshard;
@@ -205,15 +222,7 @@ async fn import_into_another_home_reproduces_rows_and_media() {
     let (archive, _) = export_room(&a, "general", &tmp.path().join("out")).await;
 
     let b = open_home(&tmp.path().join("b"), schema()).await;
-    let outcome = import_file(
-        &b.roomshard,
-        &archive,
-        &trusted(&a),
-        &ImportOptions::default(),
-        &NoProgress,
-    )
-    .await
-    .expect("import");
+    let outcome = import_default(&b, &archive, &a).await;
     let new = outcome.new_room.clone();
     assert!(new.as_str().starts_with("general-") && new.as_str().len() == "general-".len() + 6);
     assert_eq!(outcome.source_room, "general");
@@ -937,4 +946,54 @@ async fn a_failing_writer_fails_the_export_without_hanging() {
     )
     .await;
     assert!(files_under(&spool).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_no_file_system_keeps_apart_export_under_portable_names_and_import_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = seeded(&tmp.path().join("a"), "general").await;
+    let scope = Scope::Pooled(room("general"));
+    // Case twins, normalisation twins (NFC and NFD), a bidi override, a literal `%`.
+    let keys = [
+        ("twins/Readme", "media/twins/%52eadme"),
+        ("twins/readme", "media/twins/readme"),
+        ("twins/caf\u{e9}", "media/twins/caf%c3%a9"),
+        ("twins/cafe\u{301}", "media/twins/cafe%cc%81"),
+        ("evil\u{202e}gnp.exe", "media/evil%e2%80%aegnp.exe"),
+        ("sale/100%.png", "media/sale/100%25.png"),
+    ];
+    for (key, _) in keys {
+        put(&a.roomshard, &scope, key, key.as_bytes().to_vec()).await;
+    }
+    let (archive, _) = export_room(&a, "general", &tmp.path().join("out")).await;
+    let (report, manifest) = roomshard_verify::verify_reader_with_manifest(
+        std::fs::File::open(&archive).unwrap(),
+        trusted(&a),
+        VerifyOptions::default(),
+    );
+    assert!(report.valid, "{:?}", report.error);
+    let paths: BTreeSet<String> = manifest
+        .unwrap()
+        .files
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    for (key, path) in keys {
+        assert!(
+            paths.contains(path),
+            "{key:?} exported as {path:?}: {paths:?}"
+        );
+    }
+
+    let b = open_home(&tmp.path().join("b"), schema()).await;
+    let outcome = import_default(&b, &archive, &a).await;
+    let imported = objects(&b.roomshard, &Scope::Pooled(outcome.new_room.clone())).await;
+    for (key, _) in keys {
+        assert_eq!(
+            imported.get(key).map(Vec::as_slice),
+            Some(key.as_bytes()),
+            "{key:?} comes back under its own key"
+        );
+    }
+    assert_eq!(imported, objects(&a.roomshard, &scope).await);
 }

@@ -34,6 +34,7 @@ use roomshard_core::{
 };
 use roomshard_verify::Manifest;
 use roomshard_verify::format::RoomInfo;
+use roomshard_verify::names::media_paths;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -414,16 +415,18 @@ async fn spool_db_sql(
 
 /// One message to the blocking archive writer about media.
 enum MediaMsg {
-    /// Object `key` of `size` bytes follows.
-    Start { key: String, size: u64 },
+    /// The object at entry path `path` (`media/…`) of `size` bytes follows.
+    Start { path: String, size: u64 },
     /// Some of its bytes.
     Chunk(Bytes),
     /// Its end (the writer then checks it got exactly `size` bytes).
     End,
 }
 
-/// Lists the scope's objects in ascending key order and streams each into the archive writer.
-/// Returns the objects and bytes sent.
+/// Lists the scope's objects, names them portably (`roomshard_verify::names::media_paths`:
+/// keys that are case or normalisation twins, or a file and a directory at once, get escaped
+/// names) and streams each into the archive writer in ascending entry-path order. Returns the
+/// objects and bytes sent. Memory: the keys of the room (at most the format's entry limit).
 async fn feed_media(
     rs: &Roomshard,
     scope: &Scope,
@@ -431,8 +434,8 @@ async fn feed_media(
     planned_objects: u64,
     progress: &dyn ProgressSink,
 ) -> Result<(u64, u64)> {
+    let mut keys: Vec<ObjectKey> = Vec::new();
     let mut page_token = None;
-    let (mut objects, mut bytes) = (0u64, 0u64);
     loop {
         let page = rs
             .media
@@ -445,34 +448,38 @@ async fn feed_media(
                 },
             )
             .await?;
-        for meta in page.objects {
-            let key: ObjectKey = meta.key;
-            let mut got = rs.media.get(scope, &key).await?;
-            tx.send(MediaMsg::Start {
-                key: key.to_string(),
-                size: got.meta.size,
-            })
-            .await
-            .map_err(|_| stopped())?;
-            while let Some(chunk) = got.body.next_chunk().await {
-                let chunk = chunk?;
-                bytes += chunk.len() as u64;
-                tx.send(MediaMsg::Chunk(chunk))
-                    .await
-                    .map_err(|_| stopped())?;
-            }
-            tx.send(MediaMsg::End).await.map_err(|_| stopped())?;
-            objects += 1;
-            progress.emit(ProgressEvent::Objects {
-                done: objects,
-                total: Some(planned_objects),
-                bytes,
-            });
-        }
+        keys.extend(page.objects.into_iter().map(|meta| meta.key));
         match page.next_page_token {
             Some(token) => page_token = Some(token),
             None => break,
         }
+    }
+    let names = media_paths(&keys.iter().map(ObjectKey::as_str).collect::<Vec<_>>());
+    let mut order: Vec<(String, ObjectKey)> = names.into_iter().zip(keys).collect();
+    order.sort();
+    let (mut objects, mut bytes) = (0u64, 0u64);
+    for (path, key) in order {
+        let mut got = rs.media.get(scope, &key).await?;
+        tx.send(MediaMsg::Start {
+            path,
+            size: got.meta.size,
+        })
+        .await
+        .map_err(|_| stopped())?;
+        while let Some(chunk) = got.body.next_chunk().await {
+            let chunk = chunk?;
+            bytes += chunk.len() as u64;
+            tx.send(MediaMsg::Chunk(chunk))
+                .await
+                .map_err(|_| stopped())?;
+        }
+        tx.send(MediaMsg::End).await.map_err(|_| stopped())?;
+        objects += 1;
+        progress.emit(ProgressEvent::Objects {
+            done: objects,
+            total: Some(planned_objects),
+            bytes,
+        });
     }
     Ok((objects, bytes))
 }
@@ -518,7 +525,7 @@ fn write_archive<S: ArchiveSink>(job: WriteJob<S>) -> Result<WrittenArchive> {
         .add_db_sql(sql_size, io::BufReader::new(spool))
         .map_err(bundle_err)?;
     while let Some(msg) = media.blocking_recv() {
-        let MediaMsg::Start { key, size } = msg else {
+        let MediaMsg::Start { path, size } = msg else {
             return Err(Error::invalid(
                 "export pipeline",
                 "media bytes arrived outside an object",
@@ -529,7 +536,9 @@ fn write_archive<S: ArchiveSink>(job: WriteJob<S>) -> Result<WrittenArchive> {
             current: Bytes::new(),
             ended: false,
         };
-        writer.add_media(&key, size, reader).map_err(bundle_err)?;
+        writer
+            .add_media_path(&path, size, reader)
+            .map_err(bundle_err)?;
     }
     let pending = writer
         .finish_manifest(&row_counts, &key_id, Algorithm::EcdsaP256Sha256)
@@ -669,10 +678,10 @@ impl Read for MediaReader<'_> {
             match self.rx.blocking_recv() {
                 Some(MediaMsg::Chunk(chunk)) => self.current = chunk,
                 Some(MediaMsg::End) => self.ended = true,
-                Some(MediaMsg::Start { key, .. }) => {
+                Some(MediaMsg::Start { path, .. }) => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("object {key:?} started before the previous one ended"),
+                        format!("object {path:?} started before the previous one ended"),
                     ));
                 }
                 // The async side stopped (its error is the one reported).

@@ -35,6 +35,7 @@ use roomshard_core::{
 };
 use roomshard_verify::copy::END_LINE as COPY_END_LINE;
 use roomshard_verify::format::{DB_SQL, EXPORT_SIGNATURE, MANIFEST_JSON, MEDIA_PREFIX};
+use roomshard_verify::names::media_key;
 use roomshard_verify::sql::copy_header_line;
 use roomshard_verify::{
     Manifest, TrustedKeys, VerifyLimits, VerifyOptions, verify_reader_with_manifest,
@@ -731,16 +732,18 @@ fn read_archive(job: ReadJob) -> Result<()> {
             }
             continue;
         }
-        let Some(key) = name.strip_prefix(MEDIA_PREFIX) else {
+        if !name.starts_with(MEDIA_PREFIX) {
             return Err(mismatch(&name));
-        };
+        }
+        // The entry name is the object key's portable spelling (docs/bundle-format.md §2.1).
+        let key = media_key(&name).map_err(|e| Error::corrupt("archive", e.detail))?;
         if spool_tx.is_some() {
             return Err(mismatch(DB_SQL));
         }
         let (body_tx, body_rx) = mpsc::channel::<Result<Bytes>>(CHANNEL_DEPTH);
         media_tx
             .blocking_send(MediaItem {
-                key: key.to_string(),
+                key,
                 size: expected.0,
                 body: body_rx,
             })
