@@ -141,6 +141,19 @@ test('update() returns false once refused and never throws; finish() still repor
   assert.equal(typeof r.error.reason, 'string');
 });
 
+test('key_validity_at judges the key window at a chosen time, as the CLI does', () => {
+  const basic = vectors.find((v) => v.name === 'valid_basic');
+  assert.ok(basic && trustedKeys !== null, 'valid_basic missing');
+  // valid_basic: created 2026-06-01 by a key valid 2026-01-01..2027-01-01.
+  const at = (time) =>
+    JSON.parse(wasm.verify(basic.archive, trustedKeys, JSON.stringify({ key_validity_at: time })));
+  assert.equal(at('2026-12-31T23:59:59Z').valid, true);
+  assert.equal(at('2027-01-01T00:00:01Z').error.reason, 'key_expired');
+  assert.equal(at('2025-12-31T00:00:00Z').error.reason, 'key_not_yet_valid');
+  assert.throws(() => at('2026-02-31T00:00:00Z'), /key_set_invalid/);
+  assert.throws(() => at(1), /key_validity_at/);
+});
+
 test('caller mistakes throw: bad key set, bad options', () => {
   assert.throws(() => new wasm.WasmVerifier('{'), /key_set_invalid/);
   assert.throws(() => new wasm.WasmVerifier('{"keys":[]}', '{"max_entrys":1}'), /options: unknown limit "max_entrys"/);

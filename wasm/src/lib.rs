@@ -2,6 +2,7 @@
 //!
 //! ```js
 //! const v = new WasmVerifier(trustedKeysJson, JSON.stringify({ hash_archive: true }));
+//! // or judge key validity today: { key_validity_at: new Date().toISOString().slice(0, 19) + "Z" }
 //! for await (const chunk of stream) if (!v.update(chunk)) break; // false once refused
 //! const report = JSON.parse(v.finish());                        // report.valid, report.error.reason
 //! ```
@@ -14,11 +15,21 @@
 use roomshard_verify::{Report, TrustedKeys, Verifier, VerifyOptions};
 use wasm_bindgen::prelude::*;
 
-/// Options as JSON: `{"hash_archive": true, "max_entries": 10, ...}`. Every field is optional;
-/// limits (named as in `VerifyLimits::NAMES`) default to `VerifyLimits::default()`. Unknown
-/// fields are refused so typos do not pass silently.
-fn parse_options(json: Option<&str>) -> Result<VerifyOptions, String> {
-    let mut options = VerifyOptions::default();
+/// What the options JSON sets: the verifier's options, and the time to judge key validity at.
+#[derive(Debug, Default, PartialEq)]
+struct Options {
+    verify: VerifyOptions,
+    /// `key_validity_at`: judge keys' not_before/not_after at this time (`TrustedKeys::judged_at`,
+    /// e.g. the current time) instead of at the bundle's own created_at.
+    key_validity_at: Option<String>,
+}
+
+/// Options as JSON: `{"hash_archive": true, "max_entries": 10, "key_validity_at":
+/// "2026-12-01T00:00:00Z", ...}`. Every field is optional; limits (named as in
+/// `VerifyLimits::NAMES`) default to `VerifyLimits::default()`. Unknown fields are refused so
+/// typos do not pass silently.
+fn parse_options(json: Option<&str>) -> Result<Options, String> {
+    let mut options = Options::default();
     let text = match json.map(str::trim) {
         None | Some("") | Some("null") => return Ok(options),
         Some(t) => t,
@@ -27,15 +38,23 @@ fn parse_options(json: Option<&str>) -> Result<VerifyOptions, String> {
         serde_json::from_str(text).map_err(|e| format!("options: {e}"))?;
     for (name, value) in fields {
         if name == "hash_archive" {
-            options.hash_archive = value
+            options.verify.hash_archive = value
                 .as_bool()
                 .ok_or("options: hash_archive must be true or false")?;
+            continue;
+        }
+        if name == "key_validity_at" {
+            let at = value
+                .as_str()
+                .ok_or("options: key_validity_at must be a YYYY-MM-DDTHH:MM:SSZ string")?;
+            options.key_validity_at = Some(at.to_string());
             continue;
         }
         let n = value
             .as_u64()
             .ok_or_else(|| format!("options: {name} must be a non-negative integer"))?;
         options
+            .verify
             .limits
             .set(&name, n)
             .map_err(|e| format!("options: {e}"))?;
@@ -103,8 +122,12 @@ impl WasmVerifier {
     ) -> Result<WasmVerifier, JsError> {
         let keys = parse_keys(trusted_keys_json).map_err(js_err)?;
         let options = parse_options(options_json.as_deref()).map_err(js_err)?;
+        let keys = match &options.key_validity_at {
+            Some(at) => keys.judged_at(at).map_err(|e| js_err(e.to_string()))?,
+            None => keys,
+        };
         Ok(WasmVerifier {
-            inner: Verifier::new(keys.clone(), options),
+            inner: Verifier::new(keys.clone(), options.verify),
             keys,
             failed: false,
         })
@@ -161,14 +184,18 @@ mod tests {
     #[test]
     fn options_default_when_absent() {
         for t in [None, Some(""), Some(" null ")] {
-            assert_eq!(parse_options(t).unwrap(), VerifyOptions::default());
+            assert_eq!(parse_options(t).unwrap(), Options::default());
         }
     }
 
     #[test]
     fn options_override_limits() {
-        let o = parse_options(Some(r#"{"hash_archive":true,"max_entries":10,"max_window_log":20}"#))
-            .unwrap();
+        let o = parse_options(Some(
+            r#"{"hash_archive":true,"max_entries":10,"max_window_log":20,"key_validity_at":"2026-12-01T00:00:00Z"}"#,
+        ))
+        .unwrap();
+        assert_eq!(o.key_validity_at.as_deref(), Some("2026-12-01T00:00:00Z"));
+        let o = o.verify;
         assert!(o.hash_archive);
         assert_eq!(o.limits.max_entries, 10);
         assert_eq!(o.limits.max_window_log, 20);
@@ -179,6 +206,7 @@ mod tests {
     fn options_refuse_unknown_fields() {
         assert!(parse_options(Some(r#"{"max_entrie":10}"#)).is_err());
         assert!(parse_options(Some("[1]")).is_err());
+        assert!(parse_options(Some(r#"{"key_validity_at":1}"#)).is_err());
     }
 
     #[test]
