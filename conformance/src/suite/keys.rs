@@ -92,6 +92,11 @@ pub async fn run_key_manager_suite(km: &dyn KeyManager, config: &KeySuiteConfig)
         schedule_deletion_checks_its_window_and_is_idempotent(km, config),
     )
     .await;
+    r.run(
+        "cancel_deletion_makes_the_key_serve_again",
+        cancel_deletion_makes_the_key_serve_again(km, config),
+    )
+    .await;
     r
 }
 
@@ -548,6 +553,69 @@ pub async fn schedule_deletion_checks_its_window_and_is_idempotent(
         km.ensure_room_key(&room, &BTreeMap::new()).await,
         Kind::Conflict,
         "ensure_room_key of a key scheduled for deletion",
+    )?;
+    Ok(Verdict::Passed)
+}
+
+/// `cancel_deletion`: "Returns `true` when a deletion was pending and is now cancelled; `false`
+/// when none was (idempotent). Afterwards `ensure_room_key` returns the key and data keys work";
+/// "A missing key is `Error::NotFound`".
+pub async fn cancel_deletion_makes_the_key_serve_again(
+    km: &dyn KeyManager,
+    config: &KeySuiteConfig,
+) -> CheckResult {
+    let caps = km.capabilities();
+    let room = new_room(km, config).await?;
+    if !caps.cancel_deletion {
+        return expect_unsupported(
+            km.cancel_deletion(&room).await,
+            "cancel_deletion",
+            "cancel_deletion",
+        );
+    }
+    if !caps.schedule_deletion {
+        return Err(Failure::new(
+            "cancel_deletion is declared without schedule_deletion",
+        ));
+    }
+    let context = EncryptionContext::for_room(&room);
+    let before = km
+        .generate_data_key(&room, &context)
+        .await
+        .context("generate_data_key")?;
+    ensure(
+        !km.cancel_deletion(&room).await.context("cancel_deletion")?,
+        || "cancel_deletion of a key with no deletion pending returned true".to_string(),
+    )?;
+    let days = u32::try_from(caps.min_deletion_days.unwrap_or(7)).unwrap_or(u32::MAX);
+    km.schedule_deletion(&room, days)
+        .await
+        .context("schedule_deletion")?;
+    ensure(
+        km.cancel_deletion(&room).await.context("cancel_deletion")?,
+        || "cancel_deletion of a scheduled key returned false".to_string(),
+    )?;
+    ensure(
+        !km.cancel_deletion(&room)
+            .await
+            .context("cancel_deletion again")?,
+        || "a second cancel_deletion returned true".to_string(),
+    )?;
+    km.ensure_room_key(&room, &BTreeMap::new())
+        .await
+        .context("ensure_room_key after cancel_deletion")?;
+    let plain = km
+        .decrypt_data_key(&room, &before.wrapped, &context)
+        .await
+        .context("decrypt_data_key of a data key made before the deletion was scheduled")?;
+    ensure(plain.expose() == before.plaintext.expose(), || {
+        "the data key changed across schedule + cancel".to_string()
+    })?;
+    let missing = config.room()?;
+    expect_kind(
+        km.cancel_deletion(&missing).await,
+        Kind::NotFound,
+        "cancel_deletion of a room without a key",
     )?;
     Ok(Verdict::Passed)
 }

@@ -98,6 +98,8 @@ pub struct KeyCapabilities {
     pub encryption_context: bool,
     /// `schedule_deletion` schedules a room key's destruction.
     pub schedule_deletion: bool,
+    /// `cancel_deletion` withdraws a scheduled destruction.
+    pub cancel_deletion: bool,
     /// Most grants one key can hold; `None` if unbounded.
     pub max_grants_per_key: Option<u64>,
     /// Shortest deletion window `schedule_deletion` accepts, in days.

@@ -407,6 +407,7 @@ impl KeyManager for LocalKeyManager {
             sign_ed25519: false,
             encryption_context: true,
             schedule_deletion: true,
+            cancel_deletion: true,
             max_grants_per_key: Some(MAX_GRANTS),
             min_deletion_days: Some(u64::from(MIN_DELETION_DAYS)),
             max_deletion_days: Some(u64::from(MAX_DELETION_DAYS)),
@@ -616,6 +617,16 @@ impl KeyManager for LocalKeyManager {
             key: Self::key_ref(room),
             deletion_at_unix_ms,
         })
+    }
+
+    async fn cancel_deletion(&self, room: &RoomId) -> Result<bool> {
+        let _guard = self.guard();
+        let mut meta = self.read_meta(room)?;
+        if meta.deletion_at_unix_ms.take().is_none() {
+            return Ok(false);
+        }
+        self.write_meta(room, &meta)?;
+        Ok(true)
     }
 }
 

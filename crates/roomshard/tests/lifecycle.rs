@@ -286,6 +286,14 @@ async fn decentralise_revoke_rotate_recentralise() {
     assert_eq!(body.len() as u64, media_before[1].1);
 
     // Recentralise: back into the shared store, the shard and bucket gone.
+    let first_key = rs
+        .control
+        .placement(&room)
+        .await
+        .unwrap()
+        .unwrap()
+        .kms_key_ref;
+    assert!(first_key.is_some());
     let back = flows::recentralise(rs, &room, &roomshard_core::NoProgress)
         .await
         .unwrap();
@@ -325,6 +333,30 @@ async fn decentralise_revoke_rotate_recentralise() {
             "{action} in {actions:?}"
         );
     }
+
+    // Decentralising again works: the pending deletion of the old key is cancelled and the key
+    // (same id, same alias) serves the room again; the room ends sovereign at exact parity.
+    let again = flows::decentralise(rs, &room, &roomshard_core::NoProgress)
+        .await
+        .expect("re-decentralise after recentralise");
+    assert_eq!(again.placement.state, PlacementState::Sovereign);
+    assert_eq!(again.placement.kms_key_ref, first_key);
+    assert_eq!(
+        rs.shards.parity(&dedicated, &rs.schema).await.unwrap(),
+        before
+    );
+    let actions: Vec<String> = rs
+        .control
+        .audit_log(Some(&room))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect();
+    assert!(
+        actions.iter().any(|a| a == "key.deletion_cancelled"),
+        "{actions:?}"
+    );
 }
 
 /// A decentralise dropped at any `.await` (what a timeout or a crash does to it) resumes on the

@@ -170,6 +170,23 @@ pub trait KeyManager: Send + Sync {
         let _ = (room, pending_days);
         Err(Error::unsupported("schedule_deletion", self.name()))
     }
+
+    /// Cancels a scheduled deletion of `room`'s key so that it serves again — what lets a room
+    /// that was recentralised (which schedules its key's deletion) be decentralised again within
+    /// the window, under the same key and alias (AWS KMS `CancelKeyDeletion`, which leaves the key
+    /// disabled: the provider enables it again).
+    ///
+    /// # Behaviour
+    /// - Returns `true` when a deletion was pending and is now cancelled; `false` when none was
+    ///   (**idempotent**). Afterwards `ensure_room_key` returns the key and data keys work.
+    /// - A missing key is [`Error::NotFound`].
+    ///
+    /// # Requires capability
+    /// `cancel_deletion`.
+    async fn cancel_deletion(&self, room: &RoomId) -> Result<bool> {
+        let _ = room;
+        Err(Error::unsupported("cancel_deletion", self.name()))
+    }
 }
 
 /// The alias of `room`'s key: `room/<id>`.

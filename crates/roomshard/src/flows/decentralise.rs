@@ -189,6 +189,20 @@ pub async fn decentralise(
     // 2. Provision the room's own key, bucket and shard (each idempotent).
     if placement.state == PlacementState::Provisioning {
         progress.emit(ProgressEvent::Phase(Phase::Provision));
+        // A room recentralised earlier has its old key scheduled for deletion; decentralising
+        // again within the window cancels that and reuses the key (its alias stays the room's,
+        // and nothing encrypted under it was lost), rather than minting a second key for one
+        // room. A key manager that cannot cancel surfaces the conflict from ensure_room_key.
+        if rs.keys.capabilities().cancel_deletion {
+            match rs.keys.cancel_deletion(room).await {
+                Ok(true) => {
+                    rs.audit("key.deletion_cancelled", Some(room), serde_json::json!({}))
+                        .await?;
+                }
+                Ok(false) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let key = rs
             .keys
             .ensure_room_key(room, &std::collections::BTreeMap::new())
