@@ -805,3 +805,64 @@ fn sealed_room_refuses_everything_until_regrant() {
     assert_eq!(room_entry(&h, "vault").unwrap()["state"], "pooled");
     assert_eq!(parity(&h, Scope::Pooled(room("vault"))), pooled);
 }
+
+/// Removing the last audit entries leaves an intact chain (every link still holds), so a plain
+/// `audit verify` passes; `--expect-head` with a head noted earlier detects the cut.
+#[test]
+fn audit_verify_expect_head_detects_a_truncated_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("demo");
+    cli(&["demo", "--dir", s(&d)], 0);
+    let home = d.join("home");
+    let verify = |extra: &[&str], code: i32| {
+        let mut args = vec!["audit", "verify", "--home", s(&home), "--json"];
+        args.extend_from_slice(extra);
+        stdout_json(&cli(&args, code))
+    };
+    let before = verify(&[], 0);
+    let head = before["head"].as_str().unwrap().to_string();
+    let rows = before["rows"].as_u64().unwrap();
+    assert!(rows >= 3, "{before}");
+    assert_eq!(
+        verify(&["--expect-head", &head], 0)["expected_head_seq"],
+        rows
+    );
+
+    // Cut the last entry off, as someone with write access to the database would (dropping the
+    // append-only trigger first).
+    let db = home.join("global.sqlite3");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("DROP TRIGGER roomshard_audit_no_delete")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "DELETE FROM roomshard_audit WHERE seq = (SELECT max(seq) FROM roomshard_audit)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    });
+    let cut = verify(&[], 0);
+    assert_eq!(cut["intact"], true, "the chain itself still holds: {cut}");
+    assert_eq!(cut["rows"].as_u64(), Some(rows - 1));
+    let caught = verify(&["--expect-head", &head], 1);
+    assert_eq!(caught["intact"], false, "{caught}");
+    assert!(
+        caught["broken"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("not in the chain"),
+        "{caught}"
+    );
+    // An older head is still found: only what came after it was cut.
+    let older = cut["head"].as_str().unwrap().to_string();
+    assert_eq!(
+        verify(&["--expect-head", &older], 0)["expected_head_seq"],
+        rows - 1
+    );
+}

@@ -28,6 +28,11 @@ pub struct AuditVerifyArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// A head this log had earlier (from a previous `audit verify`, or noted down elsewhere):
+    /// the entry with that hash must still be in the chain. An intact chain whose tail was cut
+    /// off verifies as intact; this is what detects it (exit 1).
+    #[arg(long, value_name = "HASH")]
+    pub expect_head: Option<String>,
 }
 
 /// `audit list` arguments.
@@ -49,12 +54,29 @@ pub fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
     match command {
         AuditCommand::Verify(args) => block_on(async {
             let home = open_home(&args.home, Create::No, None).await?;
-            let v = home.roomshard.control.verify_audit().await?;
+            let mut v = home.roomshard.control.verify_audit().await?;
+            let mut expected_at = None;
+            if let (Some(expected), None) = (&args.expect_head, &v.broken) {
+                let log = home.roomshard.control.audit_log(None).await?;
+                match log.iter().find(|r| &r.hash == expected) {
+                    Some(record) => expected_at = Some(record.seq),
+                    None => {
+                        v.broken = Some((
+                            v.rows + 1,
+                            format!(
+                                "the expected head {expected} is not in the chain: entries were \
+                                 removed from its end (or this is another log)"
+                            ),
+                        ))
+                    }
+                }
+            }
             if args.json {
                 print_json(&serde_json::json!({
-                    "intact": v.is_intact(),
+                    "intact": v.broken.is_none(),
                     "rows": v.rows,
                     "head": v.head,
+                    "expected_head_seq": expected_at,
                     "broken": v.broken.as_ref().map(|(seq, why)| {
                         serde_json::json!({ "seq": seq, "problem": why })
                     }),
