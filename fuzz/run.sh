@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Usage: fuzz/run.sh SECONDS [TARGET]   (default target verify_archive; CI runs ~60 s)
+# Targets: verify_archive, parse_manifest, copy_codec, import_archive (builds the flows: feature
+# `import`).
 # Seeds the corpus from conformance/vectors and fuzzes with cargo-fuzz on nightly. Exits non-zero
 # on a crash; the reproducer lands in fuzz/artifacts/TARGET/.
 set -euo pipefail
@@ -11,4 +13,6 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cd "$here"
 # The verifier forbids unsafe code, so AddressSanitizer buys little here and costs ~2x;
 # FUZZ_SANITIZER=address brings it back. Debug assertions (overflow checks) stay on.
-cargo +nightly fuzz run --sanitizer "${FUZZ_SANITIZER:-none}" "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1
+features=()
+[ "$target" = import_archive ] && features=(--features import)
+cargo +nightly fuzz run --sanitizer "${FUZZ_SANITIZER:-none}" "${features[@]}" "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1

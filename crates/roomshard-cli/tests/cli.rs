@@ -391,6 +391,23 @@ fn verify_end_to_end_exit_codes_json_and_sidecar() {
         report["error"]["reason"], "sidecar_digest_mismatch",
         "{report:#}"
     );
+    assert_eq!(report["sidecar"]["valid"], false, "{report:#}");
+    assert_eq!(
+        report["sidecar"]["error"]["reason"], "sidecar_digest_mismatch",
+        "{report:#}"
+    );
+    // --json reports the sidecar's own result when it passes, too.
+    let (out, report) = verify_json(&archive, &keys, &["--sidecar", sidecar.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(report["sidecar"]["valid"], true, "{report:#}");
+    assert_eq!(report["sidecar"]["key_id"], signer.key_id(), "{report:#}");
+    assert!(
+        report["sidecar"]["subject_name"]
+            .as_str()
+            .unwrap()
+            .ends_with(".tar.zst"),
+        "{report:#}"
+    );
     let out = run(roomshard()
         .arg("verify")
         .arg(&other_archive)
@@ -615,7 +632,7 @@ fn verify_limit_flag_refuses_unknown_names_and_bad_values() {
 }
 
 #[test]
-fn verify_key_validity_judges_the_key_window_at_the_chosen_time() {
+fn verify_key_validity_judges_the_key_window_at_the_chosen_time_and_a_directory_is_usage() {
     // valid_basic was created 2026-06-01 by a key valid 2026-01-01..2027-01-01.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/vectors");
     let keys = dir.join("trusted-keys.json");
@@ -642,6 +659,18 @@ fn verify_key_validity_judges_the_key_window_at_the_chosen_time() {
         verdict(&["--key-validity", "2025-12-31T00:00:00Z"]),
         (Some(1), serde_json::json!("key_not_yet_valid"))
     );
+    // A directory is a usage error, not an invalid archive.
+    let out = run(roomshard()
+        .arg("verify")
+        .arg(&dir)
+        .arg("--trusted-keys")
+        .arg(&keys));
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is a directory"),
+        "{}",
+        describe(&out)
+    );
     // `now` is accepted (its verdict depends on today's date, so only the exit code's range).
     let now = run(roomshard()
         .arg("verify")
@@ -666,6 +695,49 @@ fn verify_key_validity_judges_the_key_window_at_the_chosen_time() {
             String::from_utf8_lossy(&out.stderr).contains("--key-validity"),
             "{bad}: {}",
             describe(&out)
+        );
+    }
+}
+
+#[test]
+fn keys_generate_refuses_an_empty_window_and_reports_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (nb, na) in [
+        ("2026-06-01T00:00:00Z", "2026-06-01T00:00:00Z"),
+        ("2026-06-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+    ] {
+        let dir = tmp.path().join(format!("bad-{na}"));
+        let out = run(roomshard()
+            .args(["keys", "generate", "--out"])
+            .arg(&dir)
+            .args(["--not-before", nb, "--not-after", na]));
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--not-after"),
+            "{}",
+            describe(&out)
+        );
+        assert!(!dir.join("private.pem").exists(), "nothing written");
+    }
+    let dir = tmp.path().join("good");
+    let out = run(roomshard()
+        .args(["keys", "generate", "--json", "--out"])
+        .arg(&dir)
+        .args([
+            "--not-before",
+            "2026-01-01T00:00:00Z",
+            "--not-after",
+            "2027-01-01T00:00:00Z",
+        ]));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["algorithm"], "ecdsa-p256-sha256", "{report}");
+    assert_eq!(report["not_after"], "2027-01-01T00:00:00Z");
+    assert!(report["key_id"].as_str().unwrap().starts_with("p256-"));
+    for file in ["private_key", "public_key", "trusted_keys"] {
+        assert!(
+            Path::new(report[file].as_str().unwrap()).is_file(),
+            "{file}: {report}"
         );
     }
 }

@@ -35,15 +35,26 @@ pub struct GenerateArgs {
     /// Validity start, YYYY-MM-DDTHH:MM:SSZ.
     #[arg(long)]
     not_before: Option<String>,
-    /// Validity end, YYYY-MM-DDTHH:MM:SSZ.
+    /// Validity end, YYYY-MM-DDTHH:MM:SSZ (after --not-before).
     #[arg(long)]
     not_after: Option<String>,
+    /// Print one JSON object on stdout (key id, algorithm, the three files).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `keys generate`.
 pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
     for ts in args.not_before.iter().chain(args.not_after.iter()) {
         roomshard_verify::format::validate_timestamp(ts).map_err(|e| CliError::Usage(e.detail))?;
+    }
+    if let (Some(nb), Some(na)) = (&args.not_before, &args.not_after) {
+        // Fixed-width UTC timestamps compare as strings.
+        if na <= nb {
+            return Err(CliError::Usage(format!(
+                "--not-after {na} is not after --not-before {nb}: the key would never be valid"
+            )));
+        }
     }
     fs::create_dir_all(&args.out)
         .map_err(|e| CliError::Usage(format!("creating {}: {e}", args.out.display())))?;
@@ -90,10 +101,22 @@ pub fn generate(args: &GenerateArgs) -> Result<(), CliError> {
     let mut json = serde_json::to_string_pretty(&set).map_err(usage)?;
     json.push('\n');
     fs::write(&keyset_path, json).map_err(usage)?;
-    outln!("key id:      {}", trusted.id);
-    outln!("private key: {}", private_path.display());
-    outln!("public key:  {}", public_path.display());
-    outln!("trusted set: {}", keyset_path.display());
+    if args.json {
+        super::print_json(&serde_json::json!({
+            "key_id": trusted.id,
+            "algorithm": trusted.alg.as_str(),
+            "not_before": trusted.not_before,
+            "not_after": trusted.not_after,
+            "private_key": private_path,
+            "public_key": public_path,
+            "trusted_keys": keyset_path,
+        }));
+    } else {
+        outln!("key id:      {}", trusted.id);
+        outln!("private key: {}", private_path.display());
+        outln!("public key:  {}", public_path.display());
+        outln!("trusted set: {}", keyset_path.display());
+    }
     Ok(())
 }
 

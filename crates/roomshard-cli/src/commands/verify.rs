@@ -82,6 +82,12 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
     } else {
         let f = fs::File::open(&args.archive)
             .map_err(|e| CliError::Usage(format!("opening {}: {e}", args.archive.display())))?;
+        if f.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(CliError::Usage(format!(
+                "{} is a directory; give the archive file (room_<id>.tar.zst)",
+                args.archive.display()
+            )));
+        }
         let len = f.metadata().ok().map(|m| m.len());
         (Box::new(f), len)
     };
@@ -100,19 +106,41 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
     }
     let mut report = report;
     let mut sidecar_line = None;
+    // The sidecar's own verdict for --json: checked only when the archive is valid (it binds
+    // to the verified manifest); a bad sidecar also fails the whole verification.
+    let mut sidecar_json = None;
     if let (Some(bytes), true) = (&sidecar, report.valid) {
         match roomshard_verify::verify_sidecar(bytes, &report, &keys) {
             Ok(info) => {
                 sidecar_line = Some(format!(
                     "sidecar: ok, signed by {} for {}",
                     info.key_id, info.subject_name
-                ))
+                ));
+                sidecar_json = Some(serde_json::json!({
+                    "valid": true,
+                    "key_id": info.key_id,
+                    "subject_name": info.subject_name,
+                }));
             }
-            Err(e) => report.fail(&e),
+            Err(e) => {
+                sidecar_json = Some(serde_json::json!({
+                    "valid": false,
+                    "error": { "reason": e.reason.as_str(), "detail": e.detail },
+                }));
+                report.fail(&e);
+            }
         }
     }
     if args.json {
-        outln!("{}", report.to_json());
+        let mut value =
+            serde_json::to_value(&report).map_err(|e| CliError::Usage(e.to_string()))?;
+        if let (serde_json::Value::Object(m), Some(s)) = (&mut value, sidecar_json) {
+            m.insert("sidecar".to_string(), s);
+        }
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
     } else if report.valid {
         print_summary(&args.archive, &report, sidecar_line.as_deref());
     }
