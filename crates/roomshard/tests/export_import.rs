@@ -8,7 +8,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use roomshard::flows::{
@@ -17,9 +16,7 @@ use roomshard::flows::{
 use roomshard::home::Home;
 use roomshard::{Error, Placement, PlacementState, RoomId, Roomshard};
 use roomshard_core::{
-    BucketRef, BucketSpec, GetObject, ImportRecord, ImportState, ListPage, ListRequest,
-    MediaCapabilities, MediaStore, NoProgress, ObjectBody, ObjectKey, ObjectMeta, PutOptions,
-    Result as CoreResult, Scope, Usage, async_trait,
+    ImportRecord, ImportState, NoProgress, Result as CoreResult, Scope, async_trait,
 };
 use roomshard_example_mesh::schema;
 use roomshard_verify::{TrustedKeys, VerifyLimits, VerifyOptions, verify_reader};
@@ -529,60 +526,6 @@ async fn a_bundle_of_another_schema_is_refused_before_writing() {
     assert_empty(&home, &[&room("victim")]).await;
 }
 
-/// A media store that fails the `fail_at`-th put (counting from 1) after passing the others on.
-struct FailingPuts {
-    inner: Arc<dyn MediaStore>,
-    puts: AtomicUsize,
-    fail_at: usize,
-}
-
-#[async_trait]
-impl MediaStore for FailingPuts {
-    fn name(&self) -> &str {
-        "failing"
-    }
-    fn capabilities(&self) -> MediaCapabilities {
-        self.inner.capabilities()
-    }
-    async fn ensure_bucket(&self, room: &RoomId, spec: &BucketSpec) -> CoreResult<BucketRef> {
-        self.inner.ensure_bucket(room, spec).await
-    }
-    async fn put(
-        &self,
-        scope: &Scope,
-        key: &ObjectKey,
-        body: ObjectBody,
-        options: &PutOptions,
-    ) -> CoreResult<ObjectMeta> {
-        if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
-            return Err(Error::unavailable(
-                "test store",
-                true,
-                std::io::Error::other("disk full"),
-            ));
-        }
-        self.inner.put(scope, key, body, options).await
-    }
-    async fn get(&self, scope: &Scope, key: &ObjectKey) -> CoreResult<GetObject> {
-        self.inner.get(scope, key).await
-    }
-    async fn head(&self, scope: &Scope, key: &ObjectKey) -> CoreResult<ObjectMeta> {
-        self.inner.head(scope, key).await
-    }
-    async fn list(&self, scope: &Scope, request: &ListRequest) -> CoreResult<ListPage> {
-        self.inner.list(scope, request).await
-    }
-    async fn delete(&self, scope: &Scope, key: &ObjectKey) -> CoreResult<()> {
-        self.inner.delete(scope, key).await
-    }
-    async fn usage(&self, scope: &Scope) -> CoreResult<Usage> {
-        self.inner.usage(scope).await
-    }
-    async fn drop_bucket(&self, room: &RoomId) -> CoreResult<()> {
-        self.inner.drop_bucket(room).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_import_failing_after_writes_began_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -591,11 +534,7 @@ async fn an_import_failing_after_writes_began_leaves_nothing() {
     let b = open_home(&tmp.path().join("b"), schema()).await;
     for target in [ImportTarget::Pooled, ImportTarget::Dedicated] {
         let rs = Roomshard {
-            media: Arc::new(FailingPuts {
-                inner: b.roomshard.media.clone(),
-                puts: AtomicUsize::new(0),
-                fail_at: 3,
-            }),
+            media: Arc::new(FailingMedia::new(b.roomshard.media.clone(), 3)),
             ..b.roomshard.clone()
         };
         let err = import_file(

@@ -5,6 +5,8 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use roomshard::flows;
 use roomshard::home::{Home, HomeOptions};
 use roomshard_core::{
@@ -446,4 +448,81 @@ async fn refusals_are_specific_and_change_nothing() {
         PlacementState::Pooled
     );
     assert!(!dir.path().join("shards/room_pooled.sqlite3").exists());
+}
+
+/// A recentralise that stops after the flip to pooled, before the room's own bucket is dropped
+/// (a failure there leaves what a crash there leaves), is finished by the next call; until then
+/// decentralise refuses the room with the way forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recentralise_stopped_after_the_flip_finishes_its_cleanup_on_the_next_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = open(dir.path(), 100).await;
+    let room = seed(&home, &workload("general", 120, 3)).await;
+    flows::decentralise(&home.roomshard, &room, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    let failing = Arc::new(common::FailingMedia::new(home.roomshard.media.clone(), 0));
+    failing
+        .fail_drop_bucket
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let rs = roomshard::Roomshard {
+        media: failing.clone(),
+        ..home.roomshard.clone()
+    };
+    let err = flows::recentralise(&rs, &room, &roomshard_core::NoProgress)
+        .await
+        .expect_err("the bucket drop fails");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    let placement = rs.control.placement(&room).await.unwrap().unwrap();
+    assert_eq!(placement.state, PlacementState::Pooled);
+    assert!(
+        dir.path().join("media/rooms/general").exists(),
+        "the bucket is left"
+    );
+
+    // Decentralise refuses it, naming the way forward.
+    let refused = flows::decentralise(&rs, &room, &roomshard_core::NoProgress)
+        .await
+        .expect_err("cleanup pending");
+    assert!(
+        matches!(&refused, Error::Conflict { .. }) && refused.to_string().contains("recentralise"),
+        "{refused}"
+    );
+
+    // The next recentralise finishes the cleanup, once.
+    failing
+        .fail_drop_bucket
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let done = flows::recentralise(&rs, &room, &roomshard_core::NoProgress)
+        .await
+        .expect("cleanup resumes");
+    assert_eq!(done.state, PlacementState::Pooled);
+    assert!(!dir.path().join("media/rooms/general").exists());
+    assert!(!dir.path().join("shards/room_general.sqlite3").exists());
+    assert!(
+        rs.control
+            .job(&room, roomshard_core::JobKind::Recentralise)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let finished = rs
+        .control
+        .audit_log(Some(&room))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.action == "recentralise.finished")
+        .count();
+    assert_eq!(finished, 1);
+    // And a further call is the ordinary refusal of a pooled room.
+    assert!(matches!(
+        flows::recentralise(&rs, &room, &roomshard_core::NoProgress).await,
+        Err(Error::Conflict { .. })
+    ));
+    // Decentralising again now works.
+    let again = flows::decentralise(&rs, &room, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(again.placement.state, PlacementState::Sovereign);
 }

@@ -130,6 +130,15 @@ pub async fn decentralise(
         plan(rs, room).await?;
     }
     let mut placement = rs.placement_or_pooled(room).await?;
+    if placement.state == PlacementState::Pooled
+        && rs.control.job(room, JobKind::Recentralise).await?.is_some()
+    {
+        // Its old shard, bucket or key may still exist and would be reused with stale data.
+        return Err(Error::conflict(format!(
+            "room {room}: an earlier recentralise did not finish removing the room's own shard, \
+             bucket and key; run recentralise {room} again to finish it first"
+        )));
+    }
     let existing_job = rs.control.job(room, JobKind::Decentralise).await?;
     let resumed = placement.state != PlacementState::Pooled || existing_job.is_some();
     match placement.state {

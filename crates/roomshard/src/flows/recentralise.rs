@@ -48,6 +48,26 @@ pub async fn recentralise(
                 .await?;
         }
         PlacementState::Recentralising => {}
+        // Pooled with the job still recorded: an earlier run flipped the placement and then
+        // crashed (or failed) before the room's own resources were removed. Finish that.
+        PlacementState::Pooled if rs.control.job(room, JobKind::Recentralise).await?.is_some() => {
+            let job = JobState::load(rs, room, JobKind::Recentralise).await?;
+            let pooled = Scope::Pooled(room.clone());
+            let rows = rs.shards.parity(&pooled, &rs.schema).await?;
+            let (objects, _) = media_totals(rs, &pooled).await?;
+            remove_own_resources(
+                rs,
+                room,
+                &placement,
+                rows.tables.iter().map(|t| t.rows).sum(),
+                objects,
+                progress,
+            )
+            .await?;
+            job.finish().await?;
+            progress.emit(ProgressEvent::Finished);
+            return Ok(placement);
+        }
         other => {
             return Err(Error::conflict(format!(
                 "room {room} is {other}; only a sovereign room can be recentralised"
@@ -115,7 +135,33 @@ pub async fn recentralise(
     })
     .await?;
 
+    remove_own_resources(
+        rs,
+        room,
+        &placement,
+        target.tables.iter().map(|t| t.rows).sum(),
+        objects,
+        progress,
+    )
+    .await?;
+    job.finish().await?;
+    progress.emit(ProgressEvent::Finished);
+    Ok(placement)
+}
+
+/// The cleanup after the flip to pooled: drops the shard and the bucket, schedules the key's
+/// deletion, and records `recentralise.finished`. Every step is idempotent, so a run that
+/// crashed halfway through it is finished by calling [`recentralise`] again.
+async fn remove_own_resources(
+    rs: &Roomshard,
+    room: &RoomId,
+    placement: &Placement,
+    rows: u64,
+    objects: u64,
+    progress: &dyn ProgressSink,
+) -> Result<()> {
     progress.emit(ProgressEvent::Phase(Phase::Cleanup));
+    let dedicated = Scope::Dedicated(room.clone());
     rs.shards.drop_room(&dedicated, &rs.schema).await?;
     rs.media.drop_bucket(room).await?;
     let deletion = if rs.keys.capabilities().schedule_deletion {
@@ -132,14 +178,11 @@ pub async fn recentralise(
         "recentralise.finished",
         Some(room),
         serde_json::json!({
-            "rows": target.tables.iter().map(|t| t.rows).sum::<u64>(),
+            "rows": rows,
             "objects": objects,
             "key_deletion_at_unix_ms": deletion,
             "version": placement.version,
         }),
     )
-    .await?;
-    job.finish().await?;
-    progress.emit(ProgressEvent::Finished);
-    Ok(placement)
+    .await
 }

@@ -11,10 +11,13 @@ use roomshard::home::{Home, HomeOptions};
 use roomshard::{RoomId, RoomSchema, Roomshard};
 use roomshard_bundle::{CopyValue, DbSqlWriter};
 use roomshard_core::{
-    DumpSink, DumpSource, IdRemap, ListRequest, ObjectBody, ObjectKey, PutOptions, RemapPolicy,
-    Result, Scope, TableDescriptor, async_trait,
+    BucketRef, BucketSpec, DumpSink, DumpSource, Error, GetObject, IdRemap, ListPage, ListRequest,
+    MediaCapabilities, MediaStore, ObjectBody, ObjectKey, ObjectMeta, PutOptions, RemapPolicy,
+    Result, Scope, TableDescriptor, Usage, async_trait,
 };
 use roomshard_example_mesh::{Media, Workload};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Opens a home in `dir` for `schema`.
 pub async fn open_home(dir: &Path, schema: RoomSchema) -> Home {
@@ -253,4 +256,99 @@ pub fn with_room(
     dump.iter()
         .map(|(t, text)| (t.clone(), text.replace(from, to)))
         .collect()
+}
+
+/// A media store that passes everything on to `inner`, except that it fails the `fail_at`-th
+/// put (counting from 1; 0 never) and, while `fail_drop_bucket` is set, every `drop_bucket` —
+/// the failures a full disk or a crash at that point would leave.
+pub struct FailingMedia {
+    pub inner: Arc<dyn MediaStore>,
+    pub puts: AtomicUsize,
+    pub fail_at: usize,
+    pub fail_drop_bucket: AtomicBool,
+}
+
+impl FailingMedia {
+    pub fn new(inner: Arc<dyn MediaStore>, fail_at: usize) -> Self {
+        FailingMedia {
+            inner,
+            puts: AtomicUsize::new(0),
+            fail_at,
+            fail_drop_bucket: AtomicBool::new(false),
+        }
+    }
+}
+
+#[async_trait]
+impl MediaStore for FailingMedia {
+    fn name(&self) -> &str {
+        "failing"
+    }
+    fn capabilities(&self) -> MediaCapabilities {
+        self.inner.capabilities()
+    }
+    async fn ensure_bucket(&self, room: &RoomId, spec: &BucketSpec) -> Result<BucketRef> {
+        self.inner.ensure_bucket(room, spec).await
+    }
+    async fn put(
+        &self,
+        scope: &Scope,
+        key: &ObjectKey,
+        body: ObjectBody,
+        options: &PutOptions,
+    ) -> Result<ObjectMeta> {
+        if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+            return Err(Error::unavailable(
+                "test store",
+                true,
+                std::io::Error::other("disk full"),
+            ));
+        }
+        self.inner.put(scope, key, body, options).await
+    }
+    async fn get(&self, scope: &Scope, key: &ObjectKey) -> Result<GetObject> {
+        self.inner.get(scope, key).await
+    }
+    async fn head(&self, scope: &Scope, key: &ObjectKey) -> Result<ObjectMeta> {
+        self.inner.head(scope, key).await
+    }
+    async fn list(&self, scope: &Scope, request: &ListRequest) -> Result<ListPage> {
+        self.inner.list(scope, request).await
+    }
+    async fn delete(&self, scope: &Scope, key: &ObjectKey) -> Result<()> {
+        self.inner.delete(scope, key).await
+    }
+    async fn usage(&self, scope: &Scope) -> Result<Usage> {
+        self.inner.usage(scope).await
+    }
+    async fn purge(&self, scope: &Scope) -> Result<()> {
+        self.inner.purge(scope).await
+    }
+    async fn copy(
+        &self,
+        from: &Scope,
+        from_key: &ObjectKey,
+        to: &Scope,
+        to_key: &ObjectKey,
+    ) -> Result<ObjectMeta> {
+        self.inner.copy(from, from_key, to, to_key).await
+    }
+    async fn presign_get(
+        &self,
+        scope: &Scope,
+        key: &ObjectKey,
+        expires_in: std::time::Duration,
+    ) -> Result<roomshard_core::SignedUrl> {
+        self.inner.presign_get(scope, key, expires_in).await
+    }
+    async fn drop_bucket(&self, room: &RoomId) -> Result<()> {
+        if self.fail_drop_bucket.load(Ordering::SeqCst) {
+            return Err(Error::unavailable(
+                "test store",
+                true,
+                std::io::Error::other("crashed before dropping the bucket"),
+            ));
+        }
+        self.inner.drop_bucket(room).await
+    }
 }
