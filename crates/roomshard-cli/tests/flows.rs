@@ -278,6 +278,47 @@ fn demo_end_to_end() {
     let dec_receipt = d.join("receipts/decentralise_general.json");
     let imported = report["imported_room"].as_str().expect("imported_room");
     let imp_receipt = d.join(format!("receipts/import_{imported}.json"));
+    // Every "Next:" command works as printed: the binary is not on PATH here, so it is named by
+    // its full path; each (but the server) runs and succeeds through a shell.
+    let next: Vec<String> = report["next"]
+        .as_array()
+        .expect("next")
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    let exe = fs::canonicalize(env!("CARGO_BIN_EXE_roomshard")).unwrap();
+    for line in &next {
+        assert!(
+            line.starts_with(&format!("{} ", exe.display())),
+            "{line:?} does not name the binary that printed it"
+        );
+        if line.contains(" lite serve ") {
+            continue;
+        }
+        let out = run(Command::new("sh").arg("-c").arg(line));
+        assert!(out.status.success(), "{line}\n{}", describe(&out));
+    }
+    // The README's openssl step has a public.pem to use, and it checks the signature.
+    let x = tmp.path().join("x");
+    fs::create_dir_all(&x).unwrap();
+    let out = run(Command::new("tar")
+        .arg("-I")
+        .arg("zstd")
+        .arg("-xf")
+        .arg(d.join("exports/room_general.tar.zst"))
+        .arg("-C")
+        .arg(&x));
+    assert!(out.status.success(), "{}", describe(&out));
+    // The README's line, as printed there (bash for the process substitution).
+    let out = run(Command::new("bash").current_dir(&x).arg("-c").arg(format!(
+        "openssl dgst -sha256 -verify {} -signature <(base64 -d export.signature) manifest.json",
+        d.join("keys/public.pem").display()
+    )));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Verified OK"),
+        "{}",
+        describe(&out)
+    );
     for f in [
         &archive,
         &sidecar,

@@ -5,6 +5,7 @@
 //! D/home/                    the first home: room `general`, seeded then decentralised
 //! D/exports/room_general.tar.zst (+ .sigstore.json)
 //! D/keys/trusted-keys.json   the first home's public key, as a verifier would receive it
+//! D/keys/public.pem          the same key as a PEM file, for `openssl dgst -verify`
 //! D/lite/                    the second home, where the export is imported
 //! D/receipts/*.json          the decentralise and import Sovereignty Receipts
 //! ```
@@ -178,6 +179,12 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
         })?;
         write_file(&trusted_path, &published)?;
         let trusted = read_trusted_keys(&trusted_path)?;
+        if let Some(key) = trusted.keys().next() {
+            write_file(
+                &dir.join("keys").join("public.pem"),
+                key.public_key_pem.as_bytes(),
+            )?;
+        }
         let file = std::fs::File::open(&exported.archive)
             .map_err(|e| failed(format!("opening {}: {e}", exported.archive.display())))?;
         let options = VerifyOptions {
@@ -242,26 +249,27 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
         );
         let seconds = started.elapsed().as_secs_f64();
         let d = dir.display();
+        let rs = invocation();
         let next = [
-            format!("roomshard lite serve --home {d}/lite --addr 127.0.0.1:8080",),
+            format!("{rs} lite serve --home {d}/lite --addr 127.0.0.1:8080",),
             format!(
-                "roomshard verify {} --trusted-keys {} --sidecar {}",
+                "{rs} verify {} --trusted-keys {} --sidecar {}",
                 exported.archive.display(),
                 trusted_path.display(),
                 exported.sidecar.display()
             ),
             format!(
-                "roomshard receipt verify {} --trusted-keys {}",
+                "{rs} receipt verify {} --trusted-keys {}",
                 dec_receipt.display(),
                 trusted_path.display()
             ),
             format!(
-                "roomshard receipt verify {} --trusted-keys {}",
+                "{rs} receipt verify {} --trusted-keys {}",
                 imp_receipt.display(),
                 lite.trusted_keys_path().display()
             ),
-            format!("roomshard rooms --home {d}/lite"),
-            format!("roomshard audit verify --home {d}/home"),
+            format!("{rs} rooms --home {d}/lite"),
+            format!("{rs} audit verify --home {d}/home"),
         ];
         if json {
             print_json(&serde_json::json!({
@@ -314,4 +322,24 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// How to call this binary in printed commands: `roomshard` when that name on `PATH` is this
+/// very executable, else its full path (a `cargo run` build is not on `PATH`), so every printed
+/// command works when copied.
+fn invocation() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|p| p.canonicalize()) else {
+        return "roomshard".to_string();
+    };
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("roomshard"))
+            .find(|p| p.is_file())
+            .and_then(|p| p.canonicalize().ok())
+    });
+    if on_path.as_deref() == Some(exe.as_path()) {
+        "roomshard".to_string()
+    } else {
+        exe.display().to_string()
+    }
 }
