@@ -518,6 +518,32 @@ fn tampered_import_is_refused_and_leaves_nothing() {
         total_rows(&parity(&b, Scope::Pooled(room("copy")))),
         total_rows(&parity(&a, Scope::Pooled(room("source"))))
     );
+
+    // The same archive again: refused (exit 1, naming the flag) unless --allow-duplicate.
+    let import_again = |extra: &[&str], code: i32| {
+        let mut args = vec![
+            "import",
+            s(&archive),
+            "--home",
+            s(&b),
+            "--trusted-keys",
+            s(&trusted),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        cli(&args, code)
+    };
+    let out = import_again(&[], 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--allow-duplicate"),
+        "{}",
+        describe(&out)
+    );
+    let copies = rooms_json(&b).len();
+    let out = import_again(&["--allow-duplicate"], 0);
+    // `source` is free in this home, so the copy keeps the bundle's own id.
+    assert_eq!(stdout_json(&out)["room"], "source");
+    assert_eq!(rooms_json(&b).len(), copies + 1);
 }
 
 #[test]

@@ -221,7 +221,8 @@ async fn import_into_another_home_reproduces_rows_and_media() {
     let b = open_home(&tmp.path().join("b"), schema()).await;
     let outcome = import_default(&b, &archive, &a).await;
     let new = outcome.new_room.clone();
-    assert!(new.as_str().starts_with("general-") && new.as_str().len() == "general-".len() + 6);
+    // A fresh home has no room `general`: the import keeps the bundle's own id.
+    assert_eq!(new, room("general"));
     assert_eq!(outcome.source_room, "general");
     assert!(outcome.id_maps.is_empty(), "{:?}", outcome.id_maps);
     assert_eq!(outcome.objects, 5);
@@ -309,6 +310,7 @@ async fn importing_twice_remaps_colliding_ids_consistently() {
         &keys,
         &ImportOptions {
             new_room: Some(room("copy")),
+            allow_duplicate: true,
             ..ImportOptions::default()
         },
         &NoProgress,
@@ -478,6 +480,7 @@ async fn every_failing_vector_is_refused_and_leaves_nothing() {
                 target: ImportTarget::Pooled,
                 limits: expect_limits(&expect),
                 spool_dir: Some(home.tmp_dir()),
+                allow_duplicate: false,
             },
             &NoProgress,
         )
@@ -935,4 +938,54 @@ async fn keys_no_file_system_keeps_apart_export_under_portable_names_and_import_
         );
     }
     assert_eq!(imported, objects(&a.roomshard, &scope).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_import_of_the_same_bundle_is_refused_unless_duplicates_are_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = seeded(&tmp.path().join("a"), "general").await;
+    let (archive, _) = export_room(&a, "general", &tmp.path().join("out")).await;
+    let b = open_home(&tmp.path().join("b"), schema()).await;
+    let first = import_default(&b, &archive, &a).await;
+    assert_eq!(first.new_room, room("general"));
+
+    let err = import_file(
+        &b.roomshard,
+        &archive,
+        &trusted(&a),
+        &ImportOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .expect_err("a duplicate");
+    assert!(
+        matches!(&err, Error::Conflict { .. })
+            && err
+                .to_string()
+                .contains("already imported here as room general")
+            && err.to_string().contains("--allow-duplicate"),
+        "{err}"
+    );
+    assert_eq!(b.roomshard.control.imports(None).await.unwrap().len(), 1);
+    assert_eq!(b.roomshard.control.placements().await.unwrap().len(), 1);
+
+    let copy = import_file(
+        &b.roomshard,
+        &archive,
+        &trusted(&a),
+        &ImportOptions {
+            allow_duplicate: true,
+            ..ImportOptions::default()
+        },
+        &NoProgress,
+    )
+    .await
+    .expect("allowed duplicate");
+    // `general` is taken now, so the copy gets a derived id.
+    let id = copy.new_room.as_str();
+    assert!(
+        id.starts_with("general-") && id.len() == "general-".len() + 6,
+        "{id}"
+    );
+    assert_eq!(copy.manifest_sha256, first.manifest_sha256);
 }

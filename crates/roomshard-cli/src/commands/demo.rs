@@ -231,6 +231,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
             &trusted,
             Some(room.clone()),
             false,
+            false,
         )
         .await?;
         let imp_receipt = receipts.join(format!("import_{}.json", imported.new_room));

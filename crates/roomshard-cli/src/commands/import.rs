@@ -34,6 +34,10 @@ pub struct ImportArgs {
     /// Also write the import's Sovereignty Receipt to this file.
     #[arg(long)]
     pub receipt_out: Option<PathBuf>,
+    /// Import a bundle this home already imported (same manifest digest) once more, as
+    /// another room (refused by default).
+    #[arg(long)]
+    pub allow_duplicate: bool,
     /// Print one JSON object on stdout: `{"room":…, …}`.
     #[arg(long)]
     pub json: bool,
@@ -46,9 +50,11 @@ pub async fn import_archive(
     trusted: &TrustedKeys,
     room: Option<RoomId>,
     dedicated: bool,
+    allow_duplicate: bool,
 ) -> Result<ImportOutcome, CliError> {
     let options = ImportOptions {
         new_room: room,
+        allow_duplicate,
         target: if dedicated {
             ImportTarget::Dedicated
         } else {
@@ -96,6 +102,7 @@ pub fn run(args: &ImportArgs) -> Result<ExitCode, CliError> {
             &trusted,
             args.room.clone(),
             args.dedicated,
+            args.allow_duplicate,
         )
         .await?;
         if let Some(path) = &args.receipt_out {

@@ -68,6 +68,10 @@ pub struct ImportOptions {
     /// Where to spool `db.sql` while its rows load (an unlinked temporary file, gone when the
     /// import ends); default: the system temp directory.
     pub spool_dir: Option<PathBuf>,
+    /// Import a bundle this home already imported (same manifest digest) once more, as another
+    /// room. Off by default: a second import of the same export is usually a mistake (a retried
+    /// upload, a double click), and would silently make a renumbered copy.
+    pub allow_duplicate: bool,
 }
 
 /// What an import did.
@@ -166,10 +170,30 @@ pub async fn import_file(
     // 2. Schema drift is refused (for now).
     check_tables(manifest, rs.schema.tables())?;
 
-    // 3. The new room.
+    // 3. Not a second copy of an earlier import, unless asked for.
+    if !options.allow_duplicate {
+        let earlier = rs.control.imports(Some(ImportState::Done)).await?;
+        if let Some(prev) = earlier
+            .iter()
+            .find(|r| r.manifest_sha256 == verified.manifest_sha256)
+        {
+            return Err(Error::conflict(format!(
+                "this bundle (manifest sha256 {}) was already imported here as room {} \
+                 (import {}); allow duplicates (roomshard import --allow-duplicate) to import \
+                 another copy",
+                prev.manifest_sha256, prev.new_room, prev.id
+            )));
+        }
+    }
+
+    // The new room: as given; else the bundle's own id when this home has no such room; else
+    // that id with a random suffix.
     let new_room = match &options.new_room {
         Some(r) => r.clone(),
-        None => derive_room_id(&manifest.room.id)?,
+        None => match RoomId::new(&manifest.room.id) {
+            Ok(own) if is_free(rs, &own).await? => own,
+            _ => derive_room_id(&manifest.room.id)?,
+        },
     };
     if rs.control.placement(&new_room).await?.is_some() {
         return Err(Error::conflict(format!(
@@ -345,6 +369,18 @@ fn derive_room_id(source: &str) -> Result<RoomId> {
     let prefix: String = source.chars().take(DERIVED_PREFIX_MAX).collect();
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     RoomId::new(format!("{prefix}-{}", &suffix[..6]))
+}
+
+/// Whether `room` is unknown here: no placement, no pooled rows, no objects.
+async fn is_free(rs: &Roomshard, room: &RoomId) -> Result<bool> {
+    if rs.control.placement(room).await?.is_some() {
+        return Ok(false);
+    }
+    match ensure_unused(rs, room).await {
+        Ok(()) => Ok(true),
+        Err(Error::Conflict { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Refuses a new room id that already holds pooled rows or objects (a room the host has but
