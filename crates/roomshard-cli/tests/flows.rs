@@ -933,3 +933,87 @@ fn audit_verify_expect_head_detects_a_truncated_tail() {
         rows - 1
     );
 }
+
+#[test]
+fn export_refuses_overwrite_without_force_leaves_no_empty_dir_and_receipt_out_is_never_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("demo");
+    cli(
+        &[
+            "demo",
+            "--dir",
+            s(&d),
+            "--messages",
+            "50",
+            "--media-objects",
+            "2",
+        ],
+        0,
+    );
+    let home = d.join("home");
+    let out_dir = tmp.path().join("out");
+    let export = |extra: &[&str], code: i32| {
+        let mut args = vec![
+            "export",
+            "general",
+            "--home",
+            s(&home),
+            "--out",
+            s(&out_dir),
+        ];
+        args.extend_from_slice(extra);
+        cli(&args, code)
+    };
+    export(&[], 0);
+    let archive = out_dir.join("room_general.tar.zst");
+    let before = fs::read(&archive).unwrap();
+    let out = export(&[], 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--force"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        fs::read(&archive).unwrap(),
+        before,
+        "the refused run changed nothing"
+    );
+    export(&["--force"], 0);
+    // Revoke and recentralise issue no receipt: --receipt-out is refused up front (exit 2),
+    // and the room is left as it was.
+    let receipt = tmp.path().join("r.json");
+    for command in ["revoke", "recentralise"] {
+        let out = cli(
+            &[
+                command,
+                "general",
+                "--home",
+                s(&home),
+                "--receipt-out",
+                s(&receipt),
+            ],
+            2,
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("issues no receipt"),
+            "{}",
+            describe(&out)
+        );
+        assert!(!receipt.exists());
+    }
+    assert_eq!(room_entry(&home, "general").unwrap()["state"], "sovereign");
+    // A failing export (no such room) into a new directory leaves no directory behind.
+    let fresh = tmp.path().join("fresh");
+    let out = cli(
+        &[
+            "export",
+            "nosuchroom",
+            "--home",
+            s(&home),
+            "--out",
+            s(&fresh),
+        ],
+        1,
+    );
+    assert!(!fresh.exists(), "{}", describe(&out));
+}

@@ -157,7 +157,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
         );
 
         // 3. Export it.
-        let exported = super::export::export_room(&home, &room, &dir.join("exports")).await?;
+        let exported = super::export::export_room(&home, &room, &dir.join("exports"), true).await?;
         step(
             json,
             started,

@@ -23,6 +23,9 @@ pub struct ExportArgs {
     /// (created if missing).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing room_<id>.tar.zst (and sidecar) in --out.
+    #[arg(long)]
+    pub force: bool,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -38,8 +41,28 @@ pub struct Exported {
     pub outcome: ExportOutcome,
 }
 
-/// Exports `room` of `home` into `dir`.
-pub async fn export_room(home: &Home, room: &RoomId, dir: &Path) -> Result<Exported, CliError> {
+/// Exports `room` of `home` into `dir`. An existing archive or sidecar there is refused unless
+/// `force`; a directory this call created is removed again when the export fails.
+pub async fn export_room(
+    home: &Home,
+    room: &RoomId,
+    dir: &Path,
+    force: bool,
+) -> Result<Exported, CliError> {
+    let archive_name = roomshard_bundle::archive_file_name(room.as_str());
+    for name in [
+        archive_name.clone(),
+        format!("{archive_name}.sigstore.json"),
+    ] {
+        let path = dir.join(&name);
+        if !force && path.exists() {
+            return Err(super::usage(format!(
+                "{} already exists; pass --force to replace it",
+                path.display()
+            )));
+        }
+    }
+    let created = !dir.exists();
     std::fs::create_dir_all(dir)
         .map_err(|e| super::usage(format!("creating {}: {e}", dir.display())))?;
     let options = ExportOptions {
@@ -47,8 +70,17 @@ pub async fn export_room(home: &Home, room: &RoomId, dir: &Path) -> Result<Expor
         ..ExportOptions::default()
     };
     let bars = Bars::new(&format!("export {room}"));
-    let (archive, sidecar, outcome) =
-        flows::export_to_dir(&home.roomshard, room, dir, &options, &bars).await?;
+    let result = flows::export_to_dir(&home.roomshard, room, dir, &options, &bars).await;
+    let (archive, sidecar, outcome) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            if created {
+                // Only removes it if the failed export left it empty.
+                let _ = std::fs::remove_dir(dir);
+            }
+            return Err(e.into());
+        }
+    };
     bars.finish();
     Ok(Exported {
         archive,
@@ -94,7 +126,7 @@ pub fn print_exported(e: &Exported) {
 pub fn run(args: &ExportArgs) -> Result<ExitCode, CliError> {
     block_on(async {
         let home = open_home(&args.home, Create::No, None).await?;
-        let exported = export_room(&home, &args.room, &args.out).await?;
+        let exported = export_room(&home, &args.room, &args.out, args.force).await?;
         if args.json {
             print_json(&exported_json(&exported));
         } else {

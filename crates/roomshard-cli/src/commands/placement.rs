@@ -26,7 +26,8 @@ pub struct RoomArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Also write the receipt issued (regrant, rotate) to this file.
+    /// Also write the receipt issued (regrant, rotate) to this file; revoke and recentralise
+    /// issue none and refuse it.
     #[arg(long)]
     pub receipt_out: Option<PathBuf>,
 }
@@ -141,8 +142,22 @@ pub fn decentralise(args: &DecentraliseArgs) -> Result<ExitCode, CliError> {
     })
 }
 
+/// Refuses `--receipt-out` up front for a command whose flow issues no receipt, so the flag is
+/// never silently ignored.
+fn no_receipt(args: &RoomArgs, command: &str) -> Result<(), CliError> {
+    match &args.receipt_out {
+        Some(path) => Err(super::usage(format!(
+            "{command} issues no receipt, so --receipt-out {} has nothing to write \
+             (regrant, rotate, decentralise and import do)",
+            path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Runs `recentralise`.
 pub fn recentralise(args: &RoomArgs) -> Result<ExitCode, CliError> {
+    no_receipt(args, "recentralise")?;
     block_on(async {
         let home = open_home(&args.home, Create::No, None).await?;
         let bars = Bars::new(&format!("recentralise {}", args.room));
@@ -159,6 +174,7 @@ pub fn recentralise(args: &RoomArgs) -> Result<ExitCode, CliError> {
 
 /// Runs `revoke`.
 pub fn revoke(args: &RoomArgs) -> Result<ExitCode, CliError> {
+    no_receipt(args, "revoke")?;
     block_on(async {
         let home = open_home(&args.home, Create::No, None).await?;
         let placement = flows::revoke(&home.roomshard, &args.room).await?;
