@@ -80,6 +80,9 @@ enum Command {
     /// Verify a room bundle (room_<id>.tar.zst) against a trusted key set.
     #[command(after_help = EXIT_CODES)]
     Verify(commands::verify::VerifyArgs),
+    /// List an archive's manifest and entries without checking who signed it (UNVERIFIED).
+    #[command(after_help = EXIT_CODES)]
+    Inspect(commands::verify::InspectArgs),
     /// Verify a bundle, then import it into a home under a new room id (all or nothing).
     #[command(after_help = EXIT_CODES)]
     Import(commands::import::ImportArgs),
@@ -164,6 +167,7 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Recentralise(args) => placement::recentralise(&args),
         Command::Export(args) => export::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Inspect(args) => verify::inspect(&args),
         Command::Import(args) => import::run(&args),
         Command::Receipt { command } => receipt::run(command),
         Command::Revoke(args) => placement::revoke(&args),

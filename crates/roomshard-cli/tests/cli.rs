@@ -741,3 +741,38 @@ fn keys_generate_refuses_an_empty_window_and_reports_json() {
         );
     }
 }
+
+#[test]
+fn inspect_lists_an_archive_without_keys_and_says_it_is_unverified() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/vectors");
+    let out = run(roomshard()
+        .arg("inspect")
+        .arg(dir.join("valid_basic.tar.zst")));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("UNVERIFIED "), "{text}");
+    for want in [
+        "room: general",
+        "vectors-p256-main",
+        "table messages: 4 rows",
+        "media/att/0001-diagram.png 3000 bytes",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+    let out = run(roomshard()
+        .args(["inspect", "--json"])
+        .arg(dir.join("valid_basic.tar.zst")));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verified"], false, "{report}");
+    assert_eq!(report["valid"], false, "no key vouched for it: {report}");
+    // A structural fault before the signature is still reported (exit 1).
+    let out = run(roomshard()
+        .arg("inspect")
+        .arg(dir.join("path_traversal.tar.zst")));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("path_traversal"),
+        "{}",
+        describe(&out)
+    );
+}

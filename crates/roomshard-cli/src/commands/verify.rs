@@ -159,6 +159,100 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
     }
 }
 
+/// `inspect` arguments.
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// The archive to inspect.
+    archive: PathBuf,
+    /// Print the report as JSON on stdout (with `"verified": false`).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `inspect`: the verifier's own parser over the archive with an empty key set. The
+/// structure (zstd, tar, paths, entry order, the manifest) is checked as it streams; the
+/// signature is not (no key is trusted), and so the files are not compared with the manifest
+/// either (the verifier stops at the first broken rule, and the signer comes first). The output
+/// says so plainly. Exit 0 when only the signer is unknown, 1 when the archive breaks a rule
+/// before that (printed too).
+pub fn inspect(args: &InspectArgs) -> Result<ExitCode, CliError> {
+    let f = fs::File::open(&args.archive)
+        .map_err(|e| CliError::Usage(format!("opening {}: {e}", args.archive.display())))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(CliError::Usage(format!(
+            "{} is a directory; give the archive file (room_<id>.tar.zst)",
+            args.archive.display()
+        )));
+    }
+    let nobody =
+        TrustedKeys::from_json(br#"{"keys":[]}"#).map_err(|e| CliError::Usage(e.to_string()))?;
+    let report = roomshard_verify::verify_reader(
+        io::BufReader::with_capacity(64 << 10, f),
+        nobody,
+        VerifyOptions::default(),
+    );
+    // With no trusted key the verdict is at best `unknown_key`; anything else is a real fault.
+    let fault = report
+        .error
+        .as_ref()
+        .filter(|e| e.reason != roomshard_verify::Reason::UnknownKey.as_str());
+    if args.json {
+        let mut value =
+            serde_json::to_value(&report).map_err(|e| CliError::Usage(e.to_string()))?;
+        if let serde_json::Value::Object(m) = &mut value {
+            m.insert("verified".to_string(), serde_json::Value::Bool(false));
+        }
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        outln!(
+            "UNVERIFIED {}: structure read, but neither the signer nor the files' digests were checked (use `roomshard verify --trusted-keys`)",
+            args.archive.display()
+        );
+        if let Some(room) = &report.room {
+            outln!(
+                "  room: {} from {}, format v{}, created {}",
+                room.id,
+                report.source_instance.as_deref().unwrap_or("?"),
+                report.format_version.unwrap_or(0),
+                report.created_at.as_deref().unwrap_or("?"),
+            );
+        }
+        if let Some(e) = &report.error {
+            if e.reason == roomshard_verify::Reason::UnknownKey.as_str() {
+                outln!("  signed with: {}", e.detail);
+            }
+        }
+        if let Some(m) = &report.manifest_sha256 {
+            outln!("  manifest: sha256 {m}");
+        }
+        for t in &report.tables {
+            outln!(
+                "  table {}: {} rows",
+                t.name,
+                t.expected_rows.or(t.found_rows).unwrap_or(0)
+            );
+        }
+        for file in &report.files {
+            outln!("  {} {} bytes", file.path, file.size);
+        }
+    }
+    match fault {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => {
+            eprintln!(
+                "INVALID {}: {}: {}",
+                args.archive.display(),
+                e.reason,
+                e.detail
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 fn progress_bar(len: Option<u64>) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
     let len = len?;
