@@ -97,6 +97,11 @@ pub async fn run_key_manager_suite(km: &dyn KeyManager, config: &KeySuiteConfig)
         cancel_deletion_makes_the_key_serve_again(km, config),
     )
     .await;
+    r.run(
+        "discard_room_key_leaves_nothing_usable",
+        discard_room_key_leaves_nothing_usable(km, config),
+    )
+    .await;
     r
 }
 
@@ -617,6 +622,54 @@ pub async fn cancel_deletion_makes_the_key_serve_again(
         Kind::NotFound,
         "cancel_deletion of a room without a key",
     )?;
+    Ok(Verdict::Passed)
+}
+
+/// `discard_room_key`: afterwards the key is gone or pending deletion — a data key it wrapped no
+/// longer decrypts (`NotFound` or `Conflict`) — and "Idempotent: a missing key is `Ok`".
+pub async fn discard_room_key_leaves_nothing_usable(
+    km: &dyn KeyManager,
+    config: &KeySuiteConfig,
+) -> CheckResult {
+    let caps = km.capabilities();
+    let room = new_room(km, config).await?;
+    if !caps.discard_room_key {
+        return expect_unsupported(
+            km.discard_room_key(&room).await,
+            "discard_room_key",
+            "discard_room_key",
+        );
+    }
+    if caps.grants {
+        if let Some(grantee) = &config.acting_as {
+            km.grant(&room, grantee).await.context("grant")?;
+        }
+    }
+    let context = EncryptionContext::for_room(&room);
+    let data_key = km
+        .generate_data_key(&room, &context)
+        .await
+        .context("generate_data_key")?;
+    km.discard_room_key(&room)
+        .await
+        .context("discard_room_key")?;
+    let after = km
+        .decrypt_data_key(&room, &data_key.wrapped, &context)
+        .await;
+    ensure(
+        matches!(
+            after,
+            Err(roomshard_core::Error::NotFound { .. } | roomshard_core::Error::Conflict { .. })
+        ),
+        || format!("a data key of a discarded room key still decrypts (or fails oddly): {after:?}"),
+    )?;
+    km.discard_room_key(&room)
+        .await
+        .context("discard_room_key again")?;
+    let missing = config.room()?;
+    km.discard_room_key(&missing)
+        .await
+        .context("discard_room_key of a room without a key")?;
     Ok(Verdict::Passed)
 }
 

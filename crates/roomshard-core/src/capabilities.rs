@@ -100,6 +100,8 @@ pub struct KeyCapabilities {
     pub schedule_deletion: bool,
     /// `cancel_deletion` withdraws a scheduled destruction.
     pub cancel_deletion: bool,
+    /// `discard_room_key` removes a key nothing depends on (a rolled-back dedicated import's).
+    pub discard_room_key: bool,
     /// Most grants one key can hold; `None` if unbounded.
     pub max_grants_per_key: Option<u64>,
     /// Shortest deletion window `schedule_deletion` accepts, in days.

@@ -408,6 +408,7 @@ impl KeyManager for LocalKeyManager {
             encryption_context: true,
             schedule_deletion: true,
             cancel_deletion: true,
+            discard_room_key: true,
             max_grants_per_key: Some(MAX_GRANTS),
             min_deletion_days: Some(u64::from(MIN_DELETION_DAYS)),
             max_deletion_days: Some(u64::from(MAX_DELETION_DAYS)),
@@ -617,6 +618,19 @@ impl KeyManager for LocalKeyManager {
             key: Self::key_ref(room),
             deletion_at_unix_ms,
         })
+    }
+
+    async fn discard_room_key(&self, room: &RoomId) -> Result<()> {
+        let _guard = self.guard();
+        match std::fs::remove_dir_all(self.room_dir(room)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::unavailable(
+                format!("removing the key of room {room}"),
+                true,
+                e,
+            )),
+        }
     }
 
     async fn cancel_deletion(&self, room: &RoomId) -> Result<bool> {

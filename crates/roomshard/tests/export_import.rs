@@ -78,6 +78,12 @@ async fn assert_empty(home: &Home, rooms: &[&RoomId]) {
     assert!(rs.control.imports(None).await.unwrap().is_empty());
     assert!(media_files(home).is_empty(), "{:?}", media_files(home));
     assert!(files_under(&home.dir().join("shards")).is_empty());
+    // No room key or grant either (dedicated imports make one before writing).
+    assert!(
+        files_under(&home.dir().join("keys").join("rooms")).is_empty(),
+        "{:?}",
+        files_under(&home.dir().join("keys").join("rooms"))
+    );
     for r in rooms {
         let parity = rs
             .shards

@@ -187,6 +187,25 @@ pub trait KeyManager: Send + Sync {
         let _ = room;
         Err(Error::unsupported("cancel_deletion", self.name()))
     }
+
+    /// Removes `room`'s key, its grants and its alias because nothing depends on it any more —
+    /// the rollback of a dedicated import, which made the key moments before and removes
+    /// everything else it wrote. Not for a room whose data the key protects: use
+    /// `schedule_deletion`, which leaves a window to change one's mind.
+    ///
+    /// # Behaviour
+    /// - Where the backend can delete at once (the local key directory), the key is gone:
+    ///   `ensure_room_key` afterwards makes a new one. A backend that keeps keys for a waiting
+    ///   period (AWS KMS: 7–30 days) revokes the grants and schedules the deletion with its
+    ///   shortest window instead, and says so in its docs.
+    /// - **Idempotent**: a missing key is `Ok`.
+    ///
+    /// # Requires capability
+    /// `discard_room_key`.
+    async fn discard_room_key(&self, room: &RoomId) -> Result<()> {
+        let _ = room;
+        Err(Error::unsupported("discard_room_key", self.name()))
+    }
 }
 
 /// The alias of `room`'s key: `room/<id>`.

@@ -954,6 +954,11 @@ async fn roll_back(rs: &Roomshard, record: &ImportRecord) -> Result<()> {
         .drop_room(&Scope::Dedicated(room.clone()), &rs.schema)
         .await?;
     rs.media.drop_bucket(room).await?;
+    // A dedicated import made the room's key (and its grant) before writing anything; no
+    // placement names the room yet, so nothing else depends on that key.
+    if rs.keys.capabilities().discard_room_key {
+        rs.keys.discard_room_key(room).await?;
+    }
     rs.control.delete_import(&record.id).await?;
     rs.audit(
         "import.rolled_back",
