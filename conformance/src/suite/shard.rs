@@ -834,6 +834,23 @@ pub async fn parity_counts_and_checksums_match_the_dump(
     ensure(rows_of(&p) == expected_counts(3, 2), || {
         format!("parity says {p:?}")
     })?;
+    // `row_counts`: "equal to parity's rows", for the dedicated scope and the pooled one.
+    for scope in [&scope, &Scope::Pooled(room.clone())] {
+        let counts = store
+            .row_counts(scope, &schema()?)
+            .await
+            .context("row_counts")?;
+        let from_parity: Vec<(String, u64)> = parity(store, scope)
+            .await?
+            .tables
+            .into_iter()
+            .map(|t| (t.table, t.rows))
+            .collect();
+        let counted: Vec<(String, u64)> = counts.into_iter().map(|c| (c.table, c.rows)).collect();
+        ensure(counted == from_parity, || {
+            format!("row_counts of {scope} say {counted:?}, parity {from_parity:?}")
+        })?;
+    }
     let expected = [
         thread_rows(room.as_str(), base_of(&room)).concat(),
         post_rows(room.as_str(), base_of(&room)).concat(),

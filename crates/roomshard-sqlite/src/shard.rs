@@ -788,6 +788,36 @@ impl ShardStore for SqliteShardStore {
         })
     }
 
+    async fn row_counts(&self, scope: &Scope, schema: &RoomSchema) -> Result<Vec<TableCount>> {
+        let pool = self.open_scope(scope).await?;
+        let tables = self.scope_tables(&pool, scope, schema).await?;
+        let room = room_filter(scope);
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(db_err(format!("beginning row counts of {scope}")))?;
+        let mut out = Vec::with_capacity(tables.len());
+        for t in &tables {
+            let mut query =
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(t.count_sql(room.is_some())));
+            if let Some(room) = room {
+                query = query.bind(room.as_str().to_string());
+            }
+            let rows = query
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err(format!("counting table {}", t.desc.name)))?;
+            out.push(TableCount {
+                table: t.desc.name.clone(),
+                rows: u64::try_from(rows).unwrap_or(0),
+            });
+        }
+        tx.rollback()
+            .await
+            .map_err(db_err(format!("ending row counts of {scope}")))?;
+        Ok(out)
+    }
+
     async fn parity(&self, scope: &Scope, schema: &RoomSchema) -> Result<Parity> {
         let pool = self.open_scope(scope).await?;
         let tables = self.scope_tables(&pool, scope, schema).await?;

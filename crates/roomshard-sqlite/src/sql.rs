@@ -191,6 +191,15 @@ impl TableSql {
 
     /// `SELECT cols FROM t [WHERE room = ?] [AND (pk) > (?…)] ORDER BY pk [LIMIT ?]`; binds
     /// are, in order, the room (if filtered), the key (if after) and the limit.
+    /// `SELECT count(*) FROM "main"."t" [WHERE room = ?]`.
+    pub(crate) fn count_sql(&self, room_filter: bool) -> String {
+        let mut sql = format!("SELECT count(*) FROM {}", self.main());
+        if room_filter {
+            sql.push_str(&format!(" WHERE {} = ?", self.room_col()));
+        }
+        sql
+    }
+
     pub(crate) fn select_sql(&self, room_filter: bool, after: bool, limit: bool) -> String {
         let mut conds = Vec::new();
         if room_filter {

@@ -95,6 +95,30 @@ pub trait ShardStore: Send + Sync {
     /// None for counts; `parity_checksums` for checksums.
     async fn parity(&self, scope: &Scope, schema: &RoomSchema) -> Result<Parity>;
 
+    /// A room's row count per table — the cheap check ("is this room empty?", "how big is
+    /// it?") that must not read and hash every row the way [`parity`](Self::parity) does.
+    ///
+    /// # Behaviour
+    /// - One [`TableCount`] per schema table, in schema order, equal to `parity`'s `rows`.
+    /// - A missing dedicated shard is [`Error::NotFound`], as for `parity`.
+    /// - The default derives the counts from `parity` (correct, not cheap); a provider overrides
+    ///   it with a count query.
+    ///
+    /// # Requires capability
+    /// None.
+    async fn row_counts(&self, scope: &Scope, schema: &RoomSchema) -> Result<Vec<TableCount>> {
+        Ok(self
+            .parity(scope, schema)
+            .await?
+            .tables
+            .into_iter()
+            .map(|t| TableCount {
+                table: t.table,
+                rows: t.rows,
+            })
+            .collect())
+    }
+
     /// Deletes a room's rows: drops a dedicated shard (with roomshard's own tables), or deletes
     /// the room's rows from the shared tables of a pooled scope.
     ///

@@ -297,8 +297,8 @@ async fn export_scope(rs: &Roomshard, room: &RoomId) -> Result<Scope> {
         None => {
             // A room roomshard has never seen is pooled, if it exists at all.
             let scope = Scope::Pooled(room.clone());
-            let parity = rs.shards.parity(&scope, &rs.schema).await?;
-            let has_rows = parity.tables.iter().any(|t| t.rows > 0);
+            let counts = rs.shards.row_counts(&scope, &rs.schema).await?;
+            let has_rows = counts.iter().any(|t| t.rows > 0);
             let has_objects = rs.media.usage(&scope).await?.objects > 0;
             if has_rows || has_objects {
                 Ok(scope)

@@ -388,9 +388,9 @@ async fn is_free(rs: &Roomshard, room: &RoomId) -> Result<bool> {
 /// empty.
 async fn ensure_unused(rs: &Roomshard, room: &RoomId) -> Result<()> {
     let scope = Scope::Pooled(room.clone());
-    let parity = rs.shards.parity(&scope, &rs.schema).await?;
+    let counts = rs.shards.row_counts(&scope, &rs.schema).await?;
     let objects = rs.media.usage(&scope).await?.objects;
-    if parity.tables.iter().any(|t| t.rows > 0) || objects > 0 {
+    if counts.iter().any(|t| t.rows > 0) || objects > 0 {
         return Err(Error::conflict(format!(
             "room {room} already has rows or objects; import under another id"
         )));

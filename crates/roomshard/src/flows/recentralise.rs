@@ -53,13 +53,13 @@ pub async fn recentralise(
         PlacementState::Pooled if rs.control.job(room, JobKind::Recentralise).await?.is_some() => {
             let job = JobState::load(rs, room, JobKind::Recentralise).await?;
             let pooled = Scope::Pooled(room.clone());
-            let rows = rs.shards.parity(&pooled, &rs.schema).await?;
+            let rows = rs.shards.row_counts(&pooled, &rs.schema).await?;
             let (objects, _) = media_totals(rs, &pooled).await?;
             remove_own_resources(
                 rs,
                 room,
                 &placement,
-                rows.tables.iter().map(|t| t.rows).sum(),
+                rows.iter().map(|t| t.rows).sum(),
                 objects,
                 progress,
             )
@@ -77,11 +77,11 @@ pub async fn recentralise(
     let pooled = Scope::Pooled(room.clone());
     let dedicated = Scope::Dedicated(room.clone());
     let job = JobState::load(rs, room, JobKind::Recentralise).await?;
-    let parity = rs.shards.parity(&dedicated, &rs.schema).await?;
+    let counts = rs.shards.row_counts(&dedicated, &rs.schema).await?;
     let (objects, bytes) = media_totals(rs, &dedicated).await?;
     progress.emit(ProgressEvent::Planned {
-        tables: parity.tables.len() as u64,
-        rows: parity.tables.iter().map(|t| t.rows).sum(),
+        tables: counts.len() as u64,
+        rows: counts.iter().map(|t| t.rows).sum(),
         objects,
         bytes,
     });
