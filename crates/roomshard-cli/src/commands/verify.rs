@@ -80,14 +80,7 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
     let (input, len): (Box<dyn Read>, Option<u64>) = if args.archive.as_os_str() == "-" {
         (Box::new(io::stdin().lock()), None)
     } else {
-        let f = fs::File::open(&args.archive)
-            .map_err(|e| CliError::Usage(format!("opening {}: {e}", args.archive.display())))?;
-        if f.metadata().is_ok_and(|m| m.is_dir()) {
-            return Err(CliError::Usage(format!(
-                "{} is a directory; give the archive file (room_<id>.tar.zst)",
-                args.archive.display()
-            )));
-        }
+        let f = open_archive(&args.archive)?;
         let len = f.metadata().ok().map(|m| m.len());
         (Box::new(f), len)
     };
@@ -176,14 +169,7 @@ pub struct InspectArgs {
 /// says so plainly. Exit 0 when only the signer is unknown, 1 when the archive breaks a rule
 /// before that (printed too).
 pub fn inspect(args: &InspectArgs) -> Result<ExitCode, CliError> {
-    let f = fs::File::open(&args.archive)
-        .map_err(|e| CliError::Usage(format!("opening {}: {e}", args.archive.display())))?;
-    if f.metadata().is_ok_and(|m| m.is_dir()) {
-        return Err(CliError::Usage(format!(
-            "{} is a directory; give the archive file (room_<id>.tar.zst)",
-            args.archive.display()
-        )));
-    }
+    let f = open_archive(&args.archive)?;
     let nobody =
         TrustedKeys::from_json(br#"{"keys":[]}"#).map_err(|e| CliError::Usage(e.to_string()))?;
     let report = roomshard_verify::verify_reader(
@@ -211,15 +197,7 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, CliError> {
             "UNVERIFIED {}: structure read, but neither the signer nor the files' digests were checked (use `roomshard verify --trusted-keys`)",
             args.archive.display()
         );
-        if let Some(room) = &report.room {
-            outln!(
-                "  room: {} from {}, format v{}, created {}",
-                room.id,
-                report.source_instance.as_deref().unwrap_or("?"),
-                report.format_version.unwrap_or(0),
-                report.created_at.as_deref().unwrap_or("?"),
-            );
-        }
+        print_room_line(&report);
         if let Some(e) = &report.error {
             if e.reason == roomshard_verify::Reason::UnknownKey.as_str() {
                 outln!("  signed with: {}", e.detail);
@@ -272,20 +250,7 @@ fn progress_bar(len: Option<u64>) -> Option<indicatif::ProgressBar> {
 
 fn print_summary(archive: &Path, report: &Report, sidecar: Option<&str>) {
     outln!("VALID {}", archive.display());
-    if let Some(room) = &report.room {
-        let name = room
-            .name
-            .as_deref()
-            .map(|n| format!(" ({n:?})"))
-            .unwrap_or_default();
-        outln!(
-            "  room: {}{name} from {}, format v{}, created {}",
-            room.id,
-            report.source_instance.as_deref().unwrap_or("?"),
-            report.format_version.unwrap_or(0),
-            report.created_at.as_deref().unwrap_or("?"),
-        );
-    }
+    print_room_line(report);
     if let Some(s) = &report.signer {
         outln!("  signed by: {} ({})", s.key_id, s.algorithm.as_str());
     }
@@ -299,5 +264,36 @@ fn print_summary(archive: &Path, report: &Report, sidecar: Option<&str>) {
     );
     if let Some(line) = sidecar {
         outln!("  {line}");
+    }
+}
+
+/// Opens the archive to check; a directory is a usage error, not an invalid archive.
+fn open_archive(path: &Path) -> Result<fs::File, CliError> {
+    let f = fs::File::open(path)
+        .map_err(|e| CliError::Usage(format!("opening {}: {e}", path.display())))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(CliError::Usage(format!(
+            "{} is a directory; give the archive file (room_<id>.tar.zst)",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// `  room: <id> (<name>) from <instance>, format v<n>, created <time>`, when the manifest was read.
+fn print_room_line(report: &Report) {
+    if let Some(room) = &report.room {
+        let name = room
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n:?})"))
+            .unwrap_or_default();
+        outln!(
+            "  room: {}{name} from {}, format v{}, created {}",
+            room.id,
+            report.source_instance.as_deref().unwrap_or("?"),
+            report.format_version.unwrap_or(0),
+            report.created_at.as_deref().unwrap_or("?"),
+        );
     }
 }
