@@ -3,7 +3,9 @@
 # Targets: verify_archive, parse_manifest, copy_codec, import_archive (builds the flows: feature
 # `import`).
 # Seeds the corpus from conformance/vectors and fuzzes with cargo-fuzz on nightly. Exits non-zero
-# on a crash; the reproducer lands in fuzz/artifacts/TARGET/.
+# on a crash; the reproducer lands in fuzz/artifacts/TARGET/. FUZZ_SEED=N fixes libFuzzer's
+# random seed (scripts/test.sh does, so a CI run explores the same inputs each time and a
+# failure there is a regression, not luck); unset, every run explores new ones.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 seconds="${1:-60}"
@@ -15,4 +17,6 @@ cd "$here"
 # FUZZ_SANITIZER=address brings it back. Debug assertions (overflow checks) stay on.
 features=()
 [ "$target" = import_archive ] && features=(--features import)
-cargo +nightly fuzz run --sanitizer "${FUZZ_SANITIZER:-none}" "${features[@]}" "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1
+seed=()
+[ -n "${FUZZ_SEED:-}" ] && seed=(-seed="$FUZZ_SEED")
+cargo +nightly fuzz run --sanitizer "${FUZZ_SANITIZER:-none}" "${features[@]}" "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 "${seed[@]}"

@@ -5,7 +5,8 @@ use super::{
     fresh_room, now_unix_ms,
 };
 use roomshard_core::{
-    Algorithm, EncryptionContext, Grantee, KeyManager, RoomId, SigningKeyId, room_key_alias,
+    Algorithm, DataKey, EncryptionContext, Grantee, KeyManager, RoomId, SigningKeyId,
+    room_key_alias,
 };
 use std::collections::BTreeMap;
 
@@ -78,6 +79,16 @@ pub async fn run_key_manager_suite(km: &dyn KeyManager, config: &KeySuiteConfig)
     )
     .await;
     r.run(
+        "wrapped_key_version_follows_rotation",
+        wrapped_key_version_follows_rotation(km, config),
+    )
+    .await;
+    r.run(
+        "rewrap_keeps_the_data_key_under_the_current_version",
+        rewrap_keeps_the_data_key_under_the_current_version(km, config),
+    )
+    .await;
+    r.run(
         "sign_verifies_under_the_public_key",
         sign_verifies_under_the_public_key(km, config),
     )
@@ -111,6 +122,20 @@ async fn new_room(km: &dyn KeyManager, config: &KeySuiteConfig) -> Result<RoomId
         .await
         .context("ensure_room_key")?;
     Ok(room)
+}
+
+/// A fresh room with a key, its encryption context and one data key made under it.
+async fn room_with_data_key(
+    km: &dyn KeyManager,
+    config: &KeySuiteConfig,
+) -> Result<(RoomId, EncryptionContext, DataKey), Failure> {
+    let room = new_room(km, config).await?;
+    let ctx = EncryptionContext::for_room(&room);
+    let key = km
+        .generate_data_key(&room, &ctx)
+        .await
+        .context("generate_data_key")?;
+    Ok((room, ctx, key))
 }
 
 /// "Idempotent: an existing key under the alias is returned unchanged; never a second key for
@@ -420,6 +445,114 @@ pub async fn rotate_keeps_old_data_keys_working(
             format!("a key wrapped {label} rotate unwrapped to other bytes")
         })?;
     }
+    Ok(Verdict::Passed)
+}
+
+/// `key_versions`: "`wrapped.wrapped <= wrapped.current`; after `rotate`, a key wrapped before it
+/// reports the older version and one wrapped after it the current one"; a blob that is not a
+/// wrapped data key is `Corrupt`.
+pub async fn wrapped_key_version_follows_rotation(
+    km: &dyn KeyManager,
+    config: &KeySuiteConfig,
+) -> CheckResult {
+    let (room, ctx, old) = room_with_data_key(km, config).await?;
+    if !km.capabilities().key_versions {
+        return expect_unsupported(
+            km.wrapped_key_version(&room, &old.wrapped).await,
+            "wrapped_key_version",
+            "key_versions",
+        );
+    }
+    let before = km
+        .wrapped_key_version(&room, &old.wrapped)
+        .await
+        .context("wrapped_key_version of a fresh data key")?;
+    ensure(
+        before.is_current() && before.wrapped == before.current,
+        || format!("a data key wrapped just now reports {before:?}, not the current version"),
+    )?;
+    expect_kind(
+        km.wrapped_key_version(&room, b"not a wrapped key").await,
+        Kind::Corrupt,
+        "wrapped_key_version of bytes that are no wrapped key",
+    )?;
+    if !km.capabilities().rotate {
+        return Ok(Verdict::Passed);
+    }
+    km.rotate(&room).await.context("rotate")?;
+    let after = km
+        .wrapped_key_version(&room, &old.wrapped)
+        .await
+        .context("wrapped_key_version after rotate")?;
+    ensure(
+        !after.is_current() && after.wrapped == before.wrapped && after.current > before.current,
+        || format!("after rotate a key wrapped before it reports {after:?} (before: {before:?})"),
+    )?;
+    let new = km
+        .generate_data_key(&room, &ctx)
+        .await
+        .context("generate_data_key after rotate")?;
+    let fresh = km
+        .wrapped_key_version(&room, &new.wrapped)
+        .await
+        .context("wrapped_key_version of a key wrapped after rotate")?;
+    ensure(fresh.is_current() && fresh.current == after.current, || {
+        format!(
+            "a key wrapped after rotate reports {fresh:?}, current is {}",
+            after.current
+        )
+    })?;
+    Ok(Verdict::Passed)
+}
+
+/// `rewrap`: "The result decrypts with `decrypt_data_key` under `context` to the same bytes as
+/// `wrapped`; with `key_versions` it reports the current version", before and after a rotation,
+/// and a tampered blob is `Corrupt` as for `decrypt_data_key`.
+pub async fn rewrap_keeps_the_data_key_under_the_current_version(
+    km: &dyn KeyManager,
+    config: &KeySuiteConfig,
+) -> CheckResult {
+    let (room, ctx, old) = room_with_data_key(km, config).await?;
+    let caps = km.capabilities();
+    if !caps.rewrap {
+        return expect_unsupported(
+            km.rewrap_data_key(&room, &old.wrapped, &ctx).await,
+            "rewrap_data_key",
+            "rewrap",
+        );
+    }
+    if caps.rotate {
+        km.rotate(&room).await.context("rotate")?;
+    }
+    let rewrapped = km
+        .rewrap_data_key(&room, &old.wrapped, &ctx)
+        .await
+        .context("rewrap_data_key")?;
+    let back = km
+        .decrypt_data_key(&room, &rewrapped, &ctx)
+        .await
+        .context("decrypt_data_key of a re-wrapped key")?;
+    ensure(back.expose() == old.plaintext.expose(), || {
+        "a re-wrapped data key unwraps to other bytes than the original".to_string()
+    })?;
+    if caps.key_versions {
+        let v = km
+            .wrapped_key_version(&room, &rewrapped)
+            .await
+            .context("wrapped_key_version of a re-wrapped key")?;
+        ensure(v.is_current(), || {
+            format!("a re-wrapped key reports {v:?}, not the current version")
+        })?;
+    }
+    let mut tampered = old.wrapped.clone();
+    if let Some(b) = tampered.last_mut() {
+        *b ^= 0x01;
+    }
+    expect_kind(
+        km.rewrap_data_key(&room, &tampered, &ctx).await,
+        Kind::Corrupt,
+        "rewrap_data_key of a tampered wrapped key",
+    )?;
     Ok(Verdict::Passed)
 }
 

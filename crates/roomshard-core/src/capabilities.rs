@@ -102,6 +102,10 @@ pub struct KeyCapabilities {
     pub cancel_deletion: bool,
     /// `discard_room_key` removes a key nothing depends on (a rolled-back dedicated import's).
     pub discard_room_key: bool,
+    /// `rewrap_data_key` re-wraps a data key under the current key version.
+    pub rewrap: bool,
+    /// `wrapped_key_version` tells which key version wrapped a data key.
+    pub key_versions: bool,
     /// Most grants one key can hold; `None` if unbounded.
     pub max_grants_per_key: Option<u64>,
     /// Shortest deletion window `schedule_deletion` accepts, in days.

@@ -22,8 +22,8 @@
 //! Wrapped data keys are `RSK1 ‖ version (u32 BE) ‖ nonce (12) ‖ AES-256-GCM ciphertext+tag`,
 //! with associated data = the header (magic, version) followed by the canonical JSON of the
 //! encryption context. A blob under an older key version still decrypts after
-//! [`rotate`](KeyManager::rotate); [`LocalKeyManager::needs_rewrap`] and
-//! [`LocalKeyManager::rewrap`] let callers re-wrap it lazily under the current version.
+//! [`rotate`](KeyManager::rotate); [`KeyManager::wrapped_key_version`] reads its version from the
+//! header and [`KeyManager::rewrap_data_key`] re-wraps it lazily under the current one.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -32,8 +32,8 @@ use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rand_core::{OsRng, RngCore};
 use roomshard_core::traits::{
-    DataKey, EncryptionContext, Grant, GrantId, Grantee, KeyManager, KeyRef, PublicKey,
-    ScheduledDeletion, SecretBytes, SigningKeyId, room_key_alias,
+    DataKey, EncryptionContext, Grant, GrantId, Grantee, KeyManager, KeyRef, KeyVersions,
+    PublicKey, ScheduledDeletion, SecretBytes, SigningKeyId, room_key_alias,
 };
 use roomshard_core::{Algorithm, Error, KeyCapabilities, Result, RoomId, async_trait};
 use serde::{Deserialize, Serialize};
@@ -153,36 +153,6 @@ impl LocalKeyManager {
     /// [`Error::Corrupt`] if `wrapped` is not a wrapped data key of this provider.
     pub fn key_version(wrapped: &[u8]) -> Result<u32> {
         parse_header(wrapped)
-    }
-
-    /// Whether `wrapped` was made under an older version of `room`'s key than the current one,
-    /// so the caller should replace it with [`rewrap`](Self::rewrap)'s result.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] without a room key; [`Error::Corrupt`] for a malformed blob.
-    pub fn needs_rewrap(&self, room: &RoomId, wrapped: &[u8]) -> Result<bool> {
-        let version = parse_header(wrapped)?;
-        let meta = self.read_meta(room)?;
-        Ok(version < meta.current_version)
-    }
-
-    /// Unwraps `wrapped` (any key version) and wraps the same data key again under the room
-    /// key's current version, bound to the same `context`. The data key itself is unchanged, so
-    /// data encrypted with it stays readable.
-    ///
-    /// # Errors
-    /// As [`KeyManager::decrypt_data_key`]: [`Error::Sealed`], [`Error::Corrupt`],
-    /// [`Error::NotFound`], [`Error::Conflict`] for a key scheduled for deletion.
-    pub fn rewrap(
-        &self,
-        room: &RoomId,
-        wrapped: &[u8],
-        context: &EncryptionContext,
-    ) -> Result<Vec<u8>> {
-        let _guard = self.guard();
-        let meta = self.usable_meta(room)?;
-        let plaintext = self.unwrap_key(room, wrapped, context)?;
-        self.wrap_key(room, meta.current_version, plaintext.expose(), context)
     }
 
     fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -409,6 +379,8 @@ impl KeyManager for LocalKeyManager {
             schedule_deletion: true,
             cancel_deletion: true,
             discard_room_key: true,
+            rewrap: true,
+            key_versions: true,
             max_grants_per_key: Some(MAX_GRANTS),
             min_deletion_days: Some(u64::from(MIN_DELETION_DAYS)),
             max_deletion_days: Some(u64::from(MAX_DELETION_DAYS)),
@@ -641,6 +613,29 @@ impl KeyManager for LocalKeyManager {
         }
         self.write_meta(room, &meta)?;
         Ok(true)
+    }
+
+    async fn wrapped_key_version(&self, room: &RoomId, wrapped: &[u8]) -> Result<KeyVersions> {
+        let version = parse_header(wrapped)?;
+        let meta = self.read_meta(room)?;
+        Ok(KeyVersions {
+            wrapped: version,
+            current: meta.current_version,
+        })
+    }
+
+    /// Unwraps `wrapped` (any key version) and wraps the same data key again under the current
+    /// version; a key scheduled for deletion is [`Error::Conflict`], as for data keys.
+    async fn rewrap_data_key(
+        &self,
+        room: &RoomId,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>> {
+        let _guard = self.guard();
+        let meta = self.usable_meta(room)?;
+        let plaintext = self.unwrap_key(room, wrapped, context)?;
+        self.wrap_key(room, meta.current_version, plaintext.expose(), context)
     }
 }
 

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use roomshard_core::{
-    EncryptionContext, Error, Grantee, KeyManager, RoomId, SigningKeyId, room_key_alias,
+    EncryptionContext, Error, Grantee, KeyManager, KeyVersions, RoomId, SigningKeyId,
+    room_key_alias,
 };
 use roomshard_kms::LocalKeyManager;
 use roomshard_verify::{Algorithm, KeySet, Reason, TrustedKey, TrustedKeys};
@@ -199,8 +200,10 @@ async fn revoked_grant_seals_every_key_path() {
     );
     sealed(keys.rotate(&general).await.map(drop), "rotate");
     sealed(
-        keys.rewrap(&general, &data_key.wrapped, &ctx).map(drop),
-        "rewrap",
+        keys.rewrap_data_key(&general, &data_key.wrapped, &ctx)
+            .await
+            .map(drop),
+        "rewrap_data_key",
     );
     // A second manager on the same directory (another process) sees the seal too.
     let other_process = manager(dir.path());
@@ -274,7 +277,12 @@ async fn rotation_keeps_old_blobs_readable() {
     let (keys, general) = with_room(dir.path(), "general").await;
     let ctx = EncryptionContext::for_room(&general);
     let old = keys.generate_data_key(&general, &ctx).await.unwrap();
-    assert!(!keys.needs_rewrap(&general, &old.wrapped).unwrap());
+    assert!(
+        keys.wrapped_key_version(&general, &old.wrapped)
+            .await
+            .unwrap()
+            .is_current()
+    );
 
     let before = keys
         .ensure_room_key(&general, &BTreeMap::new())
@@ -292,11 +300,33 @@ async fn rotation_keeps_old_blobs_readable() {
     assert_eq!(back.expose(), old.plaintext.expose());
 
     // Lazy re-wrap: callers ask, then replace the stored blob; the data key is unchanged.
-    assert!(keys.needs_rewrap(&general, &old.wrapped).unwrap());
-    assert!(!keys.needs_rewrap(&general, &new.wrapped).unwrap());
-    let rewrapped = keys.rewrap(&general, &old.wrapped, &ctx).unwrap();
+    assert!(
+        !keys
+            .wrapped_key_version(&general, &old.wrapped)
+            .await
+            .unwrap()
+            .is_current()
+    );
+    assert!(
+        keys.wrapped_key_version(&general, &new.wrapped)
+            .await
+            .unwrap()
+            .is_current()
+    );
+    let rewrapped = keys
+        .rewrap_data_key(&general, &old.wrapped, &ctx)
+        .await
+        .unwrap();
     assert_eq!(LocalKeyManager::key_version(&rewrapped).unwrap(), 2);
-    assert!(!keys.needs_rewrap(&general, &rewrapped).unwrap());
+    assert_eq!(
+        keys.wrapped_key_version(&general, &rewrapped)
+            .await
+            .unwrap(),
+        KeyVersions {
+            wrapped: 2,
+            current: 2
+        }
+    );
     let same = keys
         .decrypt_data_key(&general, &rewrapped, &ctx)
         .await

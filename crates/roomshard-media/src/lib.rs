@@ -9,4 +9,4 @@ mod envelope;
 pub mod local;
 mod signed_url;
 
-pub use local::{DataKeyRewrap, LocalMediaStore, MAX_PRESIGN_EXPIRY_SECS};
+pub use local::{LocalMediaStore, MAX_PRESIGN_EXPIRY_SECS};

@@ -92,43 +92,6 @@ pub const OBJECT_CONTEXT_KEY: &str = "roomshard:object";
 /// Name of the URL-signing secret file under the root.
 const URL_SECRET_FILE: &str = ".url-secret";
 
-/// Re-wraps data keys under a room key's current version without exposing them: the hook
-/// [`LocalMediaStore::rewrap_object`] needs, because [`KeyManager`] has no re-wrap method.
-///
-/// Implemented for [`roomshard_kms::LocalKeyManager`] (its inherent `needs_rewrap` / `rewrap`);
-/// a KMS whose wrapped blobs carry their key version needs none.
-pub trait DataKeyRewrap: Send + Sync {
-    /// Whether `wrapped` was made under an older version of `room`'s key than the current one.
-    ///
-    /// # Errors
-    /// As the key manager's: [`Error::NotFound`] without a room key, [`Error::Corrupt`] for a
-    /// malformed blob.
-    fn needs_rewrap(&self, room: &RoomId, wrapped: &[u8]) -> Result<bool>;
-
-    /// The same data key wrapped under `room`'s current key version, bound to `context`.
-    ///
-    /// # Errors
-    /// [`Error::Sealed`] for a revoked grant, [`Error::Corrupt`] for a blob that does not
-    /// authenticate under `context`.
-    fn rewrap(&self, room: &RoomId, wrapped: &[u8], context: &EncryptionContext)
-    -> Result<Vec<u8>>;
-}
-
-impl DataKeyRewrap for roomshard_kms::LocalKeyManager {
-    fn needs_rewrap(&self, room: &RoomId, wrapped: &[u8]) -> Result<bool> {
-        roomshard_kms::LocalKeyManager::needs_rewrap(self, room, wrapped)
-    }
-
-    fn rewrap(
-        &self,
-        room: &RoomId,
-        wrapped: &[u8],
-        context: &EncryptionContext,
-    ) -> Result<Vec<u8>> {
-        roomshard_kms::LocalKeyManager::rewrap(self, room, wrapped, context)
-    }
-}
-
 /// A [`MediaStore`] in a local directory, with client-side envelope encryption of dedicated
 /// rooms' objects and HMAC-signed URLs. See the [module docs](self) for layout and guarantees.
 ///
@@ -137,7 +100,6 @@ pub struct LocalMediaStore {
     root: PathBuf,
     store: Arc<LocalFileSystem>,
     keys: Arc<dyn KeyManager>,
-    rewrapper: Option<Arc<dyn DataKeyRewrap>>,
     signer: UrlSigner,
     base_url: String,
 }
@@ -148,7 +110,6 @@ impl fmt::Debug for LocalMediaStore {
             .field("root", &self.root)
             .field("base_url", &self.base_url)
             .field("key_manager", &self.keys.name())
-            .field("rewrap", &self.rewrapper.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -305,7 +266,6 @@ impl LocalMediaStore {
             root,
             store: Arc::new(store),
             keys,
-            rewrapper: None,
             signer: UrlSigner::new(secret),
             base_url: String::new(),
         })
@@ -316,14 +276,6 @@ impl LocalMediaStore {
     #[must_use]
     pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
         self.base_url = base_url.into().trim_end_matches('/').to_owned();
-        self
-    }
-
-    /// Installs the re-wrap hook [`rewrap_object`](Self::rewrap_object) needs (e.g. the same
-    /// `Arc<LocalKeyManager>` given to [`open`](Self::open)).
-    #[must_use]
-    pub fn with_rewrap(mut self, rewrapper: Arc<dyn DataKeyRewrap>) -> Self {
-        self.rewrapper = Some(rewrapper);
         self
     }
 
@@ -365,10 +317,12 @@ impl LocalMediaStore {
         (!path.is_empty()).then_some(path)
     }
 
-    /// Re-wraps the data key of an encrypted object under its room key's current version when
-    /// the key manager says it is stale (after a rotation), rewriting only the header: the body's
-    /// ciphertext is copied byte for byte, not re-encrypted. Returns whether it rewrote the
-    /// object. Pooled objects are not encrypted: `Ok(false)`.
+    /// Re-wraps the data key of an encrypted object under its room key's current version
+    /// ([`KeyManager::rewrap_data_key`]) when it is stale after a rotation, rewriting only the
+    /// header: the body's ciphertext is copied byte for byte, not re-encrypted. Returns whether
+    /// it rewrote the object. Pooled objects are not encrypted: `Ok(false)`. With a key manager
+    /// that can tell key versions (`key_versions`), an object already under the current version
+    /// is left alone; without, every object is re-wrapped (a KMS re-encrypt is idempotent).
     ///
     /// The rewrite is atomic (staged and renamed like a put). If the object changes while it is
     /// re-wrapped (a concurrent put), the re-wrap is abandoned with [`Error::Conflict`] rather
@@ -376,26 +330,35 @@ impl LocalMediaStore {
     /// within that narrow window, so run re-wrap sweeps where puts to the same key are rare.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] without a hook ([`with_rewrap`](Self::with_rewrap));
+    /// [`Error::Unsupported`] when the key manager lacks the `rewrap` capability;
     /// [`Error::NotFound`] for a missing object or bucket; [`Error::Sealed`] for a revoked grant;
     /// [`Error::Corrupt`] for a damaged header or wrapped key.
     pub async fn rewrap_object(&self, scope: &Scope, key: &ObjectKey) -> Result<bool> {
         let Scope::Dedicated(room) = scope else {
             return Ok(false);
         };
-        let rewrapper = self
-            .rewrapper
-            .as_ref()
-            .ok_or_else(|| Error::unsupported("rewrap_object", self.name()))?;
+        let caps = self.keys.capabilities();
+        if !caps.rewrap {
+            return Err(Error::unsupported("rewrap_object", self.name()));
+        }
         let location = self.location(scope, key).await?;
         let mut opened = self.open_object(scope, key, &location).await?;
         let parsed = Self::read_header(&mut opened, key.as_str()).await?;
-        if !rewrapper.needs_rewrap(room, &parsed.header.wrapped_key)? {
+        if caps.key_versions
+            && self
+                .keys
+                .wrapped_key_version(room, &parsed.header.wrapped_key)
+                .await?
+                .is_current()
+        {
             return Ok(false);
         }
         let context = object_context(room, key);
         let mut header = parsed.header.clone();
-        header.wrapped_key = rewrapper.rewrap(room, &parsed.header.wrapped_key, &context)?;
+        header.wrapped_key = self
+            .keys
+            .rewrap_data_key(room, &parsed.header.wrapped_key, &context)
+            .await?;
         let what = describe(scope, key);
         let upload = self
             .store

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use roomshard_core::traits::{
     BucketSpec, Grantee, KeyManager, ListRequest, MediaStore, PutOptions,
 };
-use roomshard_core::{Error, ObjectBody, ObjectKey, RoomId, Scope};
+use roomshard_core::{EncryptionContext, Error, ObjectBody, ObjectKey, RoomId, Scope};
 use roomshard_kms::LocalKeyManager;
 use roomshard_media::{LocalMediaStore, MAX_PRESIGN_EXPIRY_SECS};
 use sha2::{Digest, Sha256};
@@ -54,6 +54,45 @@ fn local_spec() -> BucketSpec {
     }
 }
 
+/// The local key manager without its `rewrap` and `key_versions` capabilities.
+struct NoRewrap(Arc<LocalKeyManager>);
+
+#[roomshard_core::async_trait]
+impl KeyManager for NoRewrap {
+    fn name(&self) -> &str {
+        "no-rewrap"
+    }
+    fn capabilities(&self) -> roomshard_core::KeyCapabilities {
+        roomshard_core::KeyCapabilities {
+            rewrap: false,
+            key_versions: false,
+            ..self.0.capabilities()
+        }
+    }
+    async fn ensure_room_key(
+        &self,
+        room: &RoomId,
+        tags: &BTreeMap<String, String>,
+    ) -> roomshard_core::Result<roomshard_core::KeyRef> {
+        self.0.ensure_room_key(room, tags).await
+    }
+    async fn generate_data_key(
+        &self,
+        room: &RoomId,
+        context: &EncryptionContext,
+    ) -> roomshard_core::Result<roomshard_core::DataKey> {
+        self.0.generate_data_key(room, context).await
+    }
+    async fn decrypt_data_key(
+        &self,
+        room: &RoomId,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> roomshard_core::Result<roomshard_core::SecretBytes> {
+        self.0.decrypt_data_key(room, wrapped, context).await
+    }
+}
+
 fn grantee() -> Grantee {
     Grantee::new("mesh").unwrap()
 }
@@ -64,9 +103,7 @@ async fn env() -> Env {
     let room = RoomId::new("general").unwrap();
     keys.ensure_room_key(&room, &BTreeMap::new()).await.unwrap();
     let media = dir.path().join("media");
-    let store = LocalMediaStore::open(&media, keys.clone())
-        .unwrap()
-        .with_rewrap(keys.clone());
+    let store = LocalMediaStore::open(&media, keys.clone()).unwrap();
     store.ensure_bucket(&room, &local_spec()).await.unwrap();
     let media = std::fs::canonicalize(&media).unwrap();
     Env {
@@ -567,8 +604,8 @@ async fn rotation_keeps_old_objects_readable_and_rewrap_updates_the_header_only(
     // No stray staging files.
     assert_eq!(files_under(&env.file(&scope, "")), vec!["new", "old"]);
 
-    // Without the hook, rewrap is unsupported.
-    let plain = LocalMediaStore::open(&env.media, env.keys.clone()).unwrap();
+    // With a key manager that cannot re-wrap, rewrap_object is unsupported.
+    let plain = LocalMediaStore::open(&env.media, Arc::new(NoRewrap(env.keys.clone()))).unwrap();
     assert!(matches!(
         plain.rewrap_object(&scope, &key("old")).await,
         Err(Error::Unsupported {

@@ -124,8 +124,26 @@ pub struct Verifier {
     /// Decompressed bytes handed to the tar reader.
     decompressed: u64,
     frame: FrameState,
+    /// Most compressed bytes to give the decoder in its next call (see `decompress`).
+    next_input: usize,
+    /// The last call filled the output buffer, so the decoder may hold more output.
+    flush_pending: bool,
     tar: TarReader,
     entries: EntryChecker,
+}
+
+/// The compressed bytes to give the decoder next, from the hint its last call returned: the
+/// rest of the unit it is in. zstd's hint adds the 3-byte header of the following block to the
+/// rest of a block's content (and a hint of 4 or more is never anything else but content, a
+/// checksum or a header still to load, all of which this only splits); 0 (a frame ended) means
+/// one byte, so the next frame header is read alone too.
+fn next_input_bytes(hint: usize) -> usize {
+    const BLOCK_HEADER_BYTES: usize = 3;
+    if hint > BLOCK_HEADER_BYTES {
+        hint - BLOCK_HEADER_BYTES
+    } else {
+        hint.max(1)
+    }
 }
 
 /// Where the decoder is between and inside zstd frames.
@@ -196,6 +214,8 @@ impl Verifier {
             compressed: 0,
             decompressed: 0,
             frame: FrameState::default(),
+            next_input: 1,
+            flush_pending: false,
             tar: TarReader::new(limits.max_entries),
             entries: EntryChecker::new(keys, limits, options.hash_archive),
         }
@@ -228,19 +248,37 @@ impl Verifier {
     }
 
     /// Runs `chunk` through the decoder and the decompressed bytes through the tar reader.
+    ///
+    /// The decoder is given at most the rest of the zstd unit (frame header, block header, block
+    /// content, checksum) it is in, never the start of the next one, and a full output buffer is
+    /// drained before more input goes in. `ZSTD_decompressStream` drops the output of units it
+    /// decoded in a call that then fails, so without this a bundle with a tar defect in one block
+    /// and a corrupt next block would be refused for the tar defect when fed in small chunks and
+    /// for the corrupt block when fed whole: the reason would depend on the chunking (found by the
+    /// `verify_archive` fuzz target). This way every chunking hands the tar reader the same bytes
+    /// before each decoding step, and the first defect in stream order is the one reported.
     fn decompress(&mut self, chunk: &[u8]) -> Result<(), VerifyError> {
         let decoder = match &mut self.decoder {
             Some(d) => d,
             None => return Ok(()),
         };
         let limits = self.options.limits;
-        let mut input = InBuffer::around(chunk);
+        let mut pos = 0;
         loop {
-            let start = input.pos();
+            let take = if self.flush_pending {
+                0
+            } else {
+                self.next_input.min(chunk.len() - pos)
+            };
+            if take == 0 && !self.flush_pending {
+                return Ok(());
+            }
+            let slice = &chunk[pos..pos + take];
+            let mut input = InBuffer::around(slice);
             let mut output = OutBuffer::around(&mut self.output[..]);
             let run = decoder.run(&mut input, &mut output);
             let produced = output.pos();
-            let consumed = &chunk[start..input.pos()];
+            let consumed = &slice[..input.pos()];
             let hint = match run {
                 Ok(hint) => hint,
                 Err(e) => {
@@ -265,11 +303,14 @@ impl Verifier {
                     });
                 }
             };
+            pos += consumed.len();
             self.frame.consume(consumed, self.tar.is_ended());
             self.compressed += consumed.len() as u64;
+            self.next_input = next_input_bytes(hint);
             if hint == 0 {
                 self.frame = FrameState::default();
             }
+            self.flush_pending = produced == self.output.len();
             if produced > 0 {
                 let total = self.decompressed + produced as u64;
                 if total > limits.max_total_bytes {
@@ -291,9 +332,6 @@ impl Verifier {
                 }
                 self.decompressed = total;
                 self.tar.feed(&self.output[..produced], &mut self.entries)?;
-            }
-            if input.pos() == chunk.len() && produced < self.output.len() {
-                return Ok(());
             }
         }
     }

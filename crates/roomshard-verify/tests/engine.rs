@@ -465,6 +465,44 @@ fn trailing_garbage_in_the_tar_stream_and_after_the_last_frame() {
     assert_refused(&verify(&with), Reason::TrailingGarbage);
 }
 
+/// A zstd frame (64 KiB window, no checksum) of the given raw blocks, the last one marked last.
+fn raw_block_frame(blocks: &[&[u8]]) -> Vec<u8> {
+    let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x30];
+    for (i, block) in blocks.iter().enumerate() {
+        let last = u32::from(i + 1 == blocks.len());
+        let header = (block.len() as u32) << 3 | last;
+        frame.extend_from_slice(&header.to_le_bytes()[..3]);
+        frame.extend_from_slice(block);
+    }
+    frame
+}
+
+#[test]
+fn the_first_defect_is_reported_whatever_the_chunking() {
+    // Found by the verify_archive fuzz target: a block whose tar bytes are already wrong (data
+    // after the end-of-archive marker) followed by a corrupt block was refused for the tar
+    // defect in small chunks and for the corrupt block when pushed whole, because zstd drops
+    // the output of a call that then fails.
+    let mut tar_part = vec![0u8; 1024];
+    tar_part.push(b'x');
+    let mut input = raw_block_frame(&[&tar_part, b"second block"]);
+    let second_header = 6 + 3 + tar_part.len();
+    input[second_header] |= 0b110; // block type 3: reserved, a decoding error
+    for chunk in [1, 2, 3, 7, 64, 4096, input.len()] {
+        let r = verify_pushed(&input, chunk, VerifyOptions::default());
+        assert_refused(&r, Reason::TrailingGarbage);
+    }
+    assert_refused(&verify(&input), Reason::TrailingGarbage);
+
+    // The same corrupt block with no defect before it is malformed in every chunking.
+    let mut input = raw_block_frame(&[&[0u8; 512], b"second block"]);
+    input[6 + 3 + 512] |= 0b110;
+    for chunk in [1, 5, 4096, input.len()] {
+        let r = verify_pushed(&input, chunk, VerifyOptions::default());
+        assert_refused(&r, Reason::MalformedArchive);
+    }
+}
+
 #[test]
 fn malformed_archives() {
     let garbage = noise(5000, 9);

@@ -90,8 +90,7 @@ impl Home {
         }
         shards.ensure_pooled_tables(&schema).await?;
         let shards = Arc::new(shards);
-        let mut media =
-            LocalMediaStore::open(&dir.join("media"), key_dyn.clone())?.with_rewrap(keys.clone());
+        let mut media = LocalMediaStore::open(&dir.join("media"), key_dyn.clone())?;
         if let Some(base) = options.media_base_url {
             media = media.with_base_url(base);
         }

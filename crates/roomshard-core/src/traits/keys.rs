@@ -126,6 +126,47 @@ pub trait KeyManager: Send + Sync {
         Err(Error::unsupported("rotate", self.name()))
     }
 
+    /// Which version of `room`'s key wrapped `wrapped`, and which version is current, so a
+    /// caller re-wraps ([`rewrap_data_key`](Self::rewrap_data_key)) only the data keys made
+    /// before a [`rotate`](Self::rotate). Vault transit writes the version into its ciphertext
+    /// (`vault:v3:…`); AWS KMS does not expose it, so it declares no `key_versions` and callers
+    /// re-wrap unconditionally there (ReEncrypt is idempotent).
+    ///
+    /// # Behaviour
+    /// - `wrapped.wrapped <= wrapped.current`; after `rotate`, a key wrapped before it reports
+    ///   the older version and one wrapped after it the current one.
+    /// - A blob that is not a wrapped data key of this manager is [`Error::Corrupt`]; a missing
+    ///   room key is [`Error::NotFound`].
+    ///
+    /// # Requires capability
+    /// `key_versions`.
+    async fn wrapped_key_version(&self, room: &RoomId, wrapped: &[u8]) -> Result<KeyVersions> {
+        let _ = (room, wrapped);
+        Err(Error::unsupported("wrapped_key_version", self.name()))
+    }
+
+    /// The data key inside `wrapped` wrapped again under `room`'s current key version, bound to
+    /// the same `context` (AWS KMS `ReEncrypt`, Vault transit `rewrap`): what lazy re-wrapping
+    /// after a rotation needs, without the caller ever holding the data key's plaintext.
+    ///
+    /// # Behaviour
+    /// - The result decrypts with [`decrypt_data_key`](Self::decrypt_data_key) under `context`
+    ///   to the same bytes as `wrapped`; with `key_versions` it reports the current version.
+    /// - As `decrypt_data_key` for a tampered or foreign blob ([`Error::Corrupt`]) and a
+    ///   revoked grant ([`Error::Sealed`]).
+    ///
+    /// # Requires capability
+    /// `rewrap`.
+    async fn rewrap_data_key(
+        &self,
+        room: &RoomId,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>> {
+        let _ = (room, wrapped, context);
+        Err(Error::unsupported("rewrap_data_key", self.name()))
+    }
+
     /// Signs `message` with the signing key `key`, in the bundle format's encodings
     /// (`docs/bundle-format.md` §5): an ASN.1 DER ECDSA P-256 signature over SHA-256 of the
     /// message, or a 64-byte Ed25519 signature of it.
@@ -211,6 +252,23 @@ pub trait KeyManager: Send + Sync {
 /// The alias of `room`'s key: `room/<id>`.
 pub fn room_key_alias(room: &RoomId) -> String {
     format!("room/{room}")
+}
+
+/// The key version that wrapped a data key and the room key's current version
+/// ([`KeyManager::wrapped_key_version`]). Versions count from 1 and grow with every rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVersions {
+    /// The version that wrapped the data key.
+    pub wrapped: u32,
+    /// The room key's current version.
+    pub current: u32,
+}
+
+impl KeyVersions {
+    /// Whether the data key is wrapped under the current version (nothing to re-wrap).
+    pub fn is_current(&self) -> bool {
+        self.wrapped >= self.current
+    }
 }
 
 /// A room key as the backend knows it.

@@ -43,8 +43,8 @@ pub use control::{
 };
 pub use index::{ConsumerGroup, Delivery, DeliveryTag, Indexer, Lag};
 pub use keys::{
-    DataKey, EncryptionContext, Grant, GrantId, Grantee, KeyManager, KeyRef, PublicKey,
-    ScheduledDeletion, SecretBytes, SigningKeyId, room_key_alias,
+    DataKey, EncryptionContext, Grant, GrantId, Grantee, KeyManager, KeyRef, KeyVersions,
+    PublicKey, ScheduledDeletion, SecretBytes, SigningKeyId, room_key_alias,
 };
 pub use media::{
     BucketRef, BucketSpec, GetObject, ListPage, ListRequest, MediaStore, ObjectMeta, PutOptions,

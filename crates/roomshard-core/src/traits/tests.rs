@@ -310,6 +310,17 @@ fn optional_media_key_and_index_methods_default_to_unsupported() {
             keys.schedule_deletion(&room(), 7).await,
             "schedule_deletion",
         );
+        assert_unsupported(keys.cancel_deletion(&room()).await, "cancel_deletion");
+        assert_unsupported(keys.discard_room_key(&room()).await, "discard_room_key");
+        assert_unsupported(
+            keys.wrapped_key_version(&room(), b"blob").await,
+            "wrapped_key_version",
+        );
+        assert_unsupported(
+            keys.rewrap_data_key(&room(), b"blob", &EncryptionContext::for_room(&room()))
+                .await,
+            "rewrap_data_key",
+        );
 
         let index = MinimalIndex;
         let event = crate::events::ChangeEvent {
