@@ -107,6 +107,10 @@ fn predicate() -> ReceiptPredicate {
         issued: "2026-11-22T10:00:00Z".into(),
         expires: "2026-12-22T10:00:00Z".into(),
         version: 4,
+        audit: Some(roomshard_verify::dsse::AuditAnchor {
+            seq: 12,
+            hash: hex(&[0xcd; 32]),
+        }),
     }
 }
 

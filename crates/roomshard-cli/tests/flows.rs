@@ -873,10 +873,35 @@ fn sealed_room_refuses_everything_until_regrant() {
     assert_eq!(parity(&h, Scope::Pooled(room("vault"))), pooled);
 }
 
-/// Removing the last audit entries leaves an intact chain (every link still holds), so a plain
-/// `audit verify` passes; `--expect-head` with a head noted earlier detects the cut.
+/// Runs SQL against a home's global database as someone with write access to the file would,
+/// after dropping the append-only trigger.
+fn tamper(home: &Path, statements: &[&str]) {
+    let db = home.join("global.sqlite3");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("DROP TRIGGER IF EXISTS roomshard_audit_no_delete")
+            .execute(&pool)
+            .await
+            .unwrap();
+        for sql in statements {
+            // Test-controlled statements, not input.
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    });
+}
+
+/// Removing the newest audit entries leaves an intact chain (every link still holds). What
+/// reveals the cut: the audit anchor of the receipts the home recorded (checked on every `audit
+/// verify`), a receipt its holder kept (`--receipt`) once the recorded ones are gone too, and a
+/// head noted earlier (`--expect-head`).
 #[test]
-fn audit_verify_expect_head_detects_a_truncated_tail() {
+fn audit_verify_detects_a_truncated_tail_by_receipt_anchors_and_expect_head() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("demo");
     cli(&["demo", "--dir", s(&d)], 0);
@@ -886,39 +911,64 @@ fn audit_verify_expect_head_detects_a_truncated_tail() {
         args.extend_from_slice(extra);
         stdout_json(&cli(&args, code))
     };
-    let before = verify(&[], 0);
+    let receipt = d.join("receipts/decentralise_general.json");
+    let before = verify(&["--receipt", s(&receipt)], 0);
     let head = before["head"].as_str().unwrap().to_string();
     let rows = before["rows"].as_u64().unwrap();
-    assert!(rows >= 3, "{before}");
+    let anchors = before["anchors"].as_array().unwrap();
+    assert!(
+        anchors.len() >= 2,
+        "recorded receipts plus the held one: {before}"
+    );
+    assert!(anchors.iter().all(|a| a["problem"].is_null()), "{before}");
     assert_eq!(
         verify(&["--expect-head", &head], 0)["expected_head_seq"],
         rows
     );
+    // The decentralise receipt anchors the entry of the flip to sovereign.
+    let shown = stdout_json(&cli(
+        &[
+            "receipt",
+            "verify",
+            s(&receipt),
+            "--trusted-keys",
+            s(&d.join("keys/trusted-keys.json")),
+            "--json",
+        ],
+        0,
+    ));
+    let anchored = shown["predicate"]["audit"]["seq"].as_u64().unwrap();
+    assert!(anchored >= 1 && anchored < rows, "{shown}");
 
-    // Cut the last entry off, as someone with write access to the database would (dropping the
-    // append-only trigger first).
-    let db = home.join("global.sqlite3");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        sqlx::query("DROP TRIGGER roomshard_audit_no_delete")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query(
-            "DELETE FROM roomshard_audit WHERE seq = (SELECT max(seq) FROM roomshard_audit)",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-    });
+    // Cut the log back to before that entry: the chain holds, the recorded receipts do not.
+    tamper(
+        &home,
+        &[&format!(
+            "DELETE FROM roomshard_audit WHERE seq >= {anchored}"
+        )],
+    );
+    let caught = verify(&[], 1);
+    assert_eq!(caught["rows"].as_u64(), Some(anchored - 1), "{caught}");
+    let problem = caught["broken"]["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("recorded decentralise receipt of room general")
+            && problem.contains("removed from its end"),
+        "{caught}"
+    );
+
+    // Remove the recorded receipts too: only what is held outside the home reveals the cut.
+    tamper(&home, &["DELETE FROM roomshard_receipts"]);
     let cut = verify(&[], 0);
     assert_eq!(cut["intact"], true, "the chain itself still holds: {cut}");
-    assert_eq!(cut["rows"].as_u64(), Some(rows - 1));
+    let caught = verify(&["--receipt", s(&receipt)], 1);
+    assert!(
+        caught["broken"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("decentralise_general.json"),
+        "{caught}"
+    );
     let caught = verify(&["--expect-head", &head], 1);
-    assert_eq!(caught["intact"], false, "{caught}");
     assert!(
         caught["broken"]["problem"]
             .as_str()
@@ -930,7 +980,30 @@ fn audit_verify_expect_head_detects_a_truncated_tail() {
     let older = cut["head"].as_str().unwrap().to_string();
     assert_eq!(
         verify(&["--expect-head", &older], 0)["expected_head_seq"],
-        rows - 1
+        anchored - 1
+    );
+
+    // A receipt that is not this home's (tampered) is refused, not trusted for its anchor.
+    let envelope = std::fs::read_to_string(&receipt).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&envelope).unwrap();
+    json["signatures"][0]["sig"] = serde_json::Value::String("AAAA".into());
+    let forged = tmp.path().join("forged.json");
+    std::fs::write(&forged, json.to_string()).unwrap();
+    let out = cli(
+        &[
+            "audit",
+            "verify",
+            "--home",
+            s(&home),
+            "--receipt",
+            s(&forged),
+        ],
+        1,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a receipt of this home"),
+        "{}",
+        describe(&out)
     );
 }
 

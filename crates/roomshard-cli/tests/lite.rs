@@ -17,8 +17,8 @@ use std::time::Duration;
 use roomshard::home::{Home, HomeOptions};
 use roomshard_core::traits::PutOptions;
 use roomshard_core::{
-    Bytes, DumpSource, IdRemap, ObjectBody, ObjectKey, Placement, PlacementState, Profile,
-    RemapPolicy, Result, RoomId, Scope, async_trait,
+    Bytes, DumpSource, IdRemap, ObjectBody, ObjectKey, Placement, PlacementChange, PlacementState,
+    Profile, RemapPolicy, Result, RoomId, Scope, async_trait,
 };
 use roomshard_example_mesh::{Media, Workload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -287,7 +287,10 @@ async fn served() -> Served {
         state: PlacementState::Sovereign,
         version: 4,
     };
-    rs.control.insert_placement(&placement).await.unwrap();
+    rs.control
+        .change_placement(PlacementChange::Insert(&placement), &test_entry(&room))
+        .await
+        .unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -621,8 +624,12 @@ async fn sealed_room_answers_423_for_page_and_media() {
     let mut placement = rs.control.placement(&room).await.unwrap().unwrap();
     let version = placement.version;
     placement.transition(PlacementState::Sealed).unwrap();
+    let change = PlacementChange::Update {
+        next: &placement,
+        expected_version: version,
+    };
     rs.control
-        .update_placement(&placement, version)
+        .change_placement(change, &test_entry(&room))
         .await
         .unwrap();
     let r = get(s.addr, &format!("/rooms/{SEALED_ROOM}")).await;
@@ -771,4 +778,15 @@ async fn serve_listens_on_the_given_address() {
     assert!(empty.text().contains("No rooms in this home yet"));
     assert!(!server.is_finished());
     server.abort();
+}
+
+/// The audit entry of a placement change a test makes to set the scene.
+fn test_entry(room: &RoomId) -> roomshard_core::AuditEntry {
+    roomshard_core::AuditEntry {
+        at: roomshard::now_rfc3339(),
+        actor: "test".into(),
+        action: "test.placed".into(),
+        room: Some(room.clone()),
+        detail: serde_json::json!({}),
+    }
 }

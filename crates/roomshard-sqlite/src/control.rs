@@ -18,8 +18,8 @@
 
 use roomshard_core::{
     AuditEntry, AuditRecord, AuditVerification, ControlPlane, CopyCheckpoint, CopyJob, Error,
-    IdMap, ImportRecord, ImportState, JobKind, Placement, PlacementState, Profile, ReceiptRecord,
-    Result, RoomId, ServerUrl, async_trait, verify_audit_chain,
+    IdMap, ImportRecord, ImportState, JobKind, Placement, PlacementChange, PlacementState, Profile,
+    ReceiptRecord, Result, RoomId, ServerUrl, async_trait, verify_audit_chain,
 };
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteRow;
@@ -130,88 +130,40 @@ impl ControlPlane for SqliteControlPlane {
         rows.iter().map(placement_from_row).collect()
     }
 
-    async fn insert_placement(&self, placement: &Placement) -> Result<()> {
-        let p = placement;
-        sqlx::query(
-            "INSERT INTO roomshard_placements (room, is_sharded, shard_url, media_bucket, \
-             kms_key_ref, profile, region, state, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(p.room.as_str())
-        .bind(p.is_sharded)
-        .bind(p.shard_url.as_ref().map(|u| u.expose().to_string()))
-        .bind(p.media_bucket.clone())
-        .bind(p.kms_key_ref.clone())
-        .bind(p.profile.as_str())
-        .bind(p.region.clone())
-        .bind(p.state.as_str())
-        .bind(to_i64("placement version", p.version)?)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| db_error(&format!("placement of room {}", p.room), e))?;
-        Ok(())
-    }
-
-    /// Also refuses ([`Error::Invalid`]) a `next.version` that is not greater than
-    /// `expected_version`: the version is bumped on every change, and a write that keeps it
-    /// would let a second writer holding the same version overwrite this change unnoticed.
-    async fn update_placement(&self, next: &Placement, expected_version: u64) -> Result<()> {
-        if next.version <= expected_version {
+    /// The change and the audit row go into one `BEGIN IMMEDIATE` transaction, which also
+    /// serialises the append against every other writer (the chain never forks).
+    async fn change_placement(
+        &self,
+        change: PlacementChange<'_>,
+        audit: &AuditEntry,
+    ) -> Result<AuditRecord> {
+        if let PlacementChange::Update {
+            next,
+            expected_version,
+        } = change
+            && next.version <= expected_version
+        {
             return Err(Error::invalid(
                 "placement update",
                 format!(
-                    "room {}: the new version {} must be greater than the expected version {}",
-                    next.room, next.version, expected_version
+                    "room {}: the new version {} must be greater than the expected version \
+                     {expected_version}",
+                    next.room, next.version
                 ),
             ));
         }
-        let p = next;
-        let done = sqlx::query(
-            "UPDATE roomshard_placements SET is_sharded = ?, shard_url = ?, media_bucket = ?, \
-             kms_key_ref = ?, profile = ?, region = ?, state = ?, version = ? \
-             WHERE room = ? AND version = ?",
-        )
-        .bind(p.is_sharded)
-        .bind(p.shard_url.as_ref().map(|u| u.expose().to_string()))
-        .bind(p.media_bucket.clone())
-        .bind(p.kms_key_ref.clone())
-        .bind(p.profile.as_str())
-        .bind(p.region.clone())
-        .bind(p.state.as_str())
-        .bind(to_i64("placement version", p.version)?)
-        .bind(p.room.as_str())
-        .bind(to_i64("expected version", expected_version)?)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| db_error(&format!("placement of room {}", p.room), e))?;
-        if done.rows_affected() == 1 {
-            return Ok(());
-        }
-        match self.placement(&p.room).await? {
-            Some(current) => Err(Error::conflict(format!(
-                "placement of room {} is at version {}, not {expected_version}",
-                p.room, current.version
-            ))),
-            None => Err(Error::not_found(format!("placement of room {}", p.room))),
-        }
-    }
-
-    async fn delete_placement(&self, room: &RoomId, expected_version: u64) -> Result<()> {
-        let done = sqlx::query("DELETE FROM roomshard_placements WHERE room = ? AND version = ?")
-            .bind(room.as_str())
-            .bind(to_i64("expected version", expected_version)?)
-            .execute(&self.pool)
+        let room = change.room().clone();
+        let what = format!("placement of room {room}");
+        let _queue = self.audit_lock.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(|e| db_error(&format!("placement of room {room}"), e))?;
-        if done.rows_affected() == 1 {
-            return Ok(());
-        }
-        match self.placement(room).await? {
-            Some(current) => Err(Error::conflict(format!(
-                "placement of room {room} is at version {}, not {expected_version}",
-                current.version
-            ))),
-            None => Ok(()),
-        }
+            .map_err(|e| db_error(&what, e))?;
+        apply_placement_change(&mut tx, change, &what).await?;
+        let record = append_audit_in(&mut tx, audit).await?;
+        tx.commit().await.map_err(|e| db_error(&what, e))?;
+        Ok(record)
     }
 
     async fn save_job(&self, job: &CopyJob) -> Result<()> {
@@ -431,26 +383,18 @@ impl ControlPlane for SqliteControlPlane {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| db_error("audit log", e))?;
-        let last = last_audit_record(&mut tx).await?;
-        let record = AuditRecord::next(last.as_ref(), entry.clone());
-        sqlx::query(
-            "INSERT INTO roomshard_audit (seq, at, actor, action, room, detail, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(to_i64("audit seq", record.seq)?)
-        .bind(record.entry.at.as_str())
-        .bind(record.entry.actor.as_str())
-        .bind(record.entry.action.as_str())
-        .bind(record.entry.room.as_ref().map(|r| r.as_str().to_string()))
-        // Exactly the bytes compute_hash covered.
-        .bind(record.entry.detail.to_string())
-        .bind(record.prev_hash.as_str())
-        .bind(record.hash.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error("audit log", e))?;
+        let record = append_audit_in(&mut tx, entry).await?;
         tx.commit().await.map_err(|e| db_error("audit log", e))?;
         Ok(record)
+    }
+
+    async fn audit_head(&self) -> Result<Option<AuditRecord>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| db_error("audit log", e))?;
+        last_audit_record(&mut conn).await
     }
 
     async fn audit_log(&self, room: Option<&RoomId>) -> Result<Vec<AuditRecord>> {
@@ -654,7 +598,123 @@ async fn run_migrations(pool: &SqlitePool, migrations: &[Migration]) -> Result<(
     Ok(())
 }
 
-/// The newest audit row, read inside the appending transaction.
+/// Applies one placement change inside `tx` (see [`ControlPlane::change_placement`]).
+async fn apply_placement_change(
+    tx: &mut SqliteConnection,
+    change: PlacementChange<'_>,
+    what: &str,
+) -> Result<()> {
+    let (room, expected_version) = match change {
+        PlacementChange::Insert(p) => {
+            bind_placement(
+                sqlx::query(
+                    "INSERT INTO roomshard_placements (is_sharded, shard_url, media_bucket, \
+                     kms_key_ref, profile, region, state, version, room) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ),
+                p,
+            )?
+            .bind(p.room.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(what, e))?;
+            return Ok(());
+        }
+        PlacementChange::Update {
+            next: p,
+            expected_version,
+        } => {
+            let done = bind_placement(
+                sqlx::query(
+                    "UPDATE roomshard_placements SET is_sharded = ?, shard_url = ?, \
+                     media_bucket = ?, kms_key_ref = ?, profile = ?, region = ?, state = ?, \
+                     version = ? WHERE room = ? AND version = ?",
+                ),
+                p,
+            )?
+            .bind(p.room.as_str())
+            .bind(to_i64("expected version", expected_version)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(what, e))?;
+            if done.rows_affected() == 1 {
+                return Ok(());
+            }
+            (&p.room, expected_version)
+        }
+        PlacementChange::Delete {
+            room,
+            expected_version,
+        } => {
+            let done =
+                sqlx::query("DELETE FROM roomshard_placements WHERE room = ? AND version = ?")
+                    .bind(room.as_str())
+                    .bind(to_i64("expected version", expected_version)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error(what, e))?;
+            if done.rows_affected() == 1 {
+                return Ok(());
+            }
+            (room, expected_version)
+        }
+    };
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM roomshard_placements WHERE room = ?")
+            .bind(room.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| db_error(what, e))?;
+    match (current, change) {
+        (Some(version), _) => Err(Error::conflict(format!(
+            "placement of room {room} is at version {version}, not {expected_version}"
+        ))),
+        (None, PlacementChange::Delete { .. }) => Ok(()),
+        (None, _) => Err(Error::not_found(format!("placement of room {room}"))),
+    }
+}
+
+/// Binds a placement's fields in the column order both placement writes use (`is_sharded`,
+/// `shard_url`, `media_bucket`, `kms_key_ref`, `profile`, `region`, `state`, `version`).
+fn bind_placement<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    p: &Placement,
+) -> Result<sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>> {
+    Ok(query
+        .bind(p.is_sharded)
+        .bind(p.shard_url.as_ref().map(|u| u.expose().to_string()))
+        .bind(p.media_bucket.clone())
+        .bind(p.kms_key_ref.clone())
+        .bind(p.profile.as_str())
+        .bind(p.region.clone())
+        .bind(p.state.as_str())
+        .bind(to_i64("placement version", p.version)?))
+}
+
+/// Appends `entry` after the newest row, inside a transaction that holds the write lock.
+async fn append_audit_in(tx: &mut SqliteConnection, entry: &AuditEntry) -> Result<AuditRecord> {
+    let last = last_audit_record(&mut *tx).await?;
+    let record = AuditRecord::next(last.as_ref(), entry.clone());
+    sqlx::query(
+        "INSERT INTO roomshard_audit (seq, at, actor, action, room, detail, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(to_i64("audit seq", record.seq)?)
+    .bind(record.entry.at.as_str())
+    .bind(record.entry.actor.as_str())
+    .bind(record.entry.action.as_str())
+    .bind(record.entry.room.as_ref().map(|r| r.as_str().to_string()))
+    // Exactly the bytes compute_hash covered.
+    .bind(record.entry.detail.to_string())
+    .bind(record.prev_hash.as_str())
+    .bind(record.hash.as_str())
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| db_error("audit log", e))?;
+    Ok(record)
+}
+
+/// The newest audit row.
 async fn last_audit_record(conn: &mut SqliteConnection) -> Result<Option<AuditRecord>> {
     let row = sqlx::query(
         "SELECT seq, at, actor, action, room, detail, prev_hash, hash \

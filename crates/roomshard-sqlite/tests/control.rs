@@ -3,9 +3,9 @@
 //! appends) and receipts.
 
 use roomshard_core::{
-    AuditEntry, ControlPlane, CopyCheckpoint, CopyJob, CopyPass, Error, IdMap, ImportRecord,
-    ImportState, JobKind, Placement, PlacementState, Profile, ReceiptRecord, RoomId, ServerUrl,
-    TableCursor,
+    AuditEntry, AuditRecord, ControlPlane, CopyCheckpoint, CopyJob, CopyPass, Error, IdMap,
+    ImportRecord, ImportState, JobKind, Placement, PlacementChange, PlacementState, Profile,
+    ReceiptRecord, RoomId, ServerUrl, TableCursor,
 };
 use roomshard_sqlite::SqliteControlPlane;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -134,17 +134,14 @@ async fn a_migration_from_a_newer_build_is_refused() {
 }
 
 #[tokio::test]
-async fn placements_insert_get_list_cas_and_delete() {
+async fn placements_insert_get_list_cas_and_delete_each_with_its_audit_entry() {
     let (_dir, _path, cp) = fresh().await;
     assert_eq!(cp.name(), "sqlite");
     assert_eq!(cp.placement(&room("general")).await.expect("get"), None);
 
     let mut general = Placement::pooled(room("general"));
-    cp.insert_placement(&general).await.expect("insert");
-    let err = cp
-        .insert_placement(&general)
-        .await
-        .expect_err("second insert");
+    insert(&cp, &general).await.expect("insert");
+    let err = insert(&cp, &general).await.expect_err("second insert");
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
 
     let mut sovereign = Placement::pooled(room("alpha"));
@@ -153,7 +150,7 @@ async fn placements_insert_get_list_cas_and_delete() {
     sovereign.media_bucket = Some("roomshard-alpha".into());
     sovereign.kms_key_ref = Some("arn:aws:kms:eu-west-1:1:key/abc".into());
     sovereign.region = Some("eu-west-1".into());
-    cp.insert_placement(&sovereign).await.expect("insert alpha");
+    insert(&cp, &sovereign).await.expect("insert alpha");
     assert_eq!(
         cp.placement(&room("alpha")).await.expect("get"),
         Some(sovereign.clone()),
@@ -171,16 +168,13 @@ async fn placements_insert_get_list_cas_and_delete() {
     general
         .transition(PlacementState::Provisioning)
         .expect("move");
-    cp.update_placement(&general, 0).await.expect("cas at 0");
+    update(&cp, &general, 0).await.expect("cas at 0");
     let mut loser = stale.clone();
     loser
         .transition(PlacementState::Provisioning)
         .expect("move");
     loser.media_bucket = Some("other".into());
-    let err = cp
-        .update_placement(&loser, 0)
-        .await
-        .expect_err("stale version");
+    let err = update(&cp, &loser, 0).await.expect_err("stale version");
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
     assert_eq!(
         cp.placement(&room("general")).await.expect("get"),
@@ -189,31 +183,126 @@ async fn placements_insert_get_list_cas_and_delete() {
     );
     let mut same_version = general.clone();
     same_version.region = Some("x".into());
-    let err = cp
-        .update_placement(&same_version, general.version)
+    let err = update(&cp, &same_version, general.version)
         .await
         .expect_err("version not bumped");
     assert!(matches!(err, Error::Invalid { .. }), "{err}");
 
     let mut ghost = Placement::pooled(room("ghost"));
     ghost.version = 1;
-    let err = cp.update_placement(&ghost, 0).await.expect_err("no room");
+    let err = update(&cp, &ghost, 0).await.expect_err("no room");
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
 
     // Delete: version-checked, idempotent on a missing placement.
-    let err = cp
-        .delete_placement(&room("general"), 0)
+    let err = delete(&cp, &room("general"), 0)
         .await
         .expect_err("stale delete");
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
-    cp.delete_placement(&room("general"), general.version)
+    delete(&cp, &room("general"), general.version)
         .await
         .expect("delete");
-    cp.delete_placement(&room("general"), general.version)
+    delete(&cp, &room("general"), general.version)
         .await
         .expect("delete again");
     assert_eq!(cp.placement(&room("general")).await.expect("get"), None);
     assert_eq!(cp.placements().await.expect("list"), vec![sovereign]);
+
+    // Every change that happened has its entry, every refused one has none: inserts of general
+    // and alpha, the CAS at 0, the delete and the idempotent delete again.
+    let log = cp.audit_log(None).await.expect("log");
+    let actions: Vec<&str> = log.iter().map(|r| r.entry.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "placement.insert",
+            "placement.insert",
+            "placement.update",
+            "placement.delete",
+            "placement.delete"
+        ]
+    );
+    assert_eq!(cp.audit_head().await.expect("head"), log.last().cloned());
+    assert!(cp.verify_audit().await.expect("verify").is_intact());
+}
+
+/// [`ControlPlane::change_placement`] with an entry naming the change.
+async fn insert(cp: &SqliteControlPlane, p: &Placement) -> roomshard_core::Result<AuditRecord> {
+    cp.change_placement(PlacementChange::Insert(p), &change_entry("insert", &p.room))
+        .await
+}
+
+async fn update(
+    cp: &SqliteControlPlane,
+    next: &Placement,
+    expected_version: u64,
+) -> roomshard_core::Result<AuditRecord> {
+    let change = PlacementChange::Update {
+        next,
+        expected_version,
+    };
+    cp.change_placement(change, &change_entry("update", &next.room))
+        .await
+}
+
+async fn delete(
+    cp: &SqliteControlPlane,
+    room: &RoomId,
+    expected_version: u64,
+) -> roomshard_core::Result<AuditRecord> {
+    let change = PlacementChange::Delete {
+        room,
+        expected_version,
+    };
+    cp.change_placement(change, &change_entry("delete", room))
+        .await
+}
+
+fn change_entry(what: &str, room: &RoomId) -> AuditEntry {
+    AuditEntry {
+        at: "2026-11-22T10:00:00Z".into(),
+        actor: "test".into(),
+        action: format!("placement.{what}"),
+        room: Some(room.clone()),
+        detail: serde_json::json!({}),
+    }
+}
+
+/// A change whose audit append fails leaves the placement as it was: both or neither.
+#[tokio::test]
+async fn a_placement_change_whose_audit_entry_fails_changes_nothing() {
+    let (_dir, path, cp) = fresh().await;
+    let mut general = Placement::pooled(room("general"));
+    insert(&cp, &general).await.expect("insert");
+    // Make SQLite refuse every audit insert (as a full disk or a broken chain would).
+    let mut conn = SqliteConnection::connect_with(&options(&path))
+        .await
+        .expect("connect");
+    sqlx::query(
+        "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON roomshard_audit \
+         BEGIN SELECT RAISE(ABORT, 'test: audit refused'); END",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("trigger");
+    let before = general.clone();
+    general
+        .transition(PlacementState::Provisioning)
+        .expect("move");
+    update(&cp, &general, 0)
+        .await
+        .expect_err("the audit insert fails");
+    assert_eq!(
+        cp.placement(&room("general")).await.expect("get"),
+        Some(before),
+        "the placement did not move without its entry"
+    );
+    let mut other = Placement::pooled(room("other"));
+    other.version = 0;
+    insert(&cp, &other)
+        .await
+        .expect_err("the audit insert fails");
+    assert_eq!(cp.placement(&room("other")).await.expect("get"), None);
+    assert_eq!(cp.audit_log(None).await.expect("log").len(), 1);
 }
 
 #[tokio::test]

@@ -156,6 +156,21 @@ pub struct ReceiptPredicate {
     pub expires: String,
     /// Monotonically increasing per room, so a newer receipt supersedes an older one.
     pub version: u64,
+    /// The issuer's audit-log head when the receipt was issued (absent in receipts from before
+    /// it was added): whoever holds the receipt can later check that the host's log still
+    /// contains that entry, which reveals a log whose newest entries were cut off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditAnchor>,
+}
+
+/// A point in an audit hash chain: entry `seq` had `hash`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditAnchor {
+    /// The entry's position in the chain, from 1.
+    pub seq: u64,
+    /// Its hash (lowercase hex SHA-256).
+    pub hash: String,
 }
 
 /// What a verified sidecar says.
@@ -419,6 +434,29 @@ pub fn verify_sidecar(
     })
 }
 
+/// A receipt's predicate, **without** checking its signature: for a caller that verifies it next
+/// with [`verify_receipt`] at a time the receipt names (its own `issued`, to check a receipt that
+/// has since expired), or that reads a field of a receipt it recorded itself.
+pub fn receipt_predicate_unverified(envelope_json: &[u8]) -> Result<ReceiptPredicate, VerifyError> {
+    open_receipt(envelope_json).map(|(_, predicate)| predicate)
+}
+
+/// The opened envelope of a receipt and its parsed predicate; nothing checked but structure.
+fn open_receipt(envelope_json: &[u8]) -> Result<(OpenedEnvelope, ReceiptPredicate), VerifyError> {
+    let invalid = |d: String| VerifyError::new(Reason::ReceiptInvalid, format!("receipt: {d}"));
+    let env: Envelope = serde_json::from_slice(envelope_json)
+        .map_err(|e| invalid(format!("not a DSSE envelope: {e}")))?;
+    let opened = open_envelope(
+        &env,
+        RECEIPT_PREDICATE_TYPE,
+        Reason::ReceiptInvalid,
+        "receipt",
+    )?;
+    let predicate = serde_json::from_value(opened.statement.predicate.clone())
+        .map_err(|e| invalid(format!("predicate: {e}")))?;
+    Ok((opened, predicate))
+}
+
 /// Verifies a Sovereignty Receipt (docs/bundle-format.md §8): a DSSE envelope around an in-toto
 /// statement with a [`ReceiptPredicate`]. `now` is a format timestamp (`YYYY-MM-DDTHH:MM:SSZ`)
 /// supplied by the caller, so the check is reproducible and needs no clock.
@@ -433,19 +471,10 @@ pub fn verify_receipt(
 ) -> Result<VerifiedReceipt, VerifyError> {
     let invalid = |d: String| VerifyError::new(Reason::ReceiptInvalid, format!("receipt: {d}"));
     validate_timestamp(now).map_err(|e| invalid(format!("`now`: {}", e.detail)))?;
-    let env: Envelope = serde_json::from_slice(envelope_json)
-        .map_err(|e| invalid(format!("not a DSSE envelope: {e}")))?;
-    let opened = open_envelope(
-        &env,
-        RECEIPT_PREDICATE_TYPE,
-        Reason::ReceiptInvalid,
-        "receipt",
-    )?;
+    let (opened, predicate) = open_receipt(envelope_json)?;
     if opened.keyid.is_empty() {
         return Err(invalid("signature has no keyid".to_string()));
     }
-    let predicate: ReceiptPredicate = serde_json::from_value(opened.statement.predicate.clone())
-        .map_err(|e| invalid(format!("predicate: {e}")))?;
     validate_room_id(&predicate.room).map_err(|e| invalid(e.detail))?;
     validate_timestamp(&predicate.issued).map_err(|e| invalid(format!("issued: {}", e.detail)))?;
     validate_timestamp(&predicate.expires)
@@ -460,6 +489,13 @@ pub fn verify_receipt(
         return Err(invalid(
             "manifest_sha256 is not 64 lowercase hex digits".to_string(),
         ));
+    }
+    if let Some(anchor) = &predicate.audit {
+        if anchor.seq == 0 || !is_sha256_hex(&anchor.hash) {
+            return Err(invalid(
+                "audit anchor needs a seq from 1 and a hash of 64 lowercase hex digits".to_string(),
+            ));
+        }
     }
     let subject = &opened.statement.subject[0];
     let expected_name = format!("room_{}", predicate.room);
@@ -772,6 +808,7 @@ mod tests {
                 issued: issued.to_string(),
                 expires: expires.to_string(),
                 version: 3,
+                audit: None,
             })
             .expect("json"),
         }

@@ -4,7 +4,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use roomshard_bundle::receipt_to_sign;
 use roomshard_core::{
-    AuditEntry, Error, Parity, Placement, PlacementState, ReceiptRecord, Result, RoomId,
+    AuditAnchor, AuditEntry, AuditRecord, Error, Parity, Placement, PlacementChange,
+    PlacementState, ReceiptRecord, Result, RoomId,
 };
 use roomshard_verify::dsse::ReceiptPredicate;
 use roomshard_verify::format::to_canonical_json;
@@ -51,7 +52,24 @@ pub fn trusted_key_set_json(key_id: &str, spki_pem: &str) -> Vec<u8> {
 }
 
 impl Roomshard {
-    /// Appends one audit entry for `room`.
+    /// The audit entry for `action` on `room`, stamped now by this instance's actor.
+    pub(crate) fn audit_entry(
+        &self,
+        action: &str,
+        room: Option<&RoomId>,
+        detail: serde_json::Value,
+    ) -> AuditEntry {
+        AuditEntry {
+            at: now_rfc3339(),
+            actor: self.config.actor.clone(),
+            action: action.to_string(),
+            room: room.cloned(),
+            detail,
+        }
+    }
+
+    /// Appends one audit entry for `room` (for events that change no placement; a placement
+    /// change records its entry in the same transaction, [`Self::move_placement`]).
     pub(crate) async fn audit(
         &self,
         action: &str,
@@ -59,27 +77,30 @@ impl Roomshard {
         detail: serde_json::Value,
     ) -> Result<()> {
         self.control
-            .append_audit(&AuditEntry {
-                at: now_rfc3339(),
-                actor: self.config.actor.clone(),
-                action: action.to_string(),
-                room: room.cloned(),
-                detail,
-            })
+            .append_audit(&self.audit_entry(action, room, detail))
             .await
             .map(|_| ())
     }
 
     /// The room's placement; a room roomshard has never seen is pooled (every room starts in the
-    /// shared tables), and is recorded as such on first use.
+    /// shared tables), and is recorded as such on first use (audit `room.registered`).
     pub(crate) async fn placement_or_pooled(&self, room: &RoomId) -> Result<Placement> {
         if let Some(p) = self.control.placement(room).await? {
             return Ok(p);
         }
         let mut p = Placement::pooled(room.clone());
         p.profile = roomshard_core::Profile::Standard;
-        match self.control.insert_placement(&p).await {
-            Ok(()) => Ok(p),
+        let entry = self.audit_entry(
+            "room.registered",
+            Some(room),
+            serde_json::json!({ "placement": { "to": p.state.as_str(), "version": p.version } }),
+        );
+        match self
+            .control
+            .change_placement(PlacementChange::Insert(&p), &entry)
+            .await
+        {
+            Ok(_) => Ok(p),
             // Someone else recorded it first: use theirs.
             Err(Error::AlreadyExists { .. }) => self
                 .control
@@ -91,26 +112,72 @@ impl Roomshard {
     }
 
     /// Moves a placement to `next` (compare-and-swap on its version), applying `edit` to its
-    /// fields in the same write. A move to the current state with no edit writes nothing.
+    /// fields in the same write, and records the audit entry `action` with `detail` (plus a
+    /// `placement` object: `from`, `to`, `version`) in the same transaction. A move to the
+    /// current state with no edit writes nothing and returns `None`.
     pub(crate) async fn move_placement(
         &self,
         placement: &mut Placement,
         next: PlacementState,
+        action: &str,
+        detail: serde_json::Value,
         edit: impl FnOnce(&mut Placement),
-    ) -> Result<()> {
+    ) -> Result<Option<AuditRecord>> {
         let expected = placement.version;
         let mut updated = placement.clone();
         let moved = updated.transition(next)?;
         edit(&mut updated);
         if !moved {
             if updated == *placement {
-                return Ok(());
+                return Ok(None);
             }
             updated.version += 1;
         }
-        self.control.update_placement(&updated, expected).await?;
+        let record = self
+            .update_placement(&updated, expected, action, detail, Some(placement.state))
+            .await?;
         *placement = updated;
-        Ok(())
+        Ok(Some(record))
+    }
+
+    /// Replaces the placement (compare-and-swap on `expected`) and records `action` in the same
+    /// transaction; `detail` gains a `placement` object (`from`, `to`, `version`).
+    pub(crate) async fn update_placement(
+        &self,
+        next: &Placement,
+        expected: u64,
+        action: &str,
+        detail: serde_json::Value,
+        from: Option<PlacementState>,
+    ) -> Result<AuditRecord> {
+        let mut detail = match detail {
+            serde_json::Value::Object(map) => map,
+            other => {
+                let mut map = serde_json::Map::new();
+                if !other.is_null() {
+                    map.insert("detail".into(), other);
+                }
+                map
+            }
+        };
+        detail.insert(
+            "placement".into(),
+            serde_json::json!({
+                "from": from.map(|s| s.as_str()),
+                "to": next.state.as_str(),
+                "version": next.version,
+            }),
+        );
+        let entry = self.audit_entry(action, Some(&next.room), detail.into());
+        self.control
+            .change_placement(
+                PlacementChange::Update {
+                    next,
+                    expected_version: expected,
+                },
+                &entry,
+            )
+            .await
     }
 
     /// Signs and records a Sovereignty Receipt for `placement`, speaking for `digest` (a
@@ -121,6 +188,12 @@ impl Roomshard {
         reason: &str,
         digest: &str,
     ) -> Result<Vec<u8>> {
+        // The log's head now, which includes the entry of the placement change this receipt is
+        // about: whoever keeps the receipt can check later that the log was not cut back.
+        let audit = self.control.audit_head().await?.map(|r| AuditAnchor {
+            seq: r.seq,
+            hash: r.hash,
+        });
         let now = SystemTime::now();
         let expires =
             now + Duration::from_secs(u64::from(self.config.receipt_validity_days) * 86_400);
@@ -137,6 +210,7 @@ impl Roomshard {
             issued: rfc3339(now),
             expires: rfc3339(expires),
             version: placement.version,
+            audit,
         };
         let pending = receipt_to_sign(&predicate, digest)
             .map_err(|e| Error::invalid("receipt", e.to_string()))?;

@@ -729,10 +729,7 @@ async fn a_staging_import_left_by_a_crash_is_rolled_back() {
             seed_workload(rs, &r, &small_workload(r.as_str())).await;
         }
         // A crash after the placement was written, too.
-        rs.control
-            .insert_placement(&Placement::pooled(room("ghost2")))
-            .await
-            .unwrap();
+        insert_placement(rs, &Placement::pooled(room("ghost2"))).await;
         // One recovered in place…
         assert_eq!(recover_imports(rs).await.unwrap().len(), 2);
         assert_empty(&home, &[&ghost, &room("ghost2")]).await;
@@ -776,7 +773,7 @@ async fn a_sealed_room_is_not_exported_and_no_file_is_left() {
     let mut p = Placement::pooled(room("general"));
     p.state = PlacementState::Sealed;
     p.is_sharded = true;
-    home.roomshard.control.insert_placement(&p).await.unwrap();
+    insert_placement(&home.roomshard, &p).await;
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     let err = export_to_dir(

@@ -427,10 +427,7 @@ async fn refusals_are_specific_and_change_nothing() {
         Err(Error::NotFound { .. } | Error::Conflict { .. })
     ));
     flows::plan(rs, &room).await.unwrap();
-    rs.control
-        .insert_placement(&roomshard_core::Placement::pooled(room.clone()))
-        .await
-        .unwrap();
+    common::insert_placement(rs, &roomshard_core::Placement::pooled(room.clone())).await;
     assert!(matches!(
         flows::revoke(rs, &room).await,
         Err(Error::Conflict { .. })

@@ -197,11 +197,7 @@ async fn round_trip(room_data: Room) {
     )
     .await;
     // Placed, so even an empty room exports (an unplaced room without rows is "not found").
-    a.roomshard
-        .control
-        .insert_placement(&roomshard::Placement::pooled(id.clone()))
-        .await
-        .unwrap();
+    insert_placement(&a.roomshard, &roomshard::Placement::pooled(id.clone())).await;
     for (i, bytes) in room_data.media.iter().enumerate() {
         put(&a.roomshard, &scope, &format!("m/{i}"), bytes.clone()).await;
     }

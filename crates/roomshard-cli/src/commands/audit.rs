@@ -4,14 +4,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use roomshard_core::RoomId;
+use roomshard_core::{AuditAnchor, RoomId};
 
-use super::{CliError, Create, block_on, open_home, parse_room, print_json};
+use super::{
+    CliError, Create, block_on, open_home, parse_room, print_json, read_trusted_keys, usage,
+};
 
 /// `audit` subcommands.
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole chain (sequence, links, hashes). Exit 1 if it is broken.
+    /// Check the whole chain (sequence, links, hashes) and that it still holds the audit anchor
+    /// of every receipt this home issued, and of every `--receipt` given. Exit 1 if it is
+    /// broken.
     #[command(after_help = crate::EXIT_CODES)]
     Verify(AuditVerifyArgs),
     /// List the log, oldest first.
@@ -33,6 +37,12 @@ pub struct AuditVerifyArgs {
     /// off verifies as intact; this is what detects it (exit 1).
     #[arg(long, value_name = "HASH")]
     pub expect_head: Option<String>,
+    /// A receipt this home issued, as its holder kept it (repeatable): its signature is checked
+    /// against this home's key set, and the audit entry it anchors must still be in the chain.
+    /// The receipts the home recorded itself are always checked; a copy kept elsewhere is what
+    /// catches a log cut back together with the home's own receipt records.
+    #[arg(long, value_name = "FILE")]
+    pub receipt: Vec<PathBuf>,
 }
 
 /// `audit list` arguments.
@@ -54,10 +64,12 @@ pub fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
     match command {
         AuditCommand::Verify(args) => block_on(async {
             let home = open_home(&args.home, Create::No, None).await?;
-            let mut v = home.roomshard.control.verify_audit().await?;
+            let held = held_anchors(&home, &args.receipt)?;
+            let control = &home.roomshard.control;
+            let mut v = control.verify_audit().await?;
+            let log = control.audit_log(None).await?;
             let mut expected_at = None;
             if let (Some(expected), None) = (&args.expect_head, &v.broken) {
-                let log = home.roomshard.control.audit_log(None).await?;
                 match log.iter().find(|r| &r.hash == expected) {
                     Some(record) => expected_at = Some(record.seq),
                     None => {
@@ -71,12 +83,40 @@ pub fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
                     }
                 }
             }
+            // Anchors: the receipts the home recorded, then the ones held elsewhere.
+            let mut anchors = Vec::new();
+            for placement in control.placements().await? {
+                for r in control.receipts(&placement.room).await? {
+                    if let Some(anchor) = receipt_anchor(r.envelope.as_bytes())? {
+                        let source = format!(
+                            "recorded {} receipt of room {} (version {})",
+                            r.reason, r.room, r.version
+                        );
+                        anchors.push((source, anchor));
+                    }
+                }
+            }
+            anchors.extend(held);
+            let mut checked = Vec::new();
+            for (source, anchor) in &anchors {
+                let problem = roomshard_core::check_audit_anchor(&log, anchor);
+                if let (Some(p), None) = (&problem, &v.broken) {
+                    v.broken = Some((anchor.seq, format!("{source}: {p}")));
+                }
+                checked.push(serde_json::json!({
+                    "source": source,
+                    "seq": anchor.seq,
+                    "hash": anchor.hash,
+                    "problem": problem,
+                }));
+            }
             if args.json {
                 print_json(&serde_json::json!({
                     "intact": v.broken.is_none(),
                     "rows": v.rows,
                     "head": v.head,
                     "expected_head_seq": expected_at,
+                    "anchors": checked,
                     "broken": v.broken.as_ref().map(|(seq, why)| {
                         serde_json::json!({ "seq": seq, "problem": why })
                     }),
@@ -85,7 +125,12 @@ pub fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
             match &v.broken {
                 None => {
                     if !args.json {
-                        outln!("audit log intact: {} entries, head {}", v.rows, v.head);
+                        outln!(
+                            "audit log intact: {} entries, head {}; {} receipt anchors hold",
+                            v.rows,
+                            v.head,
+                            checked.len()
+                        );
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -119,4 +164,47 @@ pub fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }),
     }
+}
+
+/// The audit anchor a receipt envelope carries, read without checking its signature (for the
+/// receipts the home recorded itself); `None` for a receipt from before anchors were added.
+fn receipt_anchor(envelope: &[u8]) -> Result<Option<AuditAnchor>, CliError> {
+    let predicate = roomshard_verify::dsse::receipt_predicate_unverified(envelope)
+        .map_err(|e| CliError::Failed(format!("a recorded receipt does not parse: {e}")))?;
+    Ok(predicate.audit)
+}
+
+/// The anchors of the receipts given with `--receipt`, each verified against the home's key set
+/// at its issue time (an expired receipt still anchors the log as it was when issued).
+fn held_anchors(
+    home: &roomshard::home::Home,
+    files: &[PathBuf],
+) -> Result<Vec<(String, AuditAnchor)>, CliError> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = read_trusted_keys(&home.trusted_keys_path())?;
+    let mut out = Vec::new();
+    for file in files {
+        let bytes =
+            std::fs::read(file).map_err(|e| usage(format!("reading {}: {e}", file.display())))?;
+        let issued = roomshard_verify::dsse::receipt_predicate_unverified(&bytes)
+            .map_err(|e| CliError::Failed(format!("{}: not a receipt: {e}", file.display())))?
+            .issued;
+        let verified =
+            roomshard_verify::dsse::verify_receipt(&bytes, &keys, &issued).map_err(|e| {
+                CliError::Failed(format!(
+                    "{}: not a receipt of this home: {e}",
+                    file.display()
+                ))
+            })?;
+        let anchor = verified.predicate.audit.ok_or_else(|| {
+            CliError::Failed(format!(
+                "{}: the receipt carries no audit anchor (issued before receipts had one)",
+                file.display()
+            ))
+        })?;
+        out.push((format!("receipt {}", file.display()), anchor));
+    }
+    Ok(out)
 }

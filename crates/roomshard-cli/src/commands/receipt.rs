@@ -101,6 +101,9 @@ fn verify(args: &VerifyReceiptArgs) -> Result<ExitCode, CliError> {
                 );
                 outln!("  digest:   sha256 {}", p.manifest_sha256);
                 outln!("  issued:   {}, expires {}", p.issued, p.expires);
+                if let Some(a) = &p.audit {
+                    outln!("  audit:    entry {} ({})", a.seq, a.hash);
+                }
                 outln!("  signed by {}", r.key_id);
             }
             Ok(ExitCode::SUCCESS)

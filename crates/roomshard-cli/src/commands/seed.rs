@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use roomshard::home::Home;
 use roomshard_core::{
-    AuditEntry, Error, IdRemap, ObjectKey, Placement, PlacementState, ProgressEvent, ProgressSink,
-    PutOptions, RemapPolicy, RoomId, Scope, TableCount,
+    AuditEntry, Error, IdRemap, ObjectKey, Placement, PlacementChange, PlacementState,
+    ProgressEvent, ProgressSink, PutOptions, RemapPolicy, RoomId, Scope, TableCount,
 };
 use roomshard_example_mesh::{Media, Workload};
 
@@ -98,14 +98,26 @@ pub async fn seed_room(
             )));
         }
         Some(_) => {}
-        None => match rs
-            .control
-            .insert_placement(&Placement::pooled(room.clone()))
-            .await
-        {
-            Ok(()) | Err(Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        },
+        None => {
+            let placement = Placement::pooled(room.clone());
+            let entry = AuditEntry {
+                at: roomshard::now_rfc3339(),
+                actor: rs.config.actor.clone(),
+                action: "room.registered".to_string(),
+                room: Some(room.clone()),
+                detail: serde_json::json!({
+                    "placement": { "to": placement.state.as_str(), "version": placement.version },
+                }),
+            };
+            match rs
+                .control
+                .change_placement(PlacementChange::Insert(&placement), &entry)
+                .await
+            {
+                Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     let pooled = Scope::Pooled(room.clone());
     let existing: u64 = rs

@@ -43,17 +43,25 @@ pub trait ControlPlane: Send + Sync {
     /// Every placement, ordered by room id.
     async fn placements(&self) -> Result<Vec<Placement>>;
 
-    /// Records a new placement. [`Error::AlreadyExists`] if the room has one.
-    async fn insert_placement(&self, placement: &Placement) -> Result<()>;
-
-    /// Replaces a room's placement with `next` if the stored version is still
-    /// `expected_version` (compare-and-swap); [`Error::Conflict`] if another writer got there
-    /// first, [`Error::NotFound`] if the room has none.
-    async fn update_placement(&self, next: &Placement, expected_version: u64) -> Result<()>;
-
-    /// Deletes a room's placement if its version is `expected_version`. Idempotent on a missing
-    /// placement; [`Error::Conflict`] on a version mismatch.
-    async fn delete_placement(&self, room: &RoomId, expected_version: u64) -> Result<()>;
+    /// Applies `change` to a room's placement and appends `audit` to the audit log **in one
+    /// transaction**: both are stored or neither is, so the log never misses a placement change
+    /// and never records one that did not happen. Returns the appended record (as
+    /// [`append_audit`](Self::append_audit) does).
+    ///
+    /// # Behaviour
+    /// - [`PlacementChange::Insert`]: [`Error::AlreadyExists`] if the room has a placement.
+    /// - [`PlacementChange::Update`]: compare-and-swap: [`Error::Conflict`] if the stored version
+    ///   is no longer `expected_version`, [`Error::NotFound`] if the room has none, and
+    ///   [`Error::Invalid`] if `next.version` is not greater than `expected_version` (a write
+    ///   that kept the version would let a second writer holding it overwrite this one).
+    /// - [`PlacementChange::Delete`]: [`Error::Conflict`] on a version mismatch; a missing
+    ///   placement is `Ok` (idempotent) and the entry is still appended.
+    /// - On any error, nothing was written: no placement change and no audit entry.
+    async fn change_placement(
+        &self,
+        change: PlacementChange<'_>,
+        audit: &AuditEntry,
+    ) -> Result<AuditRecord>;
 
     /// Stores a job's state, replacing the previous state of the same `(room, kind)`.
     async fn save_job(&self, job: &CopyJob) -> Result<()>;
@@ -94,6 +102,10 @@ pub trait ControlPlane: Send + Sync {
     /// Audit records in `seq` order, optionally only one room's.
     async fn audit_log(&self, room: Option<&RoomId>) -> Result<Vec<AuditRecord>>;
 
+    /// The newest audit record (`None` for an empty log): the anchor a receipt carries
+    /// ([`AuditAnchor`]), read without loading the log.
+    async fn audit_head(&self) -> Result<Option<AuditRecord>>;
+
     /// Checks the whole audit chain (see [`verify_audit_chain`]).
     async fn verify_audit(&self) -> Result<AuditVerification> {
         Ok(verify_audit_chain(&self.audit_log(None).await?))
@@ -104,6 +116,39 @@ pub trait ControlPlane: Send + Sync {
 
     /// A room's receipts, oldest first.
     async fn receipts(&self, room: &RoomId) -> Result<Vec<ReceiptRecord>>;
+}
+
+/// A change to one room's placement, applied together with its audit entry by
+/// [`ControlPlane::change_placement`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlacementChange<'a> {
+    /// Records a new placement.
+    Insert(&'a Placement),
+    /// Replaces the placement if its stored version is still `expected_version`.
+    Update {
+        /// The new placement (its `version` greater than `expected_version`).
+        next: &'a Placement,
+        /// The version the caller read.
+        expected_version: u64,
+    },
+    /// Deletes the placement if its version is `expected_version`.
+    Delete {
+        /// The room.
+        room: &'a RoomId,
+        /// The version the caller read.
+        expected_version: u64,
+    },
+}
+
+impl PlacementChange<'_> {
+    /// The room the change is about.
+    pub fn room(&self) -> &RoomId {
+        match self {
+            PlacementChange::Insert(p) => &p.room,
+            PlacementChange::Update { next, .. } => &next.room,
+            PlacementChange::Delete { room, .. } => room,
+        }
+    }
 }
 
 /// Which long-running job.
@@ -281,6 +326,36 @@ impl AuditRecord {
     }
 }
 
+/// A point in the audit chain that a receipt carries (its `audit` field): the record with this
+/// `seq` had this `hash` when the receipt was issued. The chain detects edits, insertions and
+/// deletions inside it, but a cut of its newest rows leaves an intact shorter chain; a receipt
+/// held by the room's owner outside the host is what reveals such a cut
+/// ([`check_audit_anchor`]).
+pub use roomshard_verify::dsse::AuditAnchor;
+
+/// Checks that `log` (the whole chain, in `seq` order) still holds `anchor`: a record with its
+/// `seq` and `hash`. Returns the problem in words, or `None`.
+pub fn check_audit_anchor(log: &[AuditRecord], anchor: &AuditAnchor) -> Option<String> {
+    let found = usize::try_from(anchor.seq)
+        .ok()
+        .and_then(|seq| seq.checked_sub(1))
+        .and_then(|i| log.get(i))
+        .filter(|r| r.seq == anchor.seq);
+    match found {
+        None => Some(format!(
+            "entry {} ({}) is not in the chain, which has {} entries: entries were removed from its end (or this is another log)",
+            anchor.seq,
+            anchor.hash,
+            log.len()
+        )),
+        Some(r) if r.hash != anchor.hash => Some(format!(
+            "entry {} has hash {}, not {} as anchored: the log was rewritten from there on (or this is another log)",
+            anchor.seq, r.hash, anchor.hash
+        )),
+        Some(_) => None,
+    }
+}
+
 /// The result of checking an audit chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditVerification {
@@ -399,6 +474,41 @@ mod tests {
         let mut swapped = chain(5);
         swapped.swap(1, 2);
         assert!(!verify_audit_chain(&swapped).is_intact());
+    }
+
+    #[test]
+    fn anchors_reveal_a_cut_tail_and_a_rewritten_log() {
+        let c = chain(5);
+        let anchor = |r: &AuditRecord| AuditAnchor {
+            seq: r.seq,
+            hash: r.hash.clone(),
+        };
+        assert_eq!(check_audit_anchor(&c, &anchor(&c[4])), None);
+        assert_eq!(check_audit_anchor(&c, &anchor(&c[1])), None);
+        // The newest two rows cut off: the shorter chain is intact, the anchor is not in it.
+        let cut = &c[..3];
+        assert!(verify_audit_chain(cut).is_intact());
+        let problem = check_audit_anchor(cut, &anchor(&c[4])).expect("cut detected");
+        assert!(problem.contains("removed from its end"), "{problem}");
+        // Rewritten from row 2 on (re-hashed, so the chain itself is intact).
+        let mut rewritten: Vec<AuditRecord> = c[..1].to_vec();
+        for i in 1..5 {
+            let r = AuditRecord::next(rewritten.last(), entry(100 + i));
+            rewritten.push(r);
+        }
+        assert!(verify_audit_chain(&rewritten).is_intact());
+        let problem = check_audit_anchor(&rewritten, &anchor(&c[3])).expect("rewrite detected");
+        assert!(problem.contains("rewritten"), "{problem}");
+        assert!(
+            check_audit_anchor(
+                &[],
+                &AuditAnchor {
+                    seq: 0,
+                    hash: String::new()
+                }
+            )
+            .is_some()
+        );
     }
 
     #[test]

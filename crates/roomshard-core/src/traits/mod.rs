@@ -38,8 +38,9 @@ mod media;
 mod shard;
 
 pub use control::{
-    AuditEntry, AuditRecord, AuditVerification, ControlPlane, CopyJob, GENESIS_HASH, ImportRecord,
-    ImportState, JobKind, ReceiptRecord, verify_audit_chain,
+    AuditAnchor, AuditEntry, AuditRecord, AuditVerification, ControlPlane, CopyJob, GENESIS_HASH,
+    ImportRecord, ImportState, JobKind, PlacementChange, ReceiptRecord, check_audit_anchor,
+    verify_audit_chain,
 };
 pub use index::{ConsumerGroup, Delivery, DeliveryTag, Indexer, Lag};
 pub use keys::{

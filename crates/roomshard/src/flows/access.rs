@@ -19,12 +19,12 @@ pub async fn revoke(rs: &Roomshard, room: &RoomId) -> Result<Placement> {
     let mut placement = sovereign_or_sealed(rs, room).await?;
     rs.keys.revoke(room, &rs.config.grantee).await?;
     if placement.state != PlacementState::Sealed {
-        rs.move_placement(&mut placement, PlacementState::Sealed, |_| {})
-            .await?;
-        rs.audit(
+        rs.move_placement(
+            &mut placement,
+            PlacementState::Sealed,
             "room.revoked",
-            Some(room),
-            serde_json::json!({ "grantee": rs.config.grantee.to_string(), "version": placement.version }),
+            serde_json::json!({ "grantee": rs.config.grantee.to_string() }),
+            |_| {},
         )
         .await?;
     }
@@ -40,12 +40,12 @@ pub async fn regrant(rs: &Roomshard, room: &RoomId) -> Result<(Placement, String
     let mut placement = sovereign_or_sealed(rs, room).await?;
     rs.keys.grant(room, &rs.config.grantee).await?;
     if placement.state == PlacementState::Sealed {
-        rs.move_placement(&mut placement, PlacementState::Sovereign, |_| {})
-            .await?;
-        rs.audit(
+        rs.move_placement(
+            &mut placement,
+            PlacementState::Sovereign,
             "room.regranted",
-            Some(room),
-            serde_json::json!({ "grantee": rs.config.grantee.to_string(), "version": placement.version }),
+            serde_json::json!({ "grantee": rs.config.grantee.to_string() }),
+            |_| {},
         )
         .await?;
     }

@@ -167,18 +167,18 @@ pub async fn decentralise(
     // 1. Plan (only when starting: a resumed job already has its plan behind it).
     let plan = if placement.state == PlacementState::Pooled {
         let plan = plan(rs, room).await?;
-        rs.audit(
-            "decentralise.started",
-            Some(room),
-            serde_json::json!({ "rows": plan.rows, "objects": plan.objects, "media_bytes": plan.media_bytes }),
-        )
-        .await?;
         let profile = rs.config.profile;
         let region = rs.config.region.clone();
-        rs.move_placement(&mut placement, PlacementState::Provisioning, |p| {
-            p.profile = profile;
-            p.region = region;
-        })
+        rs.move_placement(
+            &mut placement,
+            PlacementState::Provisioning,
+            "decentralise.started",
+            serde_json::json!({ "rows": plan.rows, "objects": plan.objects, "media_bytes": plan.media_bytes }),
+            |p| {
+                p.profile = profile;
+                p.region = region;
+            },
+        )
         .await?;
         Some(plan)
     } else {
@@ -222,11 +222,22 @@ pub async fn decentralise(
         let bucket = rs.media.ensure_bucket(room, &rs.config.bucket_spec).await?;
         rs.shards.ensure_shard(room, &rs.schema).await?;
         let shard_url = ServerUrl::new(format!("{}:room_{room}", rs.shards.name()));
-        rs.move_placement(&mut placement, PlacementState::Copying, |p| {
-            p.shard_url = Some(shard_url);
-            p.media_bucket = Some(bucket.name);
-            p.kms_key_ref = Some(key.id);
-        })
+        let detail = serde_json::json!({
+            "shard": shard_url.to_string(),
+            "bucket": bucket.name,
+            "key": key.id,
+        });
+        rs.move_placement(
+            &mut placement,
+            PlacementState::Copying,
+            "decentralise.provisioned",
+            detail,
+            |p| {
+                p.shard_url = Some(shard_url);
+                p.media_bucket = Some(bucket.name);
+                p.kms_key_ref = Some(key.id);
+            },
+        )
         .await?;
     }
 
@@ -271,8 +282,14 @@ pub async fn decentralise(
                     break;
                 }
             }
-            rs.move_placement(&mut placement, PlacementState::Cutover, |_| {})
-                .await?;
+            rs.move_placement(
+                &mut placement,
+                PlacementState::Cutover,
+                "decentralise.cutover",
+                serde_json::json!({}),
+                |_| {},
+            )
+            .await?;
         }
         progress.emit(ProgressEvent::Phase(Phase::Cutover));
         copy_pass(
@@ -292,18 +309,24 @@ pub async fn decentralise(
         let tables = source.mismatched_tables(&target);
         let media = media_difference(rs, &pooled, &dedicated).await?;
         if tables.is_empty() && media.is_none() {
-            rs.move_placement(&mut placement, PlacementState::Sovereign, |_| {})
-                .await?;
-        } else {
-            cutovers += 1;
-            rs.audit(
-                "decentralise.parity_failed",
-                Some(room),
-                serde_json::json!({ "tables": tables, "media": media }),
+            rs.move_placement(
+                &mut placement,
+                PlacementState::Sovereign,
+                "decentralise.sovereign",
+                serde_json::json!({}),
+                |_| {},
             )
             .await?;
-            rs.move_placement(&mut placement, PlacementState::Copying, |_| {})
-                .await?;
+        } else {
+            cutovers += 1;
+            rs.move_placement(
+                &mut placement,
+                PlacementState::Copying,
+                "decentralise.parity_failed",
+                serde_json::json!({ "tables": tables, "media": media }),
+                |_| {},
+            )
+            .await?;
             if cutovers >= MAX_CUTOVERS {
                 return Err(Error::conflict(format!(
                     "room {room}: parity still fails after {cutovers} cutovers (tables {tables:?}, \

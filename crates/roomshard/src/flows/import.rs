@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use roomshard_core::{
     DumpSource, Error, IdMap, IdRemap, ImportRecord, ImportState, KeyRewrite, ObjectBody, Phase,
-    Placement, PlacementState, Profile, ProgressEvent, ProgressSink, PutOptions, RemapPolicy,
-    Result, RoomId, Scope, TableCount, TableDescriptor, async_trait,
+    Placement, PlacementChange, PlacementState, Profile, ProgressEvent, ProgressSink, PutOptions,
+    RemapPolicy, Result, RoomId, Scope, TableCount, TableDescriptor, async_trait,
 };
 use roomshard_verify::copy::END_LINE as COPY_END_LINE;
 use roomshard_verify::format::{DB_SQL, EXPORT_SIGNATURE, MANIFEST_JSON, MEDIA_PREFIX};
@@ -547,18 +547,9 @@ async fn load_and_commit(
 
     // Commit.
     progress.emit(ProgressEvent::Phase(Phase::Receipt));
-    rs.control.insert_placement(&placement).await?;
-    rs.control
-        .finish_import(&record.id, &restored.id_maps)
-        .await?;
-    // The stored placement may be normalised by the control plane; receipts carry its version.
-    if let Some(stored) = rs.control.placement(new_room).await? {
-        placement = stored;
-    }
-    let receipt = rs
-        .issue_receipt(&placement, "import", &verified.manifest_sha256)
-        .await?;
-    rs.audit(
+    // The placement and its audit entry in one transaction; the journal is closed after it (a
+    // crash in between leaves a staging import whose rollback removes the placement again).
+    let entry = rs.audit_entry(
         "import.finished",
         Some(new_room),
         serde_json::json!({
@@ -571,9 +562,22 @@ async fn load_and_commit(
             "rows": restored.tables.iter().map(|t| t.rows).sum::<u64>(),
             "objects": objects,
             "remapped_ids": restored.id_maps.iter().map(|m| m.changes.len()).sum::<usize>(),
+            "placement": { "to": placement.state.as_str(), "version": placement.version },
         }),
-    )
-    .await?;
+    );
+    rs.control
+        .change_placement(PlacementChange::Insert(&placement), &entry)
+        .await?;
+    rs.control
+        .finish_import(&record.id, &restored.id_maps)
+        .await?;
+    // The stored placement may be normalised by the control plane; receipts carry its version.
+    if let Some(stored) = rs.control.placement(new_room).await? {
+        placement = stored;
+    }
+    let receipt = rs
+        .issue_receipt(&placement, "import", &verified.manifest_sha256)
+        .await?;
     progress.emit(ProgressEvent::Finished);
     Ok(ImportOutcome {
         import_id: record.id.clone(),
@@ -945,7 +949,24 @@ impl CloneForReport for Error {
 async fn roll_back(rs: &Roomshard, record: &ImportRecord) -> Result<()> {
     let room = &record.new_room;
     if let Some(p) = rs.control.placement(room).await? {
-        rs.control.delete_placement(room, p.version).await?;
+        // Only after a crash between recording the placement and closing the journal.
+        let entry = rs.audit_entry(
+            "import.placement_removed",
+            Some(room),
+            serde_json::json!({
+                "import_id": record.id,
+                "placement": { "from": p.state.as_str(), "version": p.version },
+            }),
+        );
+        rs.control
+            .change_placement(
+                PlacementChange::Delete {
+                    room,
+                    expected_version: p.version,
+                },
+                &entry,
+            )
+            .await?;
     }
     let pooled = Scope::Pooled(room.clone());
     rs.shards.drop_room(&pooled, &rs.schema).await?;

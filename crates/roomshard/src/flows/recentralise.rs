@@ -42,10 +42,14 @@ pub async fn recentralise(
     match placement.state {
         PlacementState::Sealed => return Err(sealed(room)),
         PlacementState::Sovereign => {
-            rs.audit("recentralise.started", Some(room), serde_json::json!({}))
-                .await?;
-            rs.move_placement(&mut placement, PlacementState::Recentralising, |_| {})
-                .await?;
+            rs.move_placement(
+                &mut placement,
+                PlacementState::Recentralising,
+                "recentralise.started",
+                serde_json::json!({}),
+                |_| {},
+            )
+            .await?;
         }
         PlacementState::Recentralising => {}
         // Pooled with the job still recorded: an earlier run flipped the placement and then
@@ -126,13 +130,19 @@ pub async fn recentralise(
              the shard still serves, run recentralise again"
         )));
     }
-    rs.move_placement(&mut placement, PlacementState::Pooled, |p| {
-        p.shard_url = None;
-        p.media_bucket = None;
-        p.kms_key_ref = None;
-        p.profile = Profile::Standard;
-        p.region = None;
-    })
+    rs.move_placement(
+        &mut placement,
+        PlacementState::Pooled,
+        "recentralise.pooled",
+        serde_json::json!({}),
+        |p| {
+            p.shard_url = None;
+            p.media_bucket = None;
+            p.kms_key_ref = None;
+            p.profile = Profile::Standard;
+            p.region = None;
+        },
+    )
     .await?;
 
     remove_own_resources(

@@ -31,14 +31,15 @@ pub async fn rotate(rs: &Roomshard, room: &RoomId) -> Result<(KeyRef, String)> {
     let expected = placement.version;
     placement.kms_key_ref = Some(key_id.clone());
     placement.version += 1;
-    rs.control.update_placement(&placement, expected).await?;
-    let digest = hex_sha256(placement_summary(&placement).as_bytes());
-    let envelope = rs.issue_receipt(&placement, "rotate", &digest).await?;
-    rs.audit(
+    rs.update_placement(
+        &placement,
+        expected,
         "key.rotated",
-        Some(room),
-        serde_json::json!({ "key": key_id, "version": placement.version }),
+        serde_json::json!({ "key": key_id }),
+        Some(placement.state),
     )
     .await?;
+    let digest = hex_sha256(placement_summary(&placement).as_bytes());
+    let envelope = rs.issue_receipt(&placement, "rotate", &digest).await?;
     Ok((key, String::from_utf8_lossy(&envelope).into_owned()))
 }

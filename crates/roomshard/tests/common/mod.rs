@@ -103,6 +103,21 @@ impl DumpSource for VecSource {
 }
 
 /// Seeds `room` in the pooled scope with the workload's rows and objects.
+/// Records `placement` as a test sets the scene (audit action `test.placed`).
+pub async fn insert_placement(rs: &Roomshard, placement: &roomshard::Placement) {
+    let entry = roomshard_core::AuditEntry {
+        at: roomshard::now_rfc3339(),
+        actor: "test".into(),
+        action: "test.placed".into(),
+        room: Some(placement.room.clone()),
+        detail: serde_json::json!({}),
+    };
+    rs.control
+        .change_placement(roomshard_core::PlacementChange::Insert(placement), &entry)
+        .await
+        .expect("insert placement");
+}
+
 pub async fn seed_workload(rs: &Roomshard, room: &RoomId, w: &Workload) {
     let tables: Vec<(String, Vec<u8>)> = rs
         .schema
