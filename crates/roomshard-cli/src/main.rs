@@ -74,6 +74,10 @@ enum Command {
     /// Bring a sovereign room back into the shared tables and bucket.
     #[command(after_help = EXIT_CODES)]
     Recentralise(commands::placement::RoomArgs),
+    /// Undo an unfinished decentralise (the room stays pooled) or recentralise (it stays
+    /// sovereign); `decentralise` / `recentralise` instead resume it.
+    #[command(after_help = EXIT_CODES)]
+    Abort(commands::placement::RoomArgs),
     /// Export a room as a signed DIR/room_<id>.tar.zst and its Sigstore sidecar.
     #[command(after_help = EXIT_CODES)]
     Export(commands::export::ExportArgs),
@@ -165,6 +169,7 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Rooms(args) => rooms::run(&args),
         Command::Decentralise(args) => placement::decentralise(&args),
         Command::Recentralise(args) => placement::recentralise(&args),
+        Command::Abort(args) => placement::abort(&args),
         Command::Export(args) => export::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Inspect(args) => verify::inspect(&args),

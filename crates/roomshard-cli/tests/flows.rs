@@ -1052,10 +1052,10 @@ fn export_refuses_overwrite_without_force_leaves_no_empty_dir_and_receipt_out_is
         "the refused run changed nothing"
     );
     export(&["--force"], 0);
-    // Revoke and recentralise issue no receipt: --receipt-out is refused up front (exit 2),
-    // and the room is left as it was.
+    // Revoke, recentralise and abort issue no receipt: --receipt-out is refused up front (exit
+    // 2), and the room is left as it was.
     let receipt = tmp.path().join("r.json");
-    for command in ["revoke", "recentralise"] {
+    for command in ["revoke", "recentralise", "abort"] {
         let out = cli(
             &[
                 command,
@@ -1074,6 +1074,14 @@ fn export_refuses_overwrite_without_force_leaves_no_empty_dir_and_receipt_out_is
         );
         assert!(!receipt.exists());
     }
+    assert_eq!(room_entry(&home, "general").unwrap()["state"], "sovereign");
+    // A sovereign room has no job to abort: refused, saying so, and left as it was.
+    let out = cli(&["abort", "general", "--home", s(&home)], 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to abort"),
+        "{}",
+        describe(&out)
+    );
     assert_eq!(room_entry(&home, "general").unwrap()["state"], "sovereign");
     // A failing export (no such room) into a new directory leaves no directory behind.
     let fresh = tmp.path().join("fresh");

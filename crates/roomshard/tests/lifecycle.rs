@@ -70,6 +70,17 @@ async fn open(dir: &std::path::Path, batch_rows: usize) -> Home {
     .unwrap()
 }
 
+/// The actions of `room`'s audit entries, oldest first.
+async fn audit_actions(rs: &roomshard::Roomshard, room: &RoomId) -> Vec<String> {
+    rs.control
+        .audit_log(Some(room))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect()
+}
+
 fn rows(p: &Parity) -> u64 {
     p.tables.iter().map(|t| t.rows).sum()
 }
@@ -313,14 +324,7 @@ async fn decentralise_revoke_rotate_recentralise() {
     // The audit log recorded it all and its chain holds.
     let audit = rs.control.verify_audit().await.unwrap();
     assert!(audit.is_intact(), "{audit:?}");
-    let actions: Vec<String> = rs
-        .control
-        .audit_log(Some(&room))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.entry.action)
-        .collect();
+    let actions = audit_actions(rs, &room).await;
     for action in [
         "decentralise.started",
         "decentralise.finished",
@@ -347,14 +351,7 @@ async fn decentralise_revoke_rotate_recentralise() {
         rs.shards.parity(&dedicated, &rs.schema).await.unwrap(),
         before
     );
-    let actions: Vec<String> = rs
-        .control
-        .audit_log(Some(&room))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.entry.action)
-        .collect();
+    let actions = audit_actions(rs, &room).await;
     assert!(
         actions.iter().any(|a| a == "key.deletion_cancelled"),
         "{actions:?}"
@@ -522,4 +519,235 @@ async fn a_recentralise_stopped_after_the_flip_finishes_its_cleanup_on_the_next_
         .await
         .unwrap();
     assert_eq!(again.placement.state, PlacementState::Sovereign);
+}
+
+/// Sets `failing` to fail `op` as soon as `phase` starts.
+struct FailAtPhase {
+    failing: Arc<common::FailingMedia>,
+    phase: Phase,
+    op: &'static str,
+}
+
+impl roomshard_core::ProgressSink for FailAtPhase {
+    fn emit(&self, event: ProgressEvent) {
+        if event == ProgressEvent::Phase(self.phase) {
+            self.failing.fail(Some(self.op));
+        }
+    }
+}
+
+/// A home whose media store fails on demand, and a decentralise of `room` stopped by a failure
+/// of `op` once `phase` began, leaving the room in `expected`.
+async fn stopped_decentralise(
+    home: &Home,
+    room: &RoomId,
+    phase: Phase,
+    op: &'static str,
+    expected: PlacementState,
+) -> (roomshard::Roomshard, Arc<common::FailingMedia>) {
+    let failing = Arc::new(common::FailingMedia::new(home.roomshard.media.clone(), 0));
+    let rs = roomshard::Roomshard {
+        media: failing.clone(),
+        ..home.roomshard.clone()
+    };
+    let sink = FailAtPhase {
+        failing: failing.clone(),
+        phase,
+        op,
+    };
+    let err = flows::decentralise(&rs, room, &sink)
+        .await
+        .expect_err("the media store fails");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    let state = rs.control.placement(room).await.unwrap().unwrap().state;
+    assert_eq!(state, expected, "stopped in {expected}");
+    failing.fail(None);
+    (rs, failing)
+}
+
+/// Nothing of the room's own is left: no shard file, bucket directory, key directory or job.
+async fn assert_only_pooled(home: &Home, dir: &std::path::Path, room: &RoomId) {
+    let rs = &home.roomshard;
+    let p = rs.control.placement(room).await.unwrap().unwrap();
+    assert_eq!(p.state, PlacementState::Pooled);
+    assert_eq!(
+        (
+            p.shard_url.is_none(),
+            p.media_bucket.is_none(),
+            p.kms_key_ref.is_none()
+        ),
+        (true, true, true),
+        "{p:?}"
+    );
+    assert!(!dir.join(format!("shards/room_{room}.sqlite3")).exists());
+    assert!(!dir.join(format!("media/rooms/{room}")).exists());
+    assert!(!dir.join(format!("keys/rooms/{room}")).exists());
+    assert!(rs.control.jobs().await.unwrap().is_empty());
+}
+
+/// Every state a decentralise can stop in has a way forward (decentralise resumes to exact
+/// parity) and a way back (abort: the room is pooled as before, with nothing of its own left,
+/// and can be decentralised afterwards), each tried from that state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stopped_decentralise_state_goes_forward_or_back() {
+    let cases = [
+        (
+            Phase::Provision,
+            "ensure_bucket",
+            PlacementState::Provisioning,
+        ),
+        (Phase::Copy, "copy", PlacementState::Copying),
+        (Phase::Cutover, "list", PlacementState::Cutover),
+    ];
+    for (phase, op, state) in cases {
+        for forward in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let home = open(dir.path(), 50).await;
+            let room = seed(&home, &workload("general", 150, 8)).await;
+            let pooled = Scope::Pooled(room.clone());
+            let before = home
+                .roomshard
+                .shards
+                .parity(&pooled, &home.roomshard.schema)
+                .await
+                .unwrap();
+            let media_before = keys_of(&home, &pooled).await;
+            let (rs, _failing) = stopped_decentralise(&home, &room, phase, op, state).await;
+            if forward {
+                let done = flows::decentralise(&rs, &room, &roomshard_core::NoProgress)
+                    .await
+                    .unwrap_or_else(|e| panic!("resume from {state}: {e}"));
+                assert_eq!(done.placement.state, PlacementState::Sovereign);
+                assert_eq!(done.parity, before, "from {state}");
+                continue;
+            }
+            let aborted = flows::abort(&rs, &room)
+                .await
+                .unwrap_or_else(|e| panic!("abort from {state}: {e}"));
+            assert_eq!(aborted.from, state);
+            assert_eq!(aborted.placement.state, PlacementState::Pooled);
+            assert_only_pooled(&home, dir.path(), &room).await;
+            assert_eq!(
+                rs.shards.parity(&pooled, &rs.schema).await.unwrap(),
+                before,
+                "abort from {state} left the pooled rows as they were"
+            );
+            assert_eq!(keys_of(&home, &pooled).await, media_before);
+            let actions = audit_actions(&rs, &room).await;
+            assert!(
+                actions.ends_with(&[
+                    "decentralise.aborted".to_string(),
+                    "decentralise.abort_finished".to_string()
+                ]),
+                "{actions:?}"
+            );
+            assert!(rs.control.verify_audit().await.unwrap().is_intact());
+            // Nothing left to abort; decentralising again works.
+            assert!(matches!(
+                flows::abort(&rs, &room).await,
+                Err(Error::Conflict { .. })
+            ));
+            let again = flows::decentralise(&rs, &room, &roomshard_core::NoProgress)
+                .await
+                .unwrap();
+            assert_eq!(again.parity, before);
+        }
+    }
+}
+
+/// An abort that stops halfway (the bucket drop fails) leaves the room pooled with a marker:
+/// decentralise refuses it naming `abort`, and the next abort finishes the cleanup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_stopped_halfway_is_finished_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = open(dir.path(), 50).await;
+    let room = seed(&home, &workload("general", 100, 9)).await;
+    let (rs, failing) =
+        stopped_decentralise(&home, &room, Phase::Copy, "copy", PlacementState::Copying).await;
+    failing.fail(Some("drop_bucket"));
+    flows::abort(&rs, &room)
+        .await
+        .expect_err("the bucket drop fails");
+    assert_eq!(
+        rs.control.placement(&room).await.unwrap().unwrap().state,
+        PlacementState::Pooled
+    );
+    let refused = flows::decentralise(&rs, &room, &roomshard_core::NoProgress)
+        .await
+        .expect_err("abort unfinished");
+    assert!(
+        matches!(&refused, Error::Conflict { .. }) && refused.to_string().contains("abort"),
+        "{refused}"
+    );
+    failing.fail(None);
+    let finished = flows::abort(&rs, &room).await.unwrap();
+    assert_eq!(finished.from, PlacementState::Pooled);
+    assert_only_pooled(&home, dir.path(), &room).await;
+    flows::decentralise(&rs, &room, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+}
+
+/// A recentralise stopped while copying back goes forward (recentralise resumes to pooled) or
+/// back (abort: sovereign again, the shard unchanged, nothing left in the shared store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_recentralise_goes_forward_or_back() {
+    for forward in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let home = open(dir.path(), 50).await;
+        let room = seed(&home, &workload("general", 150, 10)).await;
+        let done = flows::decentralise(&home.roomshard, &room, &roomshard_core::NoProgress)
+            .await
+            .unwrap();
+        let failing = Arc::new(common::FailingMedia::new(home.roomshard.media.clone(), 0));
+        let rs = roomshard::Roomshard {
+            media: failing.clone(),
+            ..home.roomshard.clone()
+        };
+        failing.fail(Some("copy"));
+        flows::recentralise(&rs, &room, &roomshard_core::NoProgress)
+            .await
+            .expect_err("copy back fails");
+        failing.fail(None);
+        let pooled = Scope::Pooled(room.clone());
+        let dedicated = Scope::Dedicated(room.clone());
+        assert_eq!(
+            rs.control.placement(&room).await.unwrap().unwrap().state,
+            PlacementState::Recentralising
+        );
+        assert!(
+            rows(&rs.shards.parity(&pooled, &rs.schema).await.unwrap()) > 0,
+            "rows were copied back before the failure"
+        );
+        if forward {
+            let p = flows::recentralise(&rs, &room, &roomshard_core::NoProgress)
+                .await
+                .unwrap();
+            assert_eq!(p.state, PlacementState::Pooled);
+            assert_eq!(
+                rs.shards.parity(&pooled, &rs.schema).await.unwrap(),
+                done.parity
+            );
+            continue;
+        }
+        let aborted = flows::abort(&rs, &room).await.unwrap();
+        assert_eq!(aborted.from, PlacementState::Recentralising);
+        assert_eq!(aborted.placement.state, PlacementState::Sovereign);
+        assert_eq!(
+            rows(&rs.shards.parity(&pooled, &rs.schema).await.unwrap()),
+            0
+        );
+        assert!(keys_of(&home, &pooled).await.is_empty());
+        assert_eq!(
+            rs.shards.parity(&dedicated, &rs.schema).await.unwrap(),
+            done.parity,
+            "the shard is untouched"
+        );
+        assert!(rs.control.jobs().await.unwrap().is_empty());
+        // Sovereign again: a later recentralise runs from the start and succeeds.
+        let p = flows::recentralise(&rs, &room, &roomshard_core::NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(p.state, PlacementState::Pooled);
+    }
 }

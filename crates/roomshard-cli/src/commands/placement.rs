@@ -26,8 +26,8 @@ pub struct RoomArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Also write the receipt issued (regrant, rotate) to this file; revoke and recentralise
-    /// issue none and refuse it.
+    /// Also write the receipt issued (regrant, rotate) to this file; revoke, recentralise and
+    /// abort issue none and refuse it.
     #[arg(long)]
     pub receipt_out: Option<PathBuf>,
 }
@@ -167,6 +167,33 @@ pub fn recentralise(args: &RoomArgs) -> Result<ExitCode, CliError> {
             print_json(&serde_json::json!({ "placement": placement_json(&placement) }));
         } else {
             outln!("recentralised {}", placement_line(&placement));
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `abort`.
+pub fn abort(args: &RoomArgs) -> Result<ExitCode, CliError> {
+    no_receipt(args, "abort")?;
+    block_on(async {
+        let home = open_home(&args.home, Create::No, None).await?;
+        let outcome = flows::abort(&home.roomshard, &args.room).await?;
+        if args.json {
+            print_json(&serde_json::json!({
+                "aborted": outcome.from.as_str(),
+                "placement": placement_json(&outcome.placement),
+            }));
+        } else {
+            outln!(
+                "aborted the {} job ({}): {}",
+                if outcome.placement.state == roomshard_core::PlacementState::Sovereign {
+                    "recentralise"
+                } else {
+                    "decentralise"
+                },
+                outcome.from,
+                placement_line(&outcome.placement)
+            );
         }
         Ok(ExitCode::SUCCESS)
     })

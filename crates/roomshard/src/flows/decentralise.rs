@@ -131,6 +131,15 @@ pub async fn decentralise(
     }
     let mut placement = rs.placement_or_pooled(room).await?;
     if placement.state == PlacementState::Pooled
+        && rs.control.job(room, JobKind::Decentralise).await?.is_some()
+    {
+        // The marker an abort leaves until it has removed the half-made shard, bucket and key.
+        return Err(Error::conflict(format!(
+            "room {room}: an earlier abort did not finish removing the half-made shard, bucket \
+             and key; run abort {room} again to finish it first"
+        )));
+    }
+    if placement.state == PlacementState::Pooled
         && rs.control.job(room, JobKind::Recentralise).await?.is_some()
     {
         // Its old shard, bucket or key may still exist and would be reused with stale data.

@@ -1,5 +1,6 @@
 //! The flows, one module each, written only against the provider traits.
 
+pub mod abort;
 pub mod access;
 mod copy;
 pub mod decentralise;
@@ -8,6 +9,7 @@ pub mod import;
 pub mod recentralise;
 pub mod rotate;
 
+pub use abort::{AbortOutcome, abort};
 pub use access::{regrant, revoke};
 pub use decentralise::{DecentraliseOutcome, Plan, decentralise, plan};
 pub use export::{ExportOptions, ExportOutcome, export, export_to_dir};

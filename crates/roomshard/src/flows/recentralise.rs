@@ -11,8 +11,8 @@
 //! catch-up pass then makes the shared copy exact.
 
 use roomshard_core::{
-    CopyPass, Error, JobKind, Phase, Placement, PlacementState, Profile, ProgressEvent,
-    ProgressSink, Result, RoomId, Scope,
+    CopyPass, Error, JobKind, Phase, Placement, PlacementState, ProgressEvent, ProgressSink,
+    Result, RoomId, Scope,
 };
 
 use super::copy::{
@@ -21,7 +21,7 @@ use super::copy::{
 use crate::Roomshard;
 
 /// Days before a recentralised room's key is deleted (the shortest window KMSs allow).
-const KEY_DELETION_DAYS: u32 = 7;
+pub(crate) const KEY_DELETION_DAYS: u32 = 7;
 
 /// Recentralises `room`, resuming a job a crash interrupted. Returns the pooled placement.
 ///
@@ -135,13 +135,7 @@ pub async fn recentralise(
         PlacementState::Pooled,
         "recentralise.pooled",
         serde_json::json!({}),
-        |p| {
-            p.shard_url = None;
-            p.media_bucket = None;
-            p.kms_key_ref = None;
-            p.profile = Profile::Standard;
-            p.region = None;
-        },
+        super::abort::clear_own_resources,
     )
     .await?;
 

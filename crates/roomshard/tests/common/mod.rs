@@ -281,6 +281,8 @@ pub struct FailingMedia {
     pub puts: AtomicUsize,
     pub fail_at: usize,
     pub fail_drop_bucket: AtomicBool,
+    /// Operations (`ensure_bucket`, `list`, `copy`) that fail while named here.
+    pub failing: std::sync::Mutex<Vec<&'static str>>,
 }
 
 impl FailingMedia {
@@ -290,7 +292,28 @@ impl FailingMedia {
             puts: AtomicUsize::new(0),
             fail_at,
             fail_drop_bucket: AtomicBool::new(false),
+            failing: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Makes `op` fail from now on (`None`: nothing fails any more).
+    pub fn fail(&self, op: Option<&'static str>) {
+        let mut failing = self.failing.lock().unwrap();
+        failing.clear();
+        failing.extend(op);
+        self.fail_drop_bucket
+            .store(op == Some("drop_bucket"), Ordering::SeqCst);
+    }
+
+    fn check(&self, op: &str) -> Result<()> {
+        if self.failing.lock().unwrap().contains(&op) {
+            return Err(Error::unavailable(
+                "test store",
+                true,
+                std::io::Error::other(format!("{op} failed")),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -303,6 +326,7 @@ impl MediaStore for FailingMedia {
         self.inner.capabilities()
     }
     async fn ensure_bucket(&self, room: &RoomId, spec: &BucketSpec) -> Result<BucketRef> {
+        self.check("ensure_bucket")?;
         self.inner.ensure_bucket(room, spec).await
     }
     async fn put(
@@ -328,6 +352,7 @@ impl MediaStore for FailingMedia {
         self.inner.head(scope, key).await
     }
     async fn list(&self, scope: &Scope, request: &ListRequest) -> Result<ListPage> {
+        self.check("list")?;
         self.inner.list(scope, request).await
     }
     async fn delete(&self, scope: &Scope, key: &ObjectKey) -> Result<()> {
@@ -346,6 +371,7 @@ impl MediaStore for FailingMedia {
         to: &Scope,
         to_key: &ObjectKey,
     ) -> Result<ObjectMeta> {
+        self.check("copy")?;
         self.inner.copy(from, from_key, to, to_key).await
     }
     async fn presign_get(
