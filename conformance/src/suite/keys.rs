@@ -773,10 +773,10 @@ pub async fn discard_room_key_leaves_nothing_usable(
             "discard_room_key",
         );
     }
-    if caps.grants {
-        if let Some(grantee) = &config.acting_as {
-            km.grant(&room, grantee).await.context("grant")?;
-        }
+    if caps.grants
+        && let Some(grantee) = &config.acting_as
+    {
+        km.grant(&room, grantee).await.context("grant")?;
     }
     let context = EncryptionContext::for_room(&room);
     let data_key = km

@@ -387,12 +387,12 @@ impl<W: Write> BundleWriter<W> {
         }
         validate_path(path).map_err(|e| BundleError::invalid(e.detail))?;
         media_key(path).map_err(|e| BundleError::invalid(e.detail))?;
-        if let Some(last) = &self.last_media {
-            if path <= last.as_str() {
-                return Err(BundleError::invalid(format!(
-                    "media entry {path:?} is not after {last:?}; add media in strictly ascending entry-path order"
-                )));
-            }
+        if let Some(last) = &self.last_media
+            && path <= last.as_str()
+        {
+            return Err(BundleError::invalid(format!(
+                "media entry {path:?} is not after {last:?}; add media in strictly ascending entry-path order"
+            )));
         }
         // db.sql + media + manifest.json + export.signature must fit the entry limit every
         // default verifier applies; refusing here beats writing a bundle nobody will accept.

@@ -876,11 +876,8 @@ fn sealed_room_refuses_everything_until_regrant() {
 /// Runs SQL against a home's global database as someone with write access to the file would,
 /// after dropping the append-only trigger.
 fn tamper(home: &Path, statements: &[&str]) {
-    let db = home.join("global.sqlite3");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
+    runtime().block_on(async {
+        let pool = global_db(home).await;
         sqlx::query("DROP TRIGGER IF EXISTS roomshard_audit_no_delete")
             .execute(&pool)
             .await
@@ -894,6 +891,14 @@ fn tamper(home: &Path, statements: &[&str]) {
         }
         pool.close().await;
     });
+}
+
+/// A pool on a home's global database, bypassing `Home::open` (and so its recovery).
+async fn global_db(home: &Path) -> sqlx::SqlitePool {
+    let db = home.join("global.sqlite3");
+    sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap()
 }
 
 /// Removing the newest audit entries leaves an intact chain (every link still holds). What
@@ -1097,4 +1102,106 @@ fn export_refuses_overwrite_without_force_leaves_no_empty_dir_and_receipt_out_is
         1,
     );
     assert!(!fresh.exists(), "{}", describe(&out));
+}
+
+/// Staging imports in a home's journal, read straight from the database (opening the home would
+/// run recovery, which is what is being tested).
+fn staging_imports(home: &Path) -> i64 {
+    runtime().block_on(async {
+        let pool = global_db(home).await;
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM roomshard_imports WHERE state = 'staging'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        n
+    })
+}
+
+/// Two `roomshard import` processes of one archive into one home at once: without
+/// `--allow-duplicate` one lands and the other is refused up front; with it both land under
+/// distinct room ids. (An open of the home during a live import is tested in the library's
+/// `export_import.rs`, with a store slow enough that the two overlap for sure.)
+#[test]
+fn concurrent_imports_in_real_processes_are_refused_up_front_or_both_land() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    seed(&a, "origin", 3000, 12, 1_500_000);
+    let exports = tmp.path().join("exports");
+    cli(
+        &["export", "origin", "--home", s(&a), "--out", s(&exports)],
+        0,
+    );
+    let archive = exports.join("room_origin.tar.zst");
+    let trusted = a.join("keys/trusted-keys.json");
+    let home = tmp.path().join("b");
+    seed(&home, "resident", 50, 1, 1000);
+    let spawn = |extra: &[&str]| {
+        let mut args = vec![
+            "import",
+            s(&archive),
+            "--home",
+            s(&home),
+            "--trusted-keys",
+            s(&trusted),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        roomshard()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // One bundle twice at once: one lands, the other is refused before it writes anything.
+    let (first, second) = (spawn(&[]), spawn(&[]));
+    let outs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    let mut codes: Vec<_> = outs.iter().map(|o| o.status.code()).collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [Some(0), Some(1)],
+        "{}\n{}",
+        describe(&outs[0]),
+        describe(&outs[1])
+    );
+    let refused = outs.iter().find(|o| o.status.code() == Some(1)).unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("right now") || why.contains("already imported"),
+        "{why}"
+    );
+    let rooms: Vec<String> = rooms_json(&home)
+        .iter()
+        .map(|r| r["room"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(rooms, ["origin", "resident"], "exactly one copy landed");
+    assert_eq!(staging_imports(&home), 0);
+    let complete = import_state(&home, "origin");
+
+    // With duplicates allowed, both land, under distinct ids.
+    let (first, second) = (spawn(&["--allow-duplicate"]), spawn(&["--allow-duplicate"]));
+    let outs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    let mut landed = Vec::new();
+    for out in &outs {
+        assert_eq!(out.status.code(), Some(0), "{}", describe(out));
+        let room = stdout_json(out)["room"].as_str().unwrap().to_string();
+        let st = import_state(&home, &room);
+        assert_eq!(
+            (st.rows, st.objects, st.done),
+            (complete.rows, complete.objects, 1)
+        );
+        landed.push(room);
+    }
+    assert_ne!(landed[0], landed[1], "{landed:?}");
+    assert_eq!(rooms_json(&home).len(), 4);
 }

@@ -111,13 +111,13 @@ fn check_table(t: &TableDescriptor, all: &[TableDescriptor]) -> Result<()> {
     }
     // validate_tables has checked that every named column exists.
     let column = |name: &str| t.columns.iter().find(|c| c.name == name);
-    if let Some(c) = column(&t.room_key_column) {
-        if c.logical_type != LogicalType::Text || c.nullable {
-            return Err(bad(format!(
-                "room key column {:?} must be non-nullable text",
-                c.name
-            )));
-        }
+    if let Some(c) = column(&t.room_key_column)
+        && (c.logical_type != LogicalType::Text || c.nullable)
+    {
+        return Err(bad(format!(
+            "room key column {:?} must be non-nullable text",
+            c.name
+        )));
     }
     for name in &t.primary_key {
         if column(name).is_some_and(|c| c.nullable) {
@@ -134,13 +134,13 @@ fn check_table(t: &TableDescriptor, all: &[TableDescriptor]) -> Result<()> {
         }
     }
     for name in &t.id_columns {
-        if let Some(c) = column(name) {
-            if !is_id_type(c.logical_type) {
-                return Err(bad(format!(
-                    "id column {name:?} must be int8, int4, uuid or text, not {:?}",
-                    c.logical_type
-                )));
-            }
+        if let Some(c) = column(name)
+            && !is_id_type(c.logical_type)
+        {
+            return Err(bad(format!(
+                "id column {name:?} must be int8, int4, uuid or text, not {:?}",
+                c.logical_type
+            )));
         }
     }
     for c in &t.columns {

@@ -556,13 +556,13 @@ impl LocalMediaStore {
         content_type: Option<String>,
     ) -> Result<ObjectMeta> {
         let what = describe(scope, key);
-        if let Some(ct) = &content_type {
-            if ct.len() > usize::from(u16::MAX) || ct.chars().any(char::is_control) {
-                return Err(Error::invalid(
-                    "content type",
-                    "use at most 65535 bytes and no control characters",
-                ));
-            }
+        if let Some(ct) = &content_type
+            && (ct.len() > usize::from(u16::MAX) || ct.chars().any(char::is_control))
+        {
+            return Err(Error::invalid(
+                "content type",
+                "use at most 65535 bytes and no control characters",
+            ));
         }
         // Key material first: a sealed room fails before anything is written.
         let mut encryptor = match scope {

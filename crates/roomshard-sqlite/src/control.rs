@@ -18,8 +18,9 @@
 
 use roomshard_core::{
     AuditEntry, AuditRecord, AuditVerification, ControlPlane, CopyCheckpoint, CopyJob, Error,
-    IdMap, ImportRecord, ImportState, JobKind, Placement, PlacementChange, PlacementState, Profile,
-    ReceiptRecord, Result, RoomId, ServerUrl, async_trait, verify_audit_chain,
+    IdMap, ImportHold, ImportRecord, ImportState, JobKind, Placement, PlacementChange,
+    PlacementState, Profile, ReceiptRecord, Result, RoomId, ServerUrl, async_trait,
+    verify_audit_chain,
 };
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteRow;
@@ -53,6 +54,29 @@ pub struct SqliteControlPlane {
     /// Serialises audit appends inside this process so they queue here instead of spinning on
     /// SQLite's busy handler; `BEGIN IMMEDIATE` still serialises them across processes.
     audit_lock: Arc<Mutex<()>>,
+    /// Import ids this process holds ([`ControlPlane::hold_import`]).
+    held: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// A held import: its lock file (if the database has a file) and its entry in the process's set,
+/// both released on drop. The lock file itself stays: removing it could let a second process
+/// lock a fresh file while a third still holds the old one.
+struct HeldImport {
+    id: String,
+    held: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    file: Option<std::fs::File>,
+}
+
+impl Drop for HeldImport {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            let _ = file.unlock();
+        }
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl SqliteControlPlane {
@@ -62,6 +86,7 @@ impl SqliteControlPlane {
         SqliteControlPlane {
             pool,
             audit_lock: Arc::new(Mutex::new(())),
+            held: Arc::new(std::sync::Mutex::new(std::collections::HashSet::new())),
         }
     }
 
@@ -236,9 +261,50 @@ impl ControlPlane for SqliteControlPlane {
         Ok(())
     }
 
-    async fn begin_import(&self, import: &ImportRecord) -> Result<()> {
+    async fn begin_import(&self, import: &ImportRecord, allow_duplicate: bool) -> Result<()> {
         if import.id.is_empty() {
             return Err(Error::invalid("import", "the import id is empty"));
+        }
+        let what = format!("import {}", import.id);
+        // IMMEDIATE: the checks and the insert see no other writer in between.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| db_error(&what, e))?;
+        let other: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT id, new_room, state FROM roomshard_imports \
+             WHERE id <> ? AND ((state = ? AND new_room = ?) \
+             OR (? = 0 AND manifest_sha256 = ? AND state IN (?, ?))) LIMIT 1",
+        )
+        .bind(import.id.as_str())
+        .bind(ImportState::Staging.as_str())
+        .bind(import.new_room.as_str())
+        .bind(i64::from(allow_duplicate))
+        .bind(import.manifest_sha256.as_str())
+        .bind(ImportState::Staging.as_str())
+        .bind(ImportState::Done.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| db_error(&what, e))?;
+        if let Some((id, room, state)) = other {
+            return Err(Error::conflict(
+                if room == import.new_room.as_str() && state == "staging" {
+                    format!("import {id} is importing into room {room} right now")
+                } else if state == "staging" {
+                    format!(
+                        "import {id} is importing this bundle (manifest sha256 {}) into room {room} \
+                     right now",
+                        import.manifest_sha256
+                    )
+                } else {
+                    format!(
+                        "this bundle (manifest sha256 {}) was already imported here as room {room} \
+                     (import {id})",
+                        import.manifest_sha256
+                    )
+                },
+            ));
         }
         sqlx::query(
             "INSERT INTO roomshard_imports (id, source_room, new_room, manifest_sha256, \
@@ -251,10 +317,64 @@ impl ControlPlane for SqliteControlPlane {
         .bind(import.signer_key_id.as_str())
         .bind(ImportState::Staging.as_str())
         .bind(to_i64("import start time", import.started_at_unix_ms)?)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(|e| db_error(&format!("import {}", import.id), e))?;
-        Ok(())
+        .map_err(|e| db_error(&what, e))?;
+        tx.commit().await.map_err(|e| db_error(&what, e))
+    }
+
+    /// A lock file per import under `<database>.locks/` holding an exclusive OS lock (released
+    /// by the kernel when the process dies), plus an in-process set for the same process and
+    /// for a database without a file.
+    async fn hold_import(&self, id: &str) -> Result<Option<ImportHold>> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(Error::invalid(
+                "import id",
+                format!("{id:?}: only ASCII letters, digits and '-'"),
+            ));
+        }
+        {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            if !held.insert(id.to_string()) {
+                return Ok(None);
+            }
+        }
+        let mut release = HeldImport {
+            id: id.to_string(),
+            held: self.held.clone(),
+            file: None,
+        };
+        let filename = self.pool.connect_options().get_filename().to_path_buf();
+        if filename.as_os_str().is_empty() || filename.to_string_lossy().contains(":memory:") {
+            return Ok(Some(ImportHold::new(release)));
+        }
+        let mut dir = filename.into_os_string();
+        dir.push(".locks");
+        let dir = std::path::PathBuf::from(dir);
+        let path = dir.join(format!("import-{id}.lock"));
+        let locked =
+            tokio::task::spawn_blocking(move || -> std::io::Result<Option<std::fs::File>> {
+                std::fs::create_dir_all(&dir)?;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)?;
+                match file.try_lock() {
+                    Ok(()) => Ok(Some(file)),
+                    Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+                    Err(std::fs::TryLockError::Error(e)) => Err(e),
+                }
+            })
+            .await
+            .map_err(|e| Error::unavailable("import lock", true, e))?
+            .map_err(|e| Error::unavailable(format!("lock of import {id}"), true, e))?;
+        // Dropping `release` without a file (another process holds the lock) only forgets the
+        // id in this process's set again.
+        Ok(locked.map(|file| {
+            release.file = Some(file);
+            ImportHold::new(release)
+        }))
     }
 
     /// Replaces any maps stored by an earlier call, so a retry after a timeout converges.
@@ -440,10 +560,10 @@ impl ControlPlane for SqliteControlPlane {
             }
         }
         let mut verification = verify_audit_chain(&records);
-        if verification.broken.is_none() {
-            if let Some(bad) = bad_row {
-                verification.broken = Some(bad);
-            }
+        if verification.broken.is_none()
+            && let Some(bad) = bad_row
+        {
+            verification.broken = Some(bad);
         }
         if verification.broken.is_some() {
             verification.head = head;

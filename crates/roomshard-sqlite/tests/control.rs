@@ -392,14 +392,100 @@ fn import(id: &str, new_room: &str, started: u64) -> ImportRecord {
     }
 }
 
+/// begin_import refuses, atomically with its insert, a second staging import into one room and
+/// (unless duplicates are allowed) a second import of one bundle.
+#[tokio::test]
+async fn begin_import_refuses_a_concurrent_import_of_the_same_room_or_bundle() {
+    let (_dir, _path, cp) = fresh().await;
+    let first = import("imp-1", "general", 100);
+    cp.begin_import(&first, false).await.expect("begin");
+    // Same room, another bundle: refused even with duplicates allowed.
+    let mut same_room = import("imp-2", "general", 200);
+    same_room.manifest_sha256 = "1".repeat(64);
+    let err = cp
+        .begin_import(&same_room, true)
+        .await
+        .expect_err("same room");
+    assert!(
+        matches!(&err, Error::Conflict { .. })
+            && err
+                .to_string()
+                .contains("imp-1 is importing into room general right now"),
+        "{err}"
+    );
+    // Same bundle, another room: refused unless allowed.
+    let same_bundle = import("imp-3", "general-2", 300);
+    let err = cp
+        .begin_import(&same_bundle, false)
+        .await
+        .expect_err("same bundle");
+    assert!(
+        err.to_string().contains("is importing this bundle"),
+        "{err}"
+    );
+    cp.begin_import(&same_bundle, true).await.expect("allowed");
+    // Once done, the bundle is "already imported"; the room is free for another staging import
+    // only after the first is gone.
+    cp.finish_import("imp-1", &[]).await.expect("finish");
+    let fourth = import("imp-4", "general-4", 400);
+    cp.delete_import("imp-3").await.expect("delete");
+    let err = cp
+        .begin_import(&fourth, false)
+        .await
+        .expect_err("done earlier");
+    assert!(
+        err.to_string()
+            .contains("was already imported here as room general"),
+        "{err}"
+    );
+    let ids: Vec<String> = cp
+        .imports(None)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["imp-1"], "refused imports wrote nothing");
+}
+
+/// hold_import: one holder per id, in this process and across control planes on the same file
+/// (each its own open file, as two processes are); released on drop.
+#[tokio::test]
+async fn hold_import_has_one_live_holder_and_is_released_on_drop() {
+    let (_dir, path, cp) = fresh().await;
+    let other = SqliteControlPlane::new(pool(&path).await);
+    let hold = cp.hold_import("imp-1").await.expect("hold").expect("free");
+    assert!(cp.hold_import("imp-1").await.expect("again").is_none());
+    assert!(
+        other.hold_import("imp-1").await.expect("other").is_none(),
+        "another holder of the database file sees it held"
+    );
+    let second = other
+        .hold_import("imp-2")
+        .await
+        .expect("hold")
+        .expect("free");
+    drop(hold);
+    let taken = other.hold_import("imp-1").await.expect("after drop");
+    assert!(taken.is_some(), "released on drop");
+    drop(second);
+    assert!(
+        cp.hold_import("../x").await.is_err(),
+        "ids are checked before they name a file"
+    );
+}
+
 #[tokio::test]
 async fn imports_begin_finish_with_id_maps_list_and_delete() {
     let (_dir, _path, cp) = fresh().await;
     let first = import("imp-1", "general-2", 100);
     let second = import("imp-2", "general-3", 200);
-    cp.begin_import(&second).await.expect("begin");
-    cp.begin_import(&first).await.expect("begin");
-    let err = cp.begin_import(&first).await.expect_err("duplicate id");
+    cp.begin_import(&second, true).await.expect("begin");
+    cp.begin_import(&first, true).await.expect("begin");
+    let err = cp
+        .begin_import(&first, true)
+        .await
+        .expect_err("duplicate id");
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
 
     assert_eq!(

@@ -466,15 +466,15 @@ fn remap_rows(
                     .as_ref()
                     .map(|r| (r.table.clone(), r.column.clone()))
             };
-            if let Some(m) = target.and_then(|k| maps.get(&k)) {
-                if let Some(new) = m.get(&fields[i]) {
-                    fields[i] = new.clone();
-                }
+            if let Some(m) = target.and_then(|k| maps.get(&k))
+                && let Some(new) = m.get(&fields[i])
+            {
+                fields[i] = new.clone();
             }
-            if let Some(rw) = media {
-                if t.media_columns.contains(&c.name) {
-                    fields[i] = rw.apply(&fields[i]).unwrap().as_str().to_string();
-                }
+            if let Some(rw) = media
+                && t.media_columns.contains(&c.name)
+            {
+                fields[i] = rw.apply(&fields[i]).unwrap().as_str().to_string();
             }
         }
         out.extend_from_slice(fields.join("\t").as_bytes());

@@ -39,6 +39,19 @@ fn options() -> ExportOptions {
 }
 
 /// A home with pooled room `id` seeded from the small workload.
+/// A staging journal entry as a killed import leaves it.
+fn staging_record(id: impl Into<String>, new_room: RoomId) -> ImportRecord {
+    ImportRecord {
+        id: id.into(),
+        source_room: "general".into(),
+        new_room,
+        manifest_sha256: "0".repeat(64),
+        signer_key_id: "p256-test".into(),
+        state: ImportState::Staging,
+        started_at_unix_ms: 1,
+    }
+}
+
 async fn seeded(dir: &Path, id: &str) -> Home {
     let home = open_home(dir, schema()).await;
     seed_workload(&home.roomshard, &room(id), &small_workload(id)).await;
@@ -535,6 +548,89 @@ async fn a_bundle_of_another_schema_is_refused_before_writing() {
     assert_empty(&home, &[&room("victim")]).await;
 }
 
+/// A second open of a home (another process: its own database handle and lock files) while an
+/// import is staging leaves the import alone — it completes — instead of rolling it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opening_a_home_during_a_live_import_does_not_roll_it_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = seeded(&tmp.path().join("a"), "general").await;
+    let (archive, _) = export_room(&a, "general", &tmp.path().join("out")).await;
+    let dir = tmp.path().join("b");
+    let b = open_home(&dir, schema()).await;
+    let slow = Arc::new(FailingMedia::new(b.roomshard.media.clone(), 0));
+    slow.put_delay_ms
+        .store(150, std::sync::atomic::Ordering::SeqCst);
+    let rs = Roomshard {
+        media: slow.clone(),
+        ..b.roomshard.clone()
+    };
+    let keys = trusted(&a);
+    let running = tokio::spawn(async move {
+        import_file(
+            &rs,
+            &archive,
+            &keys,
+            &ImportOptions {
+                new_room: Some(room("live")),
+                ..ImportOptions::default()
+            },
+            &NoProgress,
+        )
+        .await
+    });
+    // Wait until the import is journalled and writing objects.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while slow.puts.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let staging = b
+        .roomshard
+        .control
+        .imports(Some(ImportState::Staging))
+        .await
+        .unwrap();
+    assert_eq!(
+        staging.len(),
+        1,
+        "the import is staging while the home is opened"
+    );
+    let other = open_home(&dir, schema()).await;
+    assert!(
+        !running.is_finished(),
+        "the second open ran while the import was still running"
+    );
+    assert!(
+        recover_imports(&other.roomshard).await.unwrap().is_empty(),
+        "nothing to roll back: the staging import is live"
+    );
+    let outcome = running.await.unwrap().expect("the live import completes");
+    assert_eq!(outcome.new_room, room("live"));
+    assert!(
+        other
+            .roomshard
+            .control
+            .imports(Some(ImportState::Staging))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // And a staging import nobody holds (its process died) is still rolled back by an open.
+    other
+        .roomshard
+        .control
+        .begin_import(
+            &staging_record("00000000-0000-4000-8000-0000000000aa", room("dead")),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(recover_imports(&other.roomshard).await.unwrap().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_import_failing_after_writes_began_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -714,15 +810,10 @@ async fn a_staging_import_left_by_a_crash_is_rolled_back() {
         let rs = &home.roomshard;
         for (i, r) in [ghost.clone(), room("ghost2")].into_iter().enumerate() {
             rs.control
-                .begin_import(&ImportRecord {
-                    id: format!("00000000-0000-4000-8000-00000000000{i}"),
-                    source_room: "general".into(),
-                    new_room: r.clone(),
-                    manifest_sha256: "0".repeat(64),
-                    signer_key_id: "p256-test".into(),
-                    state: ImportState::Staging,
-                    started_at_unix_ms: 1,
-                })
+                .begin_import(
+                    &staging_record(format!("00000000-0000-4000-8000-00000000000{i}"), r.clone()),
+                    true,
+                )
                 .await
                 .unwrap();
             // A partial load, as a killed import leaves it.
@@ -735,15 +826,10 @@ async fn a_staging_import_left_by_a_crash_is_rolled_back() {
         assert_empty(&home, &[&ghost, &room("ghost2")]).await;
         // …and another left behind for the next open.
         rs.control
-            .begin_import(&ImportRecord {
-                id: "00000000-0000-4000-8000-000000000009".into(),
-                source_room: "general".into(),
-                new_room: ghost.clone(),
-                manifest_sha256: "0".repeat(64),
-                signer_key_id: "p256-test".into(),
-                state: ImportState::Staging,
-                started_at_unix_ms: 1,
-            })
+            .begin_import(
+                &staging_record("00000000-0000-4000-8000-000000000009", ghost.clone()),
+                true,
+            )
             .await
             .unwrap();
         seed_workload(rs, &ghost, &small_workload("ghost")).await;

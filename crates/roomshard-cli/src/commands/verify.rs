@@ -198,10 +198,10 @@ pub fn inspect(args: &InspectArgs) -> Result<ExitCode, CliError> {
             args.archive.display()
         );
         print_room_line(&report);
-        if let Some(e) = &report.error {
-            if e.reason == roomshard_verify::Reason::UnknownKey.as_str() {
-                outln!("  signed with: {}", e.detail);
-            }
+        if let Some(e) = &report.error
+            && e.reason == roomshard_verify::Reason::UnknownKey.as_str()
+        {
+            outln!("  signed with: {}", e.detail);
         }
         if let Some(m) = &report.manifest_sha256 {
             outln!("  manifest: sha256 {m}");

@@ -77,8 +77,25 @@ pub trait ControlPlane: Send + Sync {
 
     /// Opens an import's journal entry (state [`ImportState::Staging`]) **before** anything is
     /// written, so a crash leaves a record that [`imports`](Self::imports) finds and recovery
-    /// rolls back. [`Error::AlreadyExists`] if the id is taken.
-    async fn begin_import(&self, import: &ImportRecord) -> Result<()>;
+    /// rolls back.
+    ///
+    /// # Behaviour
+    /// - [`Error::AlreadyExists`] if the id is taken.
+    /// - Atomically with the insert, so two concurrent imports cannot both pass: unless
+    ///   `allow_duplicate`, [`Error::Conflict`] when another import of the same
+    ///   `manifest_sha256` is staging or done; always [`Error::Conflict`] when another staging
+    ///   import targets the same `new_room`. The message names the other import.
+    async fn begin_import(&self, import: &ImportRecord, allow_duplicate: bool) -> Result<()>;
+
+    /// Claims import `id` for this process until the returned [`ImportHold`] is dropped (or the
+    /// process dies): what lets recovery tell an import a crash left behind from one another
+    /// live process is running. `None` when another live holder has it.
+    ///
+    /// # Behaviour
+    /// - The claim outlives nothing: a process killed with `kill -9` releases it (an OS file
+    ///   lock for SQLite; a session advisory lock for PostgreSQL).
+    /// - Within one process a second claim of a held id is `None` too.
+    async fn hold_import(&self, id: &str) -> Result<Option<ImportHold>>;
 
     /// Marks an import done and stores its id maps, in one transaction.
     async fn finish_import(&self, id: &str, id_maps: &[IdMap]) -> Result<()>;
@@ -148,6 +165,25 @@ impl PlacementChange<'_> {
             PlacementChange::Update { next, .. } => &next.room,
             PlacementChange::Delete { room, .. } => room,
         }
+    }
+}
+
+/// A claim on a running import ([`ControlPlane::hold_import`]), released on drop.
+pub struct ImportHold(
+    // Never read: it is held only so that its Drop (the provider's unlock) runs with this one's.
+    #[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>,
+);
+
+impl ImportHold {
+    /// A hold keeping `guard` (the provider's lock) alive until it is dropped.
+    pub fn new(guard: impl std::any::Any + Send + Sync) -> Self {
+        ImportHold(Box::new(guard))
+    }
+}
+
+impl std::fmt::Debug for ImportHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ImportHold")
     }
 }
 

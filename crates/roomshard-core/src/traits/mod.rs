@@ -39,8 +39,8 @@ mod shard;
 
 pub use control::{
     AuditAnchor, AuditEntry, AuditRecord, AuditVerification, ControlPlane, CopyJob, GENESIS_HASH,
-    ImportRecord, ImportState, JobKind, PlacementChange, ReceiptRecord, check_audit_anchor,
-    verify_audit_chain,
+    ImportHold, ImportRecord, ImportState, JobKind, PlacementChange, ReceiptRecord,
+    check_audit_anchor, verify_audit_chain,
 };
 pub use index::{ConsumerGroup, Delivery, DeliveryTag, Indexer, Lag};
 pub use keys::{

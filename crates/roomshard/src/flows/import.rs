@@ -170,7 +170,8 @@ pub async fn import_file(
     // 2. Schema drift is refused (for now).
     check_tables(manifest, rs.schema.tables())?;
 
-    // 3. Not a second copy of an earlier import, unless asked for.
+    // 3. Not a second copy of an earlier import, unless asked for (checked here for a clear
+    //    early answer, and again atomically by begin_import against concurrent imports).
     if !options.allow_duplicate {
         let earlier = rs.control.imports(Some(ImportState::Done)).await?;
         if let Some(prev) = earlier
@@ -187,32 +188,62 @@ pub async fn import_file(
     }
 
     // The new room: as given; else the bundle's own id when this home has no such room; else
-    // that id with a random suffix.
-    let new_room = match &options.new_room {
+    // that id with a random suffix (also when a concurrent import claims the free id first).
+    let chosen = options.new_room.is_some();
+    let mut new_room = match &options.new_room {
         Some(r) => r.clone(),
         None => match RoomId::new(&manifest.room.id) {
             Ok(own) if is_free(rs, &own).await? => own,
             _ => derive_room_id(&manifest.room.id)?,
         },
     };
-    if rs.control.placement(&new_room).await?.is_some() {
-        return Err(Error::conflict(format!(
-            "room {new_room} already exists; import under another id"
-        )));
-    }
-    ensure_unused(rs, &new_room).await?;
-
-    // 4. Journal first.
-    let record = ImportRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        source_room: manifest.room.id.clone(),
-        new_room: new_room.clone(),
-        manifest_sha256: verified.manifest_sha256.clone(),
-        signer_key_id: verified.signer_key_id.clone(),
-        state: ImportState::Staging,
-        started_at_unix_ms: now_unix_ms(),
+    // 4. Claim the import for this process (so no recovery elsewhere rolls it back while it
+    //    runs), then journal it before anything is written.
+    let id = uuid::Uuid::new_v4().to_string();
+    let _hold = rs.control.hold_import(&id).await?.ok_or_else(|| {
+        Error::conflict(format!("import id {id} is already held by a live process"))
+    })?;
+    let mut attempts = 0;
+    let record = loop {
+        if rs.control.placement(&new_room).await?.is_some() {
+            return Err(Error::conflict(format!(
+                "room {new_room} already exists; import under another id"
+            )));
+        }
+        ensure_unused(rs, &new_room).await?;
+        let record = ImportRecord {
+            id: id.clone(),
+            source_room: manifest.room.id.clone(),
+            new_room: new_room.clone(),
+            manifest_sha256: verified.manifest_sha256.clone(),
+            signer_key_id: verified.signer_key_id.clone(),
+            state: ImportState::Staging,
+            started_at_unix_ms: now_unix_ms(),
+        };
+        match rs
+            .control
+            .begin_import(&record, options.allow_duplicate)
+            .await
+        {
+            Ok(()) => break record,
+            // Another import took the free room id between our check and our journal entry.
+            Err(Error::Conflict { what })
+                if !chosen
+                    && attempts < 3
+                    && what.contains(&format!("into room {new_room} right now")) =>
+            {
+                attempts += 1;
+                new_room = derive_room_id(&manifest.room.id)?;
+            }
+            Err(Error::Conflict { what }) => {
+                return Err(Error::conflict(format!(
+                    "{what}; allow duplicates (roomshard import --allow-duplicate) to import \
+                     another copy, or wait for it to finish"
+                )));
+            }
+            Err(e) => return Err(e),
+        }
     };
-    rs.control.begin_import(&record).await?;
 
     // 5–6. Load and commit; roll back on any error.
     match load_and_commit(rs, path, &verified, &record, options, progress).await {
@@ -994,9 +1025,26 @@ async fn roll_back(rs: &Roomshard, record: &ImportRecord) -> Result<()> {
 }
 
 /// Rolls back every import a crash left in the staging state; returns their ids.
+///
+/// An import that another live process is running (it holds the import,
+/// [`ControlPlane::hold_import`](roomshard_core::ControlPlane::hold_import)) is left alone; so is
+/// one that finished between listing and claiming it.
 pub async fn recover_imports(rs: &Roomshard) -> Result<Vec<String>> {
     let mut rolled_back = Vec::new();
     for record in rs.control.imports(Some(ImportState::Staging)).await? {
+        let Some(_hold) = rs.control.hold_import(&record.id).await? else {
+            tracing::info!(import = %record.id, room = %record.new_room, "import still running elsewhere; not rolled back");
+            continue;
+        };
+        let still_staging = rs
+            .control
+            .imports(Some(ImportState::Staging))
+            .await?
+            .iter()
+            .any(|r| r.id == record.id);
+        if !still_staging {
+            continue;
+        }
         roll_back(rs, &record).await?;
         rolled_back.push(record.id);
     }

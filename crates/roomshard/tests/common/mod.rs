@@ -283,6 +283,8 @@ pub struct FailingMedia {
     pub fail_drop_bucket: AtomicBool,
     /// Operations (`ensure_bucket`, `list`, `copy`) that fail while named here.
     pub failing: std::sync::Mutex<Vec<&'static str>>,
+    /// Milliseconds every put waits first (a slow store).
+    pub put_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl FailingMedia {
@@ -293,6 +295,7 @@ impl FailingMedia {
             fail_at,
             fail_drop_bucket: AtomicBool::new(false),
             failing: std::sync::Mutex::new(Vec::new()),
+            put_delay_ms: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -336,6 +339,10 @@ impl MediaStore for FailingMedia {
         body: ObjectBody,
         options: &PutOptions,
     ) -> Result<ObjectMeta> {
+        let delay = self.put_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
             return Err(Error::unavailable(
                 "test store",
