@@ -681,6 +681,122 @@ fn import_state(home: &Path, new: &str) -> Landed {
     })
 }
 
+/// Whether a home still has a copy job recorded for `room` (an unfinished recentralise, say).
+fn has_job(home: &Path, room_id: &str) -> bool {
+    runtime().block_on(async {
+        let h = open(home).await;
+        h.roomshard
+            .control
+            .jobs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|j| j.room.as_str() == room_id)
+    })
+}
+
+/// `recentralise` killed at random points, before or after the flip to pooled, is finished by
+/// running it again: the room ends pooled with the same rows, and its own shard, bucket and job
+/// are gone.
+#[test]
+fn recentralise_survives_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = tmp.path().join("template");
+    seed(&template, "kill", 3000, 8, 400_000);
+    let expected = parity(&template, Scope::Pooled(room("kill")));
+    cli(
+        &[
+            "decentralise",
+            "kill",
+            "--home",
+            s(&template),
+            "--batch-rows",
+            "50",
+        ],
+        0,
+    );
+    let args = |home: &Path| -> Vec<String> {
+        ["recentralise", "kill", "--home", s(home)]
+            .map(str::to_string)
+            .to_vec()
+    };
+    let clean = tmp.path().join("clean");
+    copy_dir(&template, &clean);
+    let started = Instant::now();
+    let a = args(&clean);
+    cli(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0);
+    let full = started.elapsed();
+    eprintln!("uninterrupted recentralise: {:.2}s", full.as_secs_f64());
+    assert_eq!(parity(&clean, Scope::Pooled(room("kill"))), expected);
+
+    let mut rng = Rng::from_env();
+    let mut killed = 0;
+    let mut landed: std::collections::BTreeMap<String, usize> = Default::default();
+    for trial in 0..trials() {
+        let home = tmp.path().join(format!("trial-{trial}"));
+        copy_dir(&template, &home);
+        let a = args(&home);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        // Every other trial aims at the end of the run, where the flip and the cleanup are.
+        let after = if trial % 2 == 0 {
+            full.mul_f64(rng.unit())
+        } else {
+            full.mul_f64(0.8 + 0.3 * rng.unit())
+        };
+        killed += usize::from(spawn_and_kill(&a, after));
+        let state = room_entry(&home, "kill").expect("placement")["state"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let pending = has_job(&home, "kill");
+        let label = match (state.as_str(), pending) {
+            ("pooled", true) => "pooled, cleanup pending".to_string(),
+            (other, _) => other.to_string(),
+        };
+        *landed.entry(label.clone()).or_default() += 1;
+        if state != "pooled" || pending {
+            let out = run(roomshard().args(&a));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "trial {trial} (killed after {after:?}, {label}): resume failed\n{}",
+                describe(&out)
+            );
+        }
+        let when = format!("trial {trial} (killed after {after:?}, {label})");
+        assert_eq!(
+            room_entry(&home, "kill").unwrap()["state"],
+            "pooled",
+            "{when}"
+        );
+        assert_eq!(
+            parity(&home, Scope::Pooled(room("kill"))),
+            expected,
+            "{when}"
+        );
+        assert!(
+            !home.join("shards/room_kill.sqlite3").exists(),
+            "{when}: shard left"
+        );
+        assert!(
+            !home.join("media/rooms/kill").exists(),
+            "{when}: bucket left"
+        );
+        assert!(!has_job(&home, "kill"), "{when}: job left");
+        cli(&["audit", "verify", "--home", s(&home)], 0);
+        fs::remove_dir_all(&home).unwrap();
+    }
+    eprintln!(
+        "recentralise: {killed} of {} runs killed; states after the kill: {landed:?}",
+        trials()
+    );
+    assert!(killed >= trials() / 2, "too few kills landed: {killed}");
+    assert!(
+        landed.get("recentralising").copied().unwrap_or(0) >= 1,
+        "no kill landed mid-copy: {landed:?}"
+    );
+}
+
 #[test]
 fn import_is_all_or_nothing_under_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
