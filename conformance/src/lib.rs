@@ -3,6 +3,7 @@
 //! behaviour suite every `ShardStore`, `MediaStore`, `KeyManager` and `Indexer` must pass.
 #![forbid(unsafe_code)]
 
+pub mod memory;
 pub mod suite;
 pub mod vectors;
 

@@ -2,8 +2,9 @@
 //! the report has no failure and prints it (`cargo test -- --nocapture` to see it on success).
 
 use roomshard_conformance::suite::{
-    KeySuiteConfig, MediaSuiteConfig, ShardSuiteConfig, fixture_schema, run_key_manager_suite,
-    run_media_suite, run_shard_suite,
+    ControlSuiteConfig, IndexSuiteConfig, KeySuiteConfig, MediaSuiteConfig, ShardSuiteConfig,
+    control_plane_checks, fixture_schema, indexer_checks, run_control_plane_suite,
+    run_indexer_suite, run_key_manager_suite, run_media_suite, run_shard_suite,
 };
 use roomshard_core::{Grantee, KeyManager, SigningKeyId};
 use roomshard_kms::local::LocalKeyManager;
@@ -66,4 +67,56 @@ async fn sqlite_shard_store_conforms() {
     let report = run_shard_suite(&store, &config).await;
     println!("{report}");
     assert_eq!(report.failures(), 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_control_plane_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = roomshard_sqlite::open_global(&dir.path().join("global.sqlite3"))
+        .await
+        .expect("open database");
+    let cp = roomshard_sqlite::SqliteControlPlane::new(pool);
+    roomshard_core::ControlPlane::migrate(&cp)
+        .await
+        .expect("migrate");
+    // Records from before the suite runs must not matter to it.
+    roomshard_core::ControlPlane::append_audit(
+        &cp,
+        &roomshard_core::AuditEntry {
+            at: "2026-11-22T09:00:00Z".into(),
+            actor: "host".into(),
+            action: "host.earlier".into(),
+            room: None,
+            detail: serde_json::json!({}),
+        },
+    )
+    .await
+    .expect("earlier entry");
+    let report = run_control_plane_suite(&cp, &ControlSuiteConfig::default()).await;
+    println!("{report}");
+    assert_eq!(report.failures(), 0, "{report}");
+    assert_eq!(report.passed(), control_plane_checks().len(), "{report}");
+    // One call, one JSON report a third party can store.
+    let json = report.to_json();
+    assert_eq!(json["conforms"], true);
+    assert_eq!(json["suite"], "control_plane");
+    assert_eq!(
+        json["checks"].as_array().map(Vec::len),
+        Some(control_plane_checks().len())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_indexer_conforms() {
+    let visibility = std::time::Duration::from_millis(50);
+    let index = roomshard_conformance::memory::MemoryIndexer::new(visibility);
+    let config = IndexSuiteConfig {
+        visibility_timeout: visibility,
+        room_prefix: None,
+    };
+    let report = run_indexer_suite(&index, &config).await;
+    println!("{report}");
+    assert_eq!(report.failures(), 0, "{report}");
+    assert_eq!(report.passed(), indexer_checks().len(), "{report}");
+    assert_eq!(report.to_json()["conforms"], true);
 }

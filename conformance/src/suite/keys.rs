@@ -1,8 +1,8 @@
 //! Checks of [`KeyManager`]'s documented behaviour.
 
 use super::{
-    CheckResult, Context, Failure, Kind, Report, Verdict, ensure, expect_kind, expect_unsupported,
-    fresh_room, now_unix_ms,
+    CheckResult, CheckSpec, Context, Failure, Kind, Report, Verdict, checks, ensure, expect_kind,
+    expect_unsupported, fresh_room, now_unix_ms, run_checks,
 };
 use roomshard_core::{
     Algorithm, DataKey, EncryptionContext, Grantee, KeyManager, RoomId, SigningKeyId,
@@ -28,92 +28,19 @@ impl KeySuiteConfig {
     }
 }
 
+/// The checks of the key_manager suite, in the order [`run_key_manager_suite`] runs them.
+pub fn key_manager_checks() -> Vec<CheckSpec<dyn KeyManager, KeySuiteConfig>> {
+    checks!(dyn KeyManager, KeySuiteConfig;
+        ensure_room_key_is_idempotent, data_key_round_trip, data_key_context_must_name_its_room, data_key_of_missing_room_key_is_not_found, tampered_or_foreign_wrapped_key_is_corrupt, data_key_is_bound_to_its_context, grant_is_idempotent_and_listed, grants_beyond_the_limit_are_refused, revoke_seals_the_room_and_is_idempotent, rotate_keeps_old_data_keys_working, wrapped_key_version_follows_rotation, rewrap_keeps_the_data_key_under_the_current_version, sign_verifies_under_the_public_key, unknown_signing_key_is_not_found, schedule_deletion_checks_its_window_and_is_idempotent, cancel_deletion_makes_the_key_serve_again, discard_room_key_leaves_nothing_usable,
+    )
+}
+
 /// Runs every key-manager check against `km` and reports each.
-pub async fn run_key_manager_suite(km: &dyn KeyManager, config: &KeySuiteConfig) -> Report {
-    let mut r = Report::new("key_manager", km.name());
-    r.run(
-        "ensure_room_key_is_idempotent",
-        ensure_room_key_is_idempotent(km, config),
-    )
-    .await;
-    r.run("data_key_round_trip", data_key_round_trip(km, config))
-        .await;
-    r.run(
-        "data_key_context_must_name_its_room",
-        data_key_context_must_name_its_room(km, config),
-    )
-    .await;
-    r.run(
-        "data_key_of_missing_room_key_is_not_found",
-        data_key_of_missing_room_key_is_not_found(km, config),
-    )
-    .await;
-    r.run(
-        "tampered_or_foreign_wrapped_key_is_corrupt",
-        tampered_or_foreign_wrapped_key_is_corrupt(km, config),
-    )
-    .await;
-    r.run(
-        "data_key_is_bound_to_its_context",
-        data_key_is_bound_to_its_context(km, config),
-    )
-    .await;
-    r.run(
-        "grant_is_idempotent_and_listed",
-        grant_is_idempotent_and_listed(km, config),
-    )
-    .await;
-    r.run(
-        "grants_beyond_the_limit_are_refused",
-        grants_beyond_the_limit_are_refused(km, config),
-    )
-    .await;
-    r.run(
-        "revoke_seals_the_room_and_is_idempotent",
-        revoke_seals_the_room_and_is_idempotent(km, config),
-    )
-    .await;
-    r.run(
-        "rotate_keeps_old_data_keys_working",
-        rotate_keeps_old_data_keys_working(km, config),
-    )
-    .await;
-    r.run(
-        "wrapped_key_version_follows_rotation",
-        wrapped_key_version_follows_rotation(km, config),
-    )
-    .await;
-    r.run(
-        "rewrap_keeps_the_data_key_under_the_current_version",
-        rewrap_keeps_the_data_key_under_the_current_version(km, config),
-    )
-    .await;
-    r.run(
-        "sign_verifies_under_the_public_key",
-        sign_verifies_under_the_public_key(km, config),
-    )
-    .await;
-    r.run(
-        "unknown_signing_key_is_not_found",
-        unknown_signing_key_is_not_found(km, config),
-    )
-    .await;
-    r.run(
-        "schedule_deletion_checks_its_window_and_is_idempotent",
-        schedule_deletion_checks_its_window_and_is_idempotent(km, config),
-    )
-    .await;
-    r.run(
-        "cancel_deletion_makes_the_key_serve_again",
-        cancel_deletion_makes_the_key_serve_again(km, config),
-    )
-    .await;
-    r.run(
-        "discard_room_key_leaves_nothing_usable",
-        discard_room_key_leaves_nothing_usable(km, config),
-    )
-    .await;
-    r
+pub async fn run_key_manager_suite(
+    km: &(dyn KeyManager + 'static),
+    config: &KeySuiteConfig,
+) -> Report {
+    run_checks("key_manager", km.name(), &key_manager_checks(), km, config).await
 }
 
 async fn new_room(km: &dyn KeyManager, config: &KeySuiteConfig) -> Result<RoomId, Failure> {

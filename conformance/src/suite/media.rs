@@ -1,8 +1,8 @@
 //! Checks of [`MediaStore`]'s documented behaviour.
 
 use super::{
-    CheckResult, Context, Failure, Kind, Report, Verdict, ensure, expect_kind, expect_unsupported,
-    fresh_room, now_unix_ms,
+    CheckResult, CheckSpec, Context, Failure, Kind, Report, Verdict, checks, ensure, expect_kind,
+    expect_unsupported, fresh_room, now_unix_ms, run_checks,
 };
 use roomshard_core::{
     BucketSpec, Bytes, Error, Grantee, KeyManager, ListRequest, MediaStore, ObjectBody, ObjectKey,
@@ -48,75 +48,19 @@ impl MediaSuiteConfig {
     }
 }
 
+/// The checks of the media suite, in the order [`run_media_suite`] runs them.
+pub fn media_checks() -> Vec<CheckSpec<dyn MediaStore, MediaSuiteConfig>> {
+    checks!(dyn MediaStore, MediaSuiteConfig;
+        ensure_bucket_is_idempotent, ensure_bucket_refuses_what_it_cannot_honour, put_get_round_trip, large_streamed_object_round_trips, put_replaces_an_object, failed_put_leaves_the_old_object, missing_object_is_not_found_and_delete_is_idempotent, dedicated_scope_without_bucket_is_not_found, scopes_are_isolated, list_is_ordered_filtered_and_paged, usage_counts_objects, objects_over_the_size_limit_are_refused, drop_bucket_is_idempotent, copy_server_side, presign_get_bounds, revoked_room_is_sealed,
+    )
+}
+
 /// Runs every media-store check against `store` and reports each.
-pub async fn run_media_suite(store: &dyn MediaStore, config: &MediaSuiteConfig) -> Report {
-    let mut r = Report::new("media", store.name());
-    r.run(
-        "ensure_bucket_is_idempotent",
-        ensure_bucket_is_idempotent(store, config),
-    )
-    .await;
-    r.run(
-        "ensure_bucket_refuses_what_it_cannot_honour",
-        ensure_bucket_refuses_what_it_cannot_honour(store, config),
-    )
-    .await;
-    r.run("put_get_round_trip", put_get_round_trip(store, config))
-        .await;
-    r.run(
-        "large_streamed_object_round_trips",
-        large_streamed_object_round_trips(store, config),
-    )
-    .await;
-    r.run(
-        "put_replaces_an_object",
-        put_replaces_an_object(store, config),
-    )
-    .await;
-    r.run(
-        "failed_put_leaves_the_old_object",
-        failed_put_leaves_the_old_object(store, config),
-    )
-    .await;
-    r.run(
-        "missing_object_is_not_found_and_delete_is_idempotent",
-        missing_object_is_not_found_and_delete_is_idempotent(store, config),
-    )
-    .await;
-    r.run(
-        "dedicated_scope_without_bucket_is_not_found",
-        dedicated_scope_without_bucket_is_not_found(store, config),
-    )
-    .await;
-    r.run("scopes_are_isolated", scopes_are_isolated(store, config))
-        .await;
-    r.run(
-        "list_is_ordered_filtered_and_paged",
-        list_is_ordered_filtered_and_paged(store, config),
-    )
-    .await;
-    r.run("usage_counts_objects", usage_counts_objects(store, config))
-        .await;
-    r.run(
-        "objects_over_the_size_limit_are_refused",
-        objects_over_the_size_limit_are_refused(store, config),
-    )
-    .await;
-    r.run(
-        "drop_bucket_is_idempotent",
-        drop_bucket_is_idempotent(store, config),
-    )
-    .await;
-    r.run("copy_server_side", copy_server_side(store, config))
-        .await;
-    r.run("presign_get_bounds", presign_get_bounds(store, config))
-        .await;
-    r.run(
-        "revoked_room_is_sealed",
-        revoked_room_is_sealed(store, config),
-    )
-    .await;
-    r
+pub async fn run_media_suite(
+    store: &(dyn MediaStore + 'static),
+    config: &MediaSuiteConfig,
+) -> Report {
+    run_checks("media", store.name(), &media_checks(), store, config).await
 }
 
 /// A bucket spec with every optional setting off: what any store can honour.

@@ -18,10 +18,14 @@
 //! - **Isolated**: each check uses fresh room ids (a per-run random suffix), so checks run
 //!   against shared backends without seeing each other's data.
 
+mod control;
+mod index;
 mod keys;
 mod media;
 mod shard;
 
+pub use control::*;
+pub use index::*;
 pub use keys::*;
 pub use media::*;
 pub use shard::*;
@@ -29,6 +33,7 @@ pub use shard::*;
 use roomshard_core::{Error, RoomId};
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -95,6 +100,51 @@ pub struct Check {
     pub outcome: Outcome,
 }
 
+/// A check's future, borrowing the provider and the suite's configuration.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = CheckResult> + 'a>>;
+
+/// One check of a suite, as data: its name (the check function's) and how to run it against a
+/// provider `P` with configuration `C`. A suite is a list of these ([`key_manager_checks`],
+/// [`media_checks`], [`shard_checks`], [`control_plane_checks`]), so a third party can run all of
+/// them with one call ([`run_checks`]), pick some by name, or list what a suite covers.
+pub struct CheckSpec<P: ?Sized, C> {
+    /// The check function's name, as reported.
+    pub name: &'static str,
+    /// Runs the check.
+    pub run: for<'a> fn(&'a P, &'a C) -> CheckFuture<'a>,
+}
+
+/// The [`CheckSpec`] list of the given check functions of provider type `$p` and config `$c`.
+macro_rules! checks {
+    ($p:ty, $c:ty; $($check:ident),* $(,)?) => {
+        vec![$(
+            {
+                fn run<'a>(p: &'a $p, c: &'a $c) -> $crate::suite::CheckFuture<'a> {
+                    Box::pin($check(p, c))
+                }
+                $crate::suite::CheckSpec::<$p, $c> { name: stringify!($check), run }
+            }
+        ),*]
+    };
+}
+pub(crate) use checks;
+
+/// Runs every check of `checks` against `provider` (named `provider_name`) and reports each,
+/// in order, as suite `suite`.
+pub async fn run_checks<P: ?Sized, C>(
+    suite: &str,
+    provider_name: &str,
+    checks: &[CheckSpec<P, C>],
+    provider: &P,
+    config: &C,
+) -> Report {
+    let mut r = Report::new(suite, provider_name);
+    for check in checks {
+        r.run(check.name, (check.run)(provider, config)).await;
+    }
+    r
+}
+
 /// Everything one suite run found about one provider: what a provider's test asserts on
 /// ([`Report::failures`] is zero) and prints.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -156,6 +206,35 @@ impl Report {
 
     fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
         self.checks.iter().filter(|c| f(&c.outcome)).count()
+    }
+
+    /// The report as one JSON object — `suite`, `provider`, the counts, and every check with
+    /// its `outcome` (`passed`, `failed`, `skipped`, `not_applicable`) and `detail` — for a third
+    /// party's CI to store or compare.
+    pub fn to_json(&self) -> serde_json::Value {
+        let checks: Vec<serde_json::Value> = self
+            .checks
+            .iter()
+            .map(|c| {
+                let (outcome, detail) = match &c.outcome {
+                    Outcome::Passed => ("passed", None),
+                    Outcome::Failed(why) => ("failed", Some(why)),
+                    Outcome::Skipped(why) => ("skipped", Some(why)),
+                    Outcome::NotApplicable(why) => ("not_applicable", Some(why)),
+                };
+                serde_json::json!({ "name": c.name, "outcome": outcome, "detail": detail })
+            })
+            .collect();
+        serde_json::json!({
+            "suite": self.suite,
+            "provider": self.provider,
+            "passed": self.passed(),
+            "failed": self.failures(),
+            "skipped": self.skipped(),
+            "not_applicable": self.checks.len() - self.passed() - self.failures() - self.skipped(),
+            "conforms": self.failures() == 0,
+            "checks": checks,
+        })
     }
 }
 

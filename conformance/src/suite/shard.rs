@@ -2,8 +2,8 @@
 //! type ([`fixture_schema`]).
 
 use super::{
-    CheckResult, Context, Failure, Kind, Report, Verdict, ensure, expect_kind, expect_unsupported,
-    fresh_room,
+    CheckResult, CheckSpec, Context, Failure, Kind, Report, Verdict, checks, ensure, expect_kind,
+    expect_unsupported, fresh_room, run_checks,
 };
 use roomshard_core::{
     Bytes, CheckpointSink, CopyCheckpoint, CopyPass, CopyRequest, CopySource, DumpSink, DumpSource,
@@ -229,89 +229,19 @@ impl RecordingCheckpoints {
     }
 }
 
+/// The checks of the shard suite, in the order [`run_shard_suite`] runs them.
+pub fn shard_checks() -> Vec<CheckSpec<dyn ShardStore, ShardSuiteConfig>> {
+    checks!(dyn ShardStore, ShardSuiteConfig;
+        ensure_shard_is_idempotent_and_refuses_a_different_table, restore_then_dump_round_trips_every_type, restore_refuses_bad_dumps_all_or_nothing, restore_keep_collision_is_a_conflict, restore_on_collision_remaps_and_rewrites_references, restore_rewrites_media_keys, dump_stops_on_a_sink_error, parity_counts_and_checksums_match_the_dump, bulk_copy_is_checkpointed_and_converges, copy_refuses_bad_requests, catch_up_makes_the_target_equal, copy_resumes_after_a_failed_checkpoint, cross_server_copy, drop_room_is_idempotent_and_room_scoped, size_bytes_of_a_shard, route_names_tables, outbox_reads_and_trims,
+    )
+}
+
 /// Runs every shard-store check against `store` and reports each.
-pub async fn run_shard_suite(store: &dyn ShardStore, config: &ShardSuiteConfig) -> Report {
-    let mut r = Report::new("shard", store.name());
-    r.run(
-        "ensure_shard_is_idempotent_and_refuses_a_different_table",
-        ensure_shard_is_idempotent_and_refuses_a_different_table(store, config),
-    )
-    .await;
-    r.run(
-        "restore_then_dump_round_trips_every_type",
-        restore_then_dump_round_trips_every_type(store, config),
-    )
-    .await;
-    r.run(
-        "restore_refuses_bad_dumps_all_or_nothing",
-        restore_refuses_bad_dumps_all_or_nothing(store, config),
-    )
-    .await;
-    r.run(
-        "restore_keep_collision_is_a_conflict",
-        restore_keep_collision_is_a_conflict(store, config),
-    )
-    .await;
-    r.run(
-        "restore_on_collision_remaps_and_rewrites_references",
-        restore_on_collision_remaps_and_rewrites_references(store, config),
-    )
-    .await;
-    r.run(
-        "restore_rewrites_media_keys",
-        restore_rewrites_media_keys(store, config),
-    )
-    .await;
-    r.run(
-        "dump_stops_on_a_sink_error",
-        dump_stops_on_a_sink_error(store, config),
-    )
-    .await;
-    r.run(
-        "parity_counts_and_checksums_match_the_dump",
-        parity_counts_and_checksums_match_the_dump(store, config),
-    )
-    .await;
-    r.run(
-        "bulk_copy_is_checkpointed_and_converges",
-        bulk_copy_is_checkpointed_and_converges(store, config),
-    )
-    .await;
-    r.run(
-        "copy_refuses_bad_requests",
-        copy_refuses_bad_requests(store, config),
-    )
-    .await;
-    r.run(
-        "catch_up_makes_the_target_equal",
-        catch_up_makes_the_target_equal(store, config),
-    )
-    .await;
-    r.run(
-        "copy_resumes_after_a_failed_checkpoint",
-        copy_resumes_after_a_failed_checkpoint(store, config),
-    )
-    .await;
-    r.run("cross_server_copy", cross_server_copy(store, config))
-        .await;
-    r.run(
-        "drop_room_is_idempotent_and_room_scoped",
-        drop_room_is_idempotent_and_room_scoped(store, config),
-    )
-    .await;
-    r.run(
-        "size_bytes_of_a_shard",
-        size_bytes_of_a_shard(store, config),
-    )
-    .await;
-    r.run("route_names_tables", route_names_tables(store, config))
-        .await;
-    r.run(
-        "outbox_reads_and_trims",
-        outbox_reads_and_trims(store, config),
-    )
-    .await;
-    r
+pub async fn run_shard_suite(
+    store: &(dyn ShardStore + 'static),
+    config: &ShardSuiteConfig,
+) -> Report {
+    run_checks("shard", store.name(), &shard_checks(), store, config).await
 }
 
 async fn new_shard(store: &dyn ShardStore, config: &ShardSuiteConfig) -> Result<RoomId, Failure> {

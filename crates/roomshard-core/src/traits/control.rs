@@ -128,7 +128,8 @@ pub trait ControlPlane: Send + Sync {
         Ok(verify_audit_chain(&self.audit_log(None).await?))
     }
 
-    /// Records an issued receipt.
+    /// Records an issued receipt. Recording the same receipt twice (a retry) is `Ok`; a
+    /// different envelope for the same room, version and reason is [`Error::AlreadyExists`].
     async fn record_receipt(&self, receipt: &ReceiptRecord) -> Result<()>;
 
     /// A room's receipts, oldest first.
