@@ -741,7 +741,7 @@ fn recentralise_survives_kill_9() {
         let after = if trial % 2 == 0 {
             full.mul_f64(rng.unit())
         } else {
-            full.mul_f64(0.8 + 0.3 * rng.unit())
+            full.mul_f64(0.75 + 0.25 * rng.unit())
         };
         killed += usize::from(spawn_and_kill(&a, after));
         let state = room_entry(&home, "kill").expect("placement")["state"]
@@ -790,7 +790,9 @@ fn recentralise_survives_kill_9() {
         "recentralise: {killed} of {} runs killed; states after the kill: {landed:?}",
         trials()
     );
-    assert!(killed >= trials() / 2, "too few kills landed: {killed}");
+    // The end-aimed half often lands after the run finished (that is what it probes); the
+    // others are uniform.
+    assert!(killed >= trials() / 4, "too few kills landed: {killed}");
     assert!(
         landed.get("recentralising").copied().unwrap_or(0) >= 1,
         "no kill landed mid-copy: {landed:?}"
