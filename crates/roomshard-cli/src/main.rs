@@ -27,7 +27,6 @@ macro_rules! outln {
 mod commands;
 mod progress;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -142,9 +141,9 @@ enum LiteCommand {
 
 #[derive(clap::Args)]
 struct LiteServeArgs {
-    /// The home directory.
-    #[arg(long)]
-    home: PathBuf,
+    /// The home, and where its providers live.
+    #[command(flatten)]
+    home: commands::HomeArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: std::net::SocketAddr,

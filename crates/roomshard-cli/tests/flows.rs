@@ -1323,3 +1323,91 @@ fn concurrent_imports_in_real_processes_are_refused_up_front_or_both_land() {
     assert_ne!(landed[0], landed[1], "{landed:?}");
     assert_eq!(rooms_json(&home).len(), 4);
 }
+
+/// `--control/--shards/--media/--keys URL` put a home's providers where the URLs say, on every
+/// command that opens the home; unknown schemes and malformed URLs are usage errors (exit 2)
+/// that never print a password.
+#[test]
+fn provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let home = root.join("home");
+    let urls = [
+        format!(
+            "--control=sqlite://{}",
+            root.join("db/global.sqlite3").display()
+        ),
+        format!(
+            "--shards=sqlite://{}",
+            root.join("shards-elsewhere").display()
+        ),
+        format!("--media=file://{}", root.join("media-elsewhere").display()),
+        format!(
+            "--keys=local-keys://{}",
+            root.join("keys-elsewhere").display()
+        ),
+    ];
+    let with = |args: &[&str], code: i32| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(urls.iter().map(String::as_str));
+        cli(&all, code)
+    };
+    with(
+        &[
+            "seed",
+            "--home",
+            s(&home),
+            "--room",
+            "general",
+            "--messages",
+            "40",
+            "--media-objects",
+            "2",
+        ],
+        0,
+    );
+    with(&["decentralise", "general", "--home", s(&home)], 0);
+    assert!(root.join("db/global.sqlite3").is_file());
+    assert!(root.join("shards-elsewhere/room_general.sqlite3").is_file());
+    assert!(root.join("media-elsewhere/rooms/general").is_dir());
+    assert!(root.join("keys-elsewhere/rooms/general").is_dir());
+    for default in [
+        "global.sqlite3",
+        "shards/room_general.sqlite3",
+        "media/rooms",
+        "keys/rooms",
+    ] {
+        assert!(
+            !home.join(default).exists(),
+            "{default} made under the home"
+        );
+    }
+    // The same home without the URLs is another (empty) home: it is not found.
+    cli(&["rooms", "--home", s(&home)], 2);
+    let listed = stdout_json(&with(&["rooms", "--home", s(&home), "--json"], 0));
+    assert_eq!(listed["rooms"][0]["state"], "sovereign", "{listed}");
+    with(&["audit", "verify", "--home", s(&home)], 0);
+
+    for (flag, url, expect) in [
+        (
+            "--shards",
+            "postgres://mesh:hunter2@db1/mesh",
+            "no provider for scheme `postgres`",
+        ),
+        ("--control", "mesh:hunter2@db1/mesh", "not a provider URL"),
+        ("--media", "file://relative/dir", "a host is not allowed"),
+        (
+            "--keys",
+            "s3://bucket?secret_access_key=hunter2",
+            "no provider for scheme `s3`",
+        ),
+    ] {
+        let out = cli(&["rooms", "--home", s(&home), &format!("{flag}={url}")], 2);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(flag) && err.contains(expect),
+            "{flag} {url}: {err}"
+        );
+        assert!(!err.contains("hunter2"), "a secret was printed: {err}");
+    }
+}

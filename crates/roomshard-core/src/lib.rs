@@ -40,6 +40,7 @@ pub mod ids;
 pub mod placement;
 pub mod schema;
 pub mod traits;
+pub mod urls;
 
 pub use body::ObjectBody;
 pub use capabilities::{IndexCapabilities, KeyCapabilities, MediaCapabilities, ShardCapabilities};
@@ -51,6 +52,7 @@ pub use ids::{Identifier, ObjectKey, RoomId, SchemaName};
 pub use placement::{Placement, PlacementState, Profile, Scope, ServerUrl};
 pub use schema::{RESERVED_TABLE_PREFIX, RoomSchema, Table};
 pub use traits::*;
+pub use urls::ProviderUrl;
 
 /// The bundle format's descriptor types, re-exported so providers need only this crate.
 pub use roomshard_verify::format::{

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use roomshard_core::{
-    BucketSpec, ControlPlane, Error, Grantee, KeyManager, Result, RoomSchema, SigningKeyId,
+    BucketSpec, ControlPlane, Error, Grantee, KeyManager, ProviderUrl, Result, RoomSchema,
+    SigningKeyId,
 };
 use roomshard_kms::local::LocalKeyManager;
 use roomshard_media::LocalMediaStore;
@@ -45,9 +46,60 @@ pub struct Home {
     pub keys: Arc<LocalKeyManager>,
 }
 
+/// Where the home's providers live, by URL; each `None` is the embedded default under the home
+/// directory. The schemes this build knows (more come with their provider crates):
+///
+/// | setting | scheme | default |
+/// |---|---|---|
+/// | `control` | `sqlite:///path/to/global.sqlite3` (the control plane and the pooled tables) | `<home>/global.sqlite3` |
+/// | `shards` | `sqlite:///dir` (one file per sovereign room; pooled tables in the control database) | `<home>/shards` |
+/// | `media` | `file:///dir` | `<home>/media` |
+/// | `keys` | `local-keys:///dir` | `<home>/keys` |
+#[derive(Clone, Debug, Default)]
+pub struct ProviderUrls {
+    /// The control plane (and, for SQLite, the host's pooled tables).
+    pub control: Option<ProviderUrl>,
+    /// The shard store.
+    pub shards: Option<ProviderUrl>,
+    /// The media store.
+    pub media: Option<ProviderUrl>,
+    /// The key manager.
+    pub keys: Option<ProviderUrl>,
+}
+
+impl ProviderUrls {
+    /// The local path for `url` of `scheme`, or `default` when it is not given.
+    fn path(url: &Option<ProviderUrl>, scheme: &str, default: PathBuf) -> Result<PathBuf> {
+        match url {
+            None => Ok(default),
+            Some(u) if u.scheme() == scheme => u.local_path(),
+            Some(u) => Err(u.unknown_scheme(&[scheme])),
+        }
+    }
+
+    /// Checks every URL given (known scheme, a usable local path) before anything is opened.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the setting, with the URL's secrets hidden.
+    pub fn validate(&self, dir: &Path) -> Result<()> {
+        self.control_path(dir)?;
+        Self::path(&self.shards, "sqlite", dir.join("shards"))?;
+        Self::path(&self.media, "file", dir.join("media"))?;
+        Self::path(&self.keys, "local-keys", dir.join("keys"))?;
+        Ok(())
+    }
+
+    /// The control database's file under `dir` or as given.
+    pub fn control_path(&self, dir: &Path) -> Result<PathBuf> {
+        Self::path(&self.control, "sqlite", dir.join("global.sqlite3"))
+    }
+}
+
 /// What [`Home::open`] may change from the defaults.
 #[derive(Clone, Debug, Default)]
 pub struct HomeOptions {
+    /// Where the providers live (default: all under the home directory).
+    pub providers: ProviderUrls,
     /// Copy batch size in rows (default: the store's).
     pub batch_rows: Option<usize>,
     /// Prefix of signed media URLs (default: relative `/media/…`).
@@ -63,14 +115,28 @@ impl Home {
     /// [`Error::Unavailable`] when the directory or database cannot be created or opened;
     /// [`Error::Conflict`] when the existing shared tables differ from `schema`.
     pub async fn open(dir: &Path, schema: RoomSchema, options: HomeOptions) -> Result<Home> {
-        for sub in ["", "shards", "media", "tmp"] {
+        for sub in ["", "tmp"] {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(|e| {
                 Error::unavailable(format!("home directory {}", path.display()), false, e)
             })?;
         }
+        let urls = &options.providers;
+        let control_path = urls.control_path(dir)?;
+        let shards_dir = ProviderUrls::path(&urls.shards, "sqlite", dir.join("shards"))?;
+        let media_dir = ProviderUrls::path(&urls.media, "file", dir.join("media"))?;
+        let keys_dir = ProviderUrls::path(&urls.keys, "local-keys", dir.join("keys"))?;
+        let control_dir = control_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        for path in [&control_dir, &shards_dir, &media_dir, &dir.join("keys")] {
+            std::fs::create_dir_all(path).map_err(|e| {
+                Error::unavailable(format!("directory {}", path.display()), false, e)
+            })?;
+        }
         let grantee = Grantee::new(HOME_GRANTEE)?;
-        let keys = Arc::new(LocalKeyManager::open(dir.join("keys"), grantee.clone())?);
+        let keys = Arc::new(LocalKeyManager::open(keys_dir, grantee.clone())?);
         let signing_key = SigningKeyId::new(LocalKeyManager::PLATFORM_SIGNING_KEY)?;
         let public = keys.public_key(&signing_key).await?;
         let signing_key_id = key_id_for_pem(&public.spki_pem)?;
@@ -79,18 +145,17 @@ impl Home {
             &trusted_key_set_json(&signing_key_id, &public.spki_pem),
         )?;
 
-        let pool = open_global(&dir.join("global.sqlite3")).await?;
+        let pool = open_global(&control_path).await?;
         let control = Arc::new(SqliteControlPlane::new(pool.clone()));
         control.migrate().await?;
         let key_dyn: Arc<dyn KeyManager> = keys.clone();
-        let mut shards =
-            SqliteShardStore::open(pool, &dir.join("shards"))?.with_key_gate(key_dyn.clone());
+        let mut shards = SqliteShardStore::open(pool, &shards_dir)?.with_key_gate(key_dyn.clone());
         if let Some(n) = options.batch_rows {
             shards = shards.with_batch_rows(n);
         }
         shards.ensure_pooled_tables(&schema).await?;
         let shards = Arc::new(shards);
-        let mut media = LocalMediaStore::open(&dir.join("media"), key_dyn.clone())?;
+        let mut media = LocalMediaStore::open(&media_dir, key_dyn.clone())?;
         if let Some(base) = options.media_base_url {
             media = media.with_base_url(base);
         }

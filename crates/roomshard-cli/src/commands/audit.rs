@@ -26,9 +26,9 @@ pub enum AuditCommand {
 /// `audit verify` arguments.
 #[derive(clap::Args)]
 pub struct AuditVerifyArgs {
-    /// The home directory.
-    #[arg(long)]
-    pub home: PathBuf,
+    /// The home, and where its providers live.
+    #[command(flatten)]
+    pub home: super::HomeArgs,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -48,9 +48,9 @@ pub struct AuditVerifyArgs {
 /// `audit list` arguments.
 #[derive(clap::Args)]
 pub struct AuditListArgs {
-    /// The home directory.
-    #[arg(long)]
-    pub home: PathBuf,
+    /// The home, and where its providers live.
+    #[command(flatten)]
+    pub home: super::HomeArgs,
     /// Only this room's entries.
     #[arg(long, value_parser = parse_room)]
     pub room: Option<RoomId>,

@@ -114,7 +114,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
     let room = RoomId::new(ROOM)?;
     block_on(async {
         // 1. A home with a pooled room of generated data.
-        let home = open_home(&dir.join("home"), Create::Yes, None).await?;
+        let home = open_home(&super::HomeArgs::at(dir.join("home")), Create::Yes, None).await?;
         let w = super::seed::workload(
             &room,
             args.messages,
@@ -224,7 +224,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
         );
 
         // 5. Import it into a second home.
-        let lite = open_home(&dir.join("lite"), Create::Yes, None).await?;
+        let lite = open_home(&super::HomeArgs::at(dir.join("lite")), Create::Yes, None).await?;
         let imported = super::import::import_archive(
             &lite,
             &exported.archive,

@@ -16,9 +16,9 @@ pub struct ExportArgs {
     /// The room.
     #[arg(value_parser = parse_room)]
     pub room: RoomId,
-    /// The home directory.
-    #[arg(long)]
-    pub home: PathBuf,
+    /// The home, and where its providers live.
+    #[command(flatten)]
+    pub home: super::HomeArgs,
     /// Directory to write room_<id>.tar.zst and room_<id>.tar.zst.sigstore.json into
     /// (created if missing).
     #[arg(long)]

@@ -19,9 +19,9 @@ use crate::progress::Bars;
 pub struct ImportArgs {
     /// The bundle (room_<id>.tar.zst).
     pub archive: PathBuf,
-    /// The home directory (created if missing).
-    #[arg(long)]
-    pub home: PathBuf,
+    /// The home (created if missing), and where its providers live.
+    #[command(flatten)]
+    pub home: super::HomeArgs,
     /// Trusted key set JSON ({"keys":[...]}): the bundle must be signed by one of them.
     #[arg(long)]
     pub trusted_keys: PathBuf,

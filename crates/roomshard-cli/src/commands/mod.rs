@@ -14,11 +14,11 @@ pub mod verify;
 
 use std::fmt::Display;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use roomshard::home::{Home, HomeOptions};
-use roomshard_core::{Placement, RoomId};
+use roomshard_core::{Placement, ProviderUrl, RoomId};
 use roomshard_verify::TrustedKeys;
 
 /// Why a command failed, which decides the exit code.
@@ -98,20 +98,79 @@ pub enum Create {
 
 /// Opens the home in `dir` for the Mesh schema; every open also rolls back imports a crash left
 /// half-done.
+/// `--home DIR` and, optionally, where the home's providers live instead of under DIR; on every
+/// command that opens a home.
+#[derive(clap::Args, Clone, Debug)]
+pub struct HomeArgs {
+    /// The home directory: the embedded default keeps everything here.
+    #[arg(long)]
+    pub home: PathBuf,
+    /// The control plane (and pooled tables), e.g. sqlite:///var/lib/mesh/global.sqlite3
+    /// [default: DIR/global.sqlite3].
+    #[arg(long, value_name = "URL")]
+    pub control: Option<String>,
+    /// The shard store, e.g. sqlite:///var/lib/mesh/shards [default: DIR/shards].
+    #[arg(long, value_name = "URL")]
+    pub shards: Option<String>,
+    /// The media store, e.g. file:///srv/mesh-media [default: DIR/media].
+    #[arg(long, value_name = "URL")]
+    pub media: Option<String>,
+    /// The key manager, e.g. local-keys:///etc/roomshard/keys [default: DIR/keys].
+    #[arg(long, value_name = "URL")]
+    pub keys: Option<String>,
+}
+
+impl HomeArgs {
+    /// The embedded default in `dir`.
+    pub fn at(dir: PathBuf) -> Self {
+        HomeArgs {
+            home: dir,
+            control: None,
+            shards: None,
+            media: None,
+            keys: None,
+        }
+    }
+
+    /// The provider URLs given, parsed (a malformed URL is a usage error, secrets hidden).
+    pub fn provider_urls(&self) -> Result<roomshard::home::ProviderUrls, CliError> {
+        let parse = |text: &Option<String>, role: &str| {
+            text.as_deref()
+                .map(|t| ProviderUrl::parse(t, role))
+                .transpose()
+                .map_err(|e| usage(e.to_string()))
+        };
+        Ok(roomshard::home::ProviderUrls {
+            control: parse(&self.control, "--control")?,
+            shards: parse(&self.shards, "--shards")?,
+            media: parse(&self.media, "--media")?,
+            keys: parse(&self.keys, "--keys")?,
+        })
+    }
+}
+
 pub async fn open_home(
-    dir: &Path,
+    home: &HomeArgs,
     create: Create,
     batch_rows: Option<usize>,
 ) -> Result<Home, CliError> {
-    if create == Create::No && !dir.join("global.sqlite3").is_file() {
+    let dir = home.home.as_path();
+    let providers = home.provider_urls()?;
+    providers.validate(dir).map_err(|e| usage(e.to_string()))?;
+    let control = providers
+        .control_path(dir)
+        .map_err(|e| usage(e.to_string()))?;
+    if create == Create::No && !control.is_file() {
         return Err(usage(format!(
-            "{} is not a roomshard home (no global.sqlite3); create one with `roomshard seed` or \
+            "{} is not a roomshard home (no {}); create one with `roomshard seed` or \
              `roomshard import`",
-            dir.display()
+            dir.display(),
+            control.display()
         )));
     }
     let options = HomeOptions {
         batch_rows,
+        providers,
         ..HomeOptions::default()
     };
     let mut home = Home::open(dir, roomshard_example_mesh::schema(), options)

@@ -20,9 +20,9 @@ pub struct RoomArgs {
     /// The room.
     #[arg(value_parser = parse_room)]
     pub room: RoomId,
-    /// The home directory.
-    #[arg(long)]
-    pub home: PathBuf,
+    /// The home, and where its providers live.
+    #[command(flatten)]
+    pub home: super::HomeArgs,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -38,9 +38,9 @@ pub struct DecentraliseArgs {
     /// The room.
     #[arg(value_parser = parse_room)]
     pub room: RoomId,
-    /// The home directory.
-    #[arg(long)]
-    pub home: PathBuf,
+    /// The home, and where its providers live.
+    #[command(flatten)]
+    pub home: super::HomeArgs,
     /// Only print the plan (assets, rows, objects, bytes, monthly cost); change nothing.
     #[arg(long)]
     pub plan: bool,

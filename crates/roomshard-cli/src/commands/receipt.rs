@@ -45,9 +45,9 @@ pub struct ListReceiptsArgs {
     /// The room.
     #[arg(value_parser = parse_room)]
     pub room: RoomId,
-    /// The home directory.
-    #[arg(long)]
-    pub home: PathBuf,
+    /// The home, and where its providers live.
+    #[command(flatten)]
+    pub home: super::HomeArgs,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

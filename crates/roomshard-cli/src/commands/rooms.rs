@@ -1,6 +1,5 @@
 //! `roomshard rooms`: every placement of a home.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{CliError, Create, block_on, open_home, placement_json, print_json};
@@ -8,9 +7,9 @@ use super::{CliError, Create, block_on, open_home, placement_json, print_json};
 /// `rooms` arguments.
 #[derive(clap::Args)]
 pub struct RoomsArgs {
-    /// The home directory.
-    #[arg(long)]
-    pub home: PathBuf,
+    /// The home, and where its providers live.
+    #[command(flatten)]
+    pub home: super::HomeArgs,
     /// Print one JSON object on stdout: `{"rooms":[…]}`.
     #[arg(long)]
     pub json: bool,

@@ -1,6 +1,5 @@
 //! `roomshard seed`: a pooled room of generated Mesh data.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use roomshard::home::Home;
@@ -16,9 +15,9 @@ use crate::progress::Bars;
 /// `seed` arguments.
 #[derive(clap::Args)]
 pub struct SeedArgs {
-    /// The home directory (created if missing).
-    #[arg(long)]
-    pub home: PathBuf,
+    /// The home (created if missing), and where its providers live.
+    #[command(flatten)]
+    pub home: super::HomeArgs,
     /// The new room's id (lower case letters, digits, `-`, `_`).
     #[arg(long, value_parser = parse_room)]
     pub room: RoomId,
