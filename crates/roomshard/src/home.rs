@@ -142,7 +142,7 @@ impl Home {
         let signing_key_id = key_id_for_pem(&public.spki_pem)?;
         write_if_changed(
             &dir.join("keys").join("trusted-keys.json"),
-            &trusted_key_set_json(&signing_key_id, &public.spki_pem),
+            &trusted_key_set_json(&signing_key_id, public.algorithm, &public.spki_pem),
         )?;
 
         let pool = open_global(&control_path).await?;
@@ -176,14 +176,15 @@ impl Home {
             versioning: false,
             ..BucketSpec::default()
         };
-        let roomshard = Roomshard {
-            shards: shards.clone(),
-            media: media.clone(),
-            keys: key_dyn,
+        let roomshard = Roomshard::new(
+            shards.clone(),
+            media.clone(),
+            key_dyn,
             control,
             schema,
             config,
-        };
+        )
+        .await?;
         crate::flows::import::recover_imports(&roomshard).await?;
         Ok(Home {
             dir: dir.to_path_buf(),

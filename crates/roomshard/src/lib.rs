@@ -28,7 +28,7 @@ mod support;
 
 use std::sync::Arc;
 
-use roomshard_core::{BucketSpec, Grantee, Profile, SigningKeyId};
+use roomshard_core::{Algorithm, BucketSpec, Grantee, Profile, SigningKeyId};
 pub use roomshard_core::{
     ControlPlane, Error, KeyManager, MediaStore, Placement, PlacementState, ProgressEvent,
     ProgressSink, Result, RoomId, RoomSchema, ShardStore,
@@ -51,6 +51,71 @@ pub struct Roomshard {
     pub schema: RoomSchema,
     /// Settings.
     pub config: Config,
+}
+
+impl Roomshard {
+    /// Puts the providers and settings together after checking, at startup, that the providers
+    /// can do what the settings ask — so a misconfiguration is refused here, naming provider and
+    /// capability, instead of failing midway through a decentralise after a key was made:
+    ///
+    /// - the bucket spec against the media store's capabilities ([`BucketSpec::unsupported_by`]);
+    /// - the `sovereign` profile needs a key manager that grants and revokes (Revoke Mesh);
+    /// - the signing key exists, and its algorithm (from the key manager's public key, P-256 or
+    ///   Ed25519) is one the manager declares it can sign with; it becomes
+    ///   [`Config::signing_algorithm`], written into manifests and key sets.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] naming the provider and the capability; what the key manager
+    /// returns for the signing key ([`Error::NotFound`]).
+    pub async fn new(
+        shards: Arc<dyn ShardStore>,
+        media: Arc<dyn MediaStore>,
+        keys: Arc<dyn KeyManager>,
+        control: Arc<dyn ControlPlane>,
+        schema: RoomSchema,
+        mut config: Config,
+    ) -> Result<Roomshard> {
+        if let Some(op) = config.bucket_spec.unsupported_by(&media.capabilities()) {
+            return Err(Error::unsupported(op, media.name()));
+        }
+        let key_caps = keys.capabilities();
+        if config.profile == Profile::Sovereign {
+            for (ok, capability) in [(key_caps.grants, "grant"), (key_caps.revoke, "revoke")] {
+                if !ok {
+                    return Err(Error::unsupported(
+                        match capability {
+                            "grant" => "profile.sovereign.grant",
+                            _ => "profile.sovereign.revoke",
+                        },
+                        keys.name(),
+                    ));
+                }
+            }
+        }
+        let public = keys.public_key(&config.signing_key).await?;
+        let can_sign = match public.algorithm {
+            Algorithm::EcdsaP256Sha256 => key_caps.sign_p256,
+            Algorithm::Ed25519 => key_caps.sign_ed25519,
+        };
+        if !can_sign {
+            return Err(Error::unsupported(
+                match public.algorithm {
+                    Algorithm::EcdsaP256Sha256 => "sign.ecdsa-p256-sha256",
+                    Algorithm::Ed25519 => "sign.ed25519",
+                },
+                keys.name(),
+            ));
+        }
+        config.signing_algorithm = public.algorithm;
+        Ok(Roomshard {
+            shards,
+            media,
+            keys,
+            control,
+            schema,
+            config,
+        })
+    }
 }
 
 impl std::fmt::Debug for Roomshard {
@@ -76,6 +141,9 @@ pub struct Config {
     pub signing_key: SigningKeyId,
     /// That key's id in published trusted key sets (what verifiers look up).
     pub signing_key_id: String,
+    /// That key's algorithm, as the key manager reports it ([`Roomshard::new`] sets it): what
+    /// manifests and key sets name.
+    pub signing_algorithm: Algorithm,
     /// Who is acting, for the audit log (a user name, a service principal).
     pub actor: String,
     /// This server's name, written into bundles as `source_instance`.
@@ -103,6 +171,7 @@ impl Config {
             grantee,
             signing_key,
             signing_key_id,
+            signing_algorithm: Algorithm::EcdsaP256Sha256,
             actor: "roomshard".to_string(),
             instance: "roomshard".to_string(),
             bucket_spec: BucketSpec::default(),

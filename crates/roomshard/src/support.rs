@@ -36,13 +36,17 @@ pub fn parity_digest(parity: &Parity) -> String {
     hex::encode(Sha256::digest(to_canonical_json(&value)))
 }
 
-/// A trusted key set (`{"keys":[…]}`) holding one P-256 key: what the embedded default publishes
-/// as `keys/trusted-keys.json` so anyone can verify its exports and receipts.
-pub fn trusted_key_set_json(key_id: &str, spki_pem: &str) -> Vec<u8> {
+/// A trusted key set (`{"keys":[…]}`) holding one key of `algorithm`: what the embedded default
+/// publishes as `keys/trusted-keys.json` so anyone can verify its exports and receipts.
+pub fn trusted_key_set_json(
+    key_id: &str,
+    algorithm: roomshard_core::Algorithm,
+    spki_pem: &str,
+) -> Vec<u8> {
     let set = serde_json::json!({
         "keys": [{
             "id": key_id,
-            "alg": "ecdsa-p256-sha256",
+            "alg": algorithm.as_str(),
             "public_key_pem": spki_pem,
         }]
     });

@@ -751,3 +751,108 @@ async fn a_stopped_recentralise_goes_forward_or_back() {
         assert_eq!(p.state, PlacementState::Pooled);
     }
 }
+
+/// `Roomshard::new` refuses at startup what the providers cannot do, naming provider and
+/// capability, before any key, bucket or shard exists; the signing algorithm comes from the key
+/// manager's public key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn construction_checks_settings_against_capabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = open(dir.path(), 50).await;
+    let rs = &home.roomshard;
+    assert_eq!(
+        rs.config.signing_algorithm,
+        roomshard_core::Algorithm::EcdsaP256Sha256,
+        "from the local key manager's public key"
+    );
+    let build = |config: roomshard::Config, keys: Arc<dyn roomshard::KeyManager>| {
+        roomshard::Roomshard::new(
+            rs.shards.clone(),
+            rs.media.clone(),
+            keys,
+            rs.control.clone(),
+            rs.schema.clone(),
+            config,
+        )
+    };
+    // The sovereign default asks for lifecycle rules a directory cannot keep.
+    let mut config = rs.config.clone();
+    config.bucket_spec = roomshard_core::BucketSpec::default();
+    let err = build(config, rs.keys.clone()).await.expect_err("lifecycle");
+    assert!(
+        matches!(&err, Error::Unsupported { operation: "ensure_bucket.lifecycle_ia_days", provider } if provider == "local"),
+        "{err}"
+    );
+    // A key manager that cannot revoke cannot serve the sovereign profile.
+    let no_revoke: Arc<dyn roomshard::KeyManager> = Arc::new(NoRevoke(rs.keys.clone()));
+    let err = build(rs.config.clone(), no_revoke.clone())
+        .await
+        .expect_err("revoke");
+    assert!(
+        matches!(&err, Error::Unsupported { operation: "profile.sovereign.revoke", provider } if provider == "no-revoke"),
+        "{err}"
+    );
+    // An unknown signing key is refused at once too.
+    let mut config = rs.config.clone();
+    config.signing_key = roomshard_core::SigningKeyId::new("nope").unwrap();
+    assert!(matches!(
+        build(config, rs.keys.clone()).await,
+        Err(Error::NotFound { .. })
+    ));
+    // Nothing was created by the refused constructions.
+    assert!(
+        !dir.path().join("keys/rooms").exists()
+            || std::fs::read_dir(dir.path().join("keys/rooms"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    // The standard profile does not need revoke.
+    let mut config = rs.config.clone();
+    config.profile = roomshard_core::Profile::Standard;
+    build(config, no_revoke).await.expect("standard profile");
+}
+
+/// A key manager without `revoke`.
+struct NoRevoke(Arc<dyn roomshard::KeyManager>);
+
+#[roomshard_core::async_trait]
+impl roomshard::KeyManager for NoRevoke {
+    fn name(&self) -> &str {
+        "no-revoke"
+    }
+    fn capabilities(&self) -> roomshard_core::KeyCapabilities {
+        roomshard_core::KeyCapabilities {
+            revoke: false,
+            ..self.0.capabilities()
+        }
+    }
+    async fn ensure_room_key(
+        &self,
+        room: &RoomId,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> roomshard::Result<roomshard_core::KeyRef> {
+        self.0.ensure_room_key(room, tags).await
+    }
+    async fn generate_data_key(
+        &self,
+        room: &RoomId,
+        context: &roomshard_core::EncryptionContext,
+    ) -> roomshard::Result<roomshard_core::DataKey> {
+        self.0.generate_data_key(room, context).await
+    }
+    async fn decrypt_data_key(
+        &self,
+        room: &RoomId,
+        wrapped: &[u8],
+        context: &roomshard_core::EncryptionContext,
+    ) -> roomshard::Result<roomshard_core::SecretBytes> {
+        self.0.decrypt_data_key(room, wrapped, context).await
+    }
+    async fn public_key(
+        &self,
+        key: &roomshard_core::SigningKeyId,
+    ) -> roomshard::Result<roomshard_core::PublicKey> {
+        self.0.public_key(key).await
+    }
+}

@@ -205,6 +205,7 @@ async fn export_into<S: ArchiveSink>(
     let (manifest_tx, manifest_rx) = oneshot::channel::<Vec<u8>>();
     let (sig_tx, sig_rx) = oneshot::channel::<Vec<u8>>();
     let key_id = rs.config.signing_key_id.clone();
+    let algorithm = rs.config.signing_algorithm;
     let writer_options = WriterOptions {
         zstd_workers: options.zstd_workers,
         ..WriterOptions::default()
@@ -217,6 +218,7 @@ async fn export_into<S: ArchiveSink>(
             meta,
             row_counts,
             key_id,
+            algorithm,
             out: HashingWriter::new(sink),
             media: media_rx,
             manifest_tx,
@@ -492,6 +494,7 @@ struct WriteJob<S: ArchiveSink> {
     meta: BundleMeta,
     row_counts: Vec<u64>,
     key_id: String,
+    algorithm: Algorithm,
     out: HashingWriter<S>,
     media: mpsc::Receiver<MediaMsg>,
     manifest_tx: oneshot::Sender<Vec<u8>>,
@@ -515,6 +518,7 @@ fn write_archive<S: ArchiveSink>(job: WriteJob<S>) -> Result<WrittenArchive> {
         meta,
         row_counts,
         key_id,
+        algorithm,
         out,
         mut media,
         manifest_tx,
@@ -541,7 +545,7 @@ fn write_archive<S: ArchiveSink>(job: WriteJob<S>) -> Result<WrittenArchive> {
             .map_err(bundle_err)?;
     }
     let pending = writer
-        .finish_manifest(&row_counts, &key_id, Algorithm::EcdsaP256Sha256)
+        .finish_manifest(&row_counts, &key_id, algorithm)
         .map_err(bundle_err)?;
     manifest_tx
         .send(pending.manifest_bytes().to_vec())
