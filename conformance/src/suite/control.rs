@@ -36,6 +36,7 @@ pub fn control_plane_checks() -> Vec<CheckSpec<dyn ControlPlane, ControlSuiteCon
         import_journal_refuses_concurrent_imports_and_keeps_id_maps,
         import_holds_have_one_live_holder,
         receipts_are_recorded_once_and_listed_oldest_first,
+        pages_list_everything_once_in_order,
     )
 }
 
@@ -444,5 +445,123 @@ pub async fn receipts_are_recorded_once_and_listed_oldest_first(
     ensure(listed == [first, second], || {
         format!("receipts listed as {listed:?}")
     })?;
+    Ok(Verdict::Passed)
+}
+
+/// `placements_page`, `audit_page` and `imports_page` (pages of 2 and 1) list exactly what the
+/// whole-list reads list, once each, in their order; an empty page is the end.
+pub async fn pages_list_everything_once_in_order(
+    cp: &dyn ControlPlane,
+    config: &ControlSuiteConfig,
+) -> CheckResult {
+    let mut mine = Vec::new();
+    for _ in 0..5 {
+        let room = config.room()?;
+        cp.change_placement(
+            PlacementChange::Insert(&Placement::pooled(room.clone())),
+            &entry("cf.paged", &room),
+        )
+        .await
+        .context("insert")?;
+        mine.push(room);
+    }
+    let mut paged: Vec<Placement> = Vec::new();
+    loop {
+        let after = paged.last().map(|p| p.room.clone());
+        let page = cp
+            .placements_page(after.as_ref(), 2)
+            .await
+            .context("placements_page")?;
+        ensure(page.len() <= 2, || {
+            format!("a page of 2 held {}", page.len())
+        })?;
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(page);
+    }
+    let whole = cp.placements().await.context("placements")?;
+    ensure(paged == whole, || {
+        "placements read in pages of 2 differ from placements()".to_string()
+    })?;
+    ensure(paged.windows(2).all(|w| w[0].room < w[1].room), || {
+        "placements_page is not in strictly ascending room order".to_string()
+    })?;
+    ensure(
+        mine.iter().all(|r| paged.iter().any(|p| &p.room == r)),
+        || "a placement is missing from the pages".to_string(),
+    )?;
+
+    let room = &mine[0];
+    for i in 0..4 {
+        cp.append_audit(&entry(&format!("cf.paged.{i}"), room))
+            .await
+            .context("append_audit")?;
+    }
+    let mut records = Vec::new();
+    loop {
+        let after = records
+            .last()
+            .map_or(0, |r: &roomshard_core::AuditRecord| r.seq);
+        let page = cp
+            .audit_page(Some(room), after, 2)
+            .await
+            .context("audit_page")?;
+        if page.is_empty() {
+            break;
+        }
+        records.extend(page);
+    }
+    let whole = cp.audit_log(Some(room)).await.context("audit_log")?;
+    ensure(records == whole && records.len() == 5, || {
+        format!(
+            "audit pages of the room: {} records, audit_log: {}",
+            records.len(),
+            whole.len()
+        )
+    })?;
+
+    let ids: Vec<String> = (0..3).map(|i| format!("{room}-page-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let mut r = record(id, &mine[i + 1], &"2".repeat(64));
+        // Two share a start time: the id orders them.
+        r.started_at_unix_ms = [5, 5, 7][i];
+        cp.begin_import(&r, true).await.context("begin_import")?;
+    }
+    let mut listed: Vec<ImportRecord> = Vec::new();
+    loop {
+        let after = listed.last().map(|r| (r.started_at_unix_ms, r.id.clone()));
+        let page = cp
+            .imports_page(
+                Some(ImportState::Staging),
+                after.as_ref().map(|(t, id)| (*t, id.as_str())),
+                1,
+            )
+            .await
+            .context("imports_page")?;
+        if page.is_empty() {
+            break;
+        }
+        listed.extend(page);
+    }
+    let whole = cp
+        .imports(Some(ImportState::Staging))
+        .await
+        .context("imports")?;
+    ensure(listed == whole, || {
+        "imports read in pages of 1 differ from imports()".to_string()
+    })?;
+    let order: Vec<&str> = listed
+        .iter()
+        .filter(|r| ids.contains(&r.id))
+        .map(|r| r.id.as_str())
+        .collect();
+    ensure(
+        order == ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        || format!("imports not oldest first, then by id: {order:?}"),
+    )?;
+    for id in &ids {
+        cp.delete_import(id).await.context("delete_import")?;
+    }
     Ok(Verdict::Passed)
 }

@@ -144,11 +144,13 @@ impl ControlPlane for SqliteControlPlane {
         row.as_ref().map(placement_from_row).transpose()
     }
 
-    async fn placements(&self) -> Result<Vec<Placement>> {
+    async fn placements_page(&self, after: Option<&RoomId>, limit: u32) -> Result<Vec<Placement>> {
         let rows = sqlx::query(
             "SELECT room, is_sharded, shard_url, media_bucket, kms_key_ref, profile, region, \
-             state, version FROM roomshard_placements ORDER BY room",
+             state, version FROM roomshard_placements WHERE room > ? ORDER BY room LIMIT ?",
         )
+        .bind(after.map_or("", |r| r.as_str()))
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db_error("placements", e))?;
@@ -424,27 +426,30 @@ impl ControlPlane for SqliteControlPlane {
         tx.commit().await.map_err(|e| db_error(&what, e))
     }
 
-    async fn imports(&self, state: Option<ImportState>) -> Result<Vec<ImportRecord>> {
-        let rows = match state {
-            Some(state) => {
-                sqlx::query(
-                    "SELECT id, source_room, new_room, manifest_sha256, signer_key_id, state, \
-                     started_at FROM roomshard_imports WHERE state = ? \
-                     ORDER BY started_at, rowid",
-                )
-                .bind(state.as_str())
-                .fetch_all(&self.pool)
-                .await
-            }
-            None => {
-                sqlx::query(
-                    "SELECT id, source_room, new_room, manifest_sha256, signer_key_id, state, \
-                     started_at FROM roomshard_imports ORDER BY started_at, rowid",
-                )
-                .fetch_all(&self.pool)
-                .await
-            }
-        }
+    async fn imports_page(
+        &self,
+        state: Option<ImportState>,
+        after: Option<(u64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<ImportRecord>> {
+        let (after_time, after_id) = match after {
+            Some((t, id)) => (to_i64("import cursor", t)?, id),
+            None => (-1, ""),
+        };
+        let rows = sqlx::query(
+            "SELECT id, source_room, new_room, manifest_sha256, signer_key_id, state, \
+             started_at FROM roomshard_imports WHERE (? IS NULL OR state = ?) \
+             AND (started_at > ? OR (started_at = ? AND id > ?)) \
+             ORDER BY started_at, id LIMIT ?",
+        )
+        .bind(state.map(|s| s.as_str()))
+        .bind(state.map(|s| s.as_str()))
+        .bind(after_time)
+        .bind(after_time)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
         .map_err(|e| db_error("imports", e))?;
         rows.iter().map(import_from_row).collect()
     }
@@ -517,11 +522,25 @@ impl ControlPlane for SqliteControlPlane {
         last_audit_record(&mut conn).await
     }
 
-    async fn audit_log(&self, room: Option<&RoomId>) -> Result<Vec<AuditRecord>> {
-        self.audit_rows(room)
-            .await?
-            .into_iter()
-            .map(AuditRow::into_record)
+    async fn audit_page(
+        &self,
+        room: Option<&RoomId>,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, room, detail, prev_hash, hash FROM roomshard_audit \
+             WHERE seq > ? AND (? IS NULL OR room = ?) ORDER BY seq LIMIT ?",
+        )
+        .bind(to_i64("audit cursor", after_seq)?)
+        .bind(room.map(|r| r.as_str()))
+        .bind(room.map(|r| r.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("audit log", e))?;
+        rows.iter()
+            .map(|row| AuditRow::from_row(row)?.into_record())
             .collect()
     }
 

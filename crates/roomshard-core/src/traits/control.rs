@@ -40,8 +40,24 @@ pub trait ControlPlane: Send + Sync {
     /// A room's placement, or `None` for a room roomshard has never seen.
     async fn placement(&self, room: &RoomId) -> Result<Option<Placement>>;
 
-    /// Every placement, ordered by room id.
-    async fn placements(&self) -> Result<Vec<Placement>>;
+    /// Up to `limit` placements whose room id sorts after `after` (all from the start when
+    /// `None`), ordered by room id: how a host with 100k rooms lists them. An empty page is the
+    /// end.
+    async fn placements_page(&self, after: Option<&RoomId>, limit: u32) -> Result<Vec<Placement>>;
+
+    /// Every placement, ordered by room id (pages through
+    /// [`placements_page`](Self::placements_page)).
+    async fn placements(&self) -> Result<Vec<Placement>> {
+        let mut all: Vec<Placement> = Vec::new();
+        loop {
+            let after = all.last().map(|p| p.room.clone());
+            let page = self.placements_page(after.as_ref(), PAGE).await?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
 
     /// Applies `change` to a room's placement and appends `audit` to the audit log **in one
     /// transaction**: both are stored or neither is, so the log never misses a placement change
@@ -100,8 +116,31 @@ pub trait ControlPlane: Send + Sync {
     /// Marks an import done and stores its id maps, in one transaction.
     async fn finish_import(&self, id: &str, id_maps: &[IdMap]) -> Result<()>;
 
-    /// Imports, oldest first, optionally only those in `state`.
-    async fn imports(&self, state: Option<ImportState>) -> Result<Vec<ImportRecord>>;
+    /// Up to `limit` imports after `after` (a `(started_at_unix_ms, id)` cursor: the last
+    /// record of the previous page), oldest first — ordered by start time, then id —
+    /// optionally only those in `state`. An empty page is the end.
+    async fn imports_page(
+        &self,
+        state: Option<ImportState>,
+        after: Option<(u64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<ImportRecord>>;
+
+    /// Imports, oldest first, optionally only those in `state` (pages through
+    /// [`imports_page`](Self::imports_page)).
+    async fn imports(&self, state: Option<ImportState>) -> Result<Vec<ImportRecord>> {
+        let mut all: Vec<ImportRecord> = Vec::new();
+        loop {
+            let after = all.last().map(|r| (r.started_at_unix_ms, r.id.clone()));
+            let page = self
+                .imports_page(state, after.as_ref().map(|(t, id)| (*t, id.as_str())), PAGE)
+                .await?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
 
     /// The id maps of a finished import (empty when no id changed).
     async fn import_id_maps(&self, id: &str) -> Result<Vec<IdMap>>;
@@ -116,16 +155,46 @@ pub trait ControlPlane: Send + Sync {
     /// chain. Returns the stored record.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord>;
 
-    /// Audit records in `seq` order, optionally only one room's.
-    async fn audit_log(&self, room: Option<&RoomId>) -> Result<Vec<AuditRecord>>;
+    /// Up to `limit` audit records with `seq` greater than `after_seq`, in `seq` order,
+    /// optionally only one room's. An empty page is the end.
+    async fn audit_page(
+        &self,
+        room: Option<&RoomId>,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>>;
+
+    /// Audit records in `seq` order, optionally only one room's (pages through
+    /// [`audit_page`](Self::audit_page)).
+    async fn audit_log(&self, room: Option<&RoomId>) -> Result<Vec<AuditRecord>> {
+        let mut all: Vec<AuditRecord> = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |r| r.seq);
+            let page = self.audit_page(room, after, PAGE).await?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
 
     /// The newest audit record (`None` for an empty log): the anchor a receipt carries
     /// ([`AuditAnchor`]), read without loading the log.
     async fn audit_head(&self) -> Result<Option<AuditRecord>>;
 
-    /// Checks the whole audit chain (see [`verify_audit_chain`]).
+    /// Checks the whole audit chain (see [`verify_audit_chain`]), a page at a time, so memory
+    /// stays bounded however long the log is.
     async fn verify_audit(&self) -> Result<AuditVerification> {
-        Ok(verify_audit_chain(&self.audit_log(None).await?))
+        let mut check = AuditChainCheck::default();
+        let mut after = 0;
+        loop {
+            let page = self.audit_page(None, after, PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(check.finish());
+            };
+            after = last.seq;
+            check.feed(&page);
+        }
     }
 
     /// Records an issued receipt. Recording the same receipt twice (a retry) is `Ok`; a
@@ -411,37 +480,78 @@ impl AuditVerification {
     }
 }
 
+/// Page size of the provided whole-list methods.
+const PAGE: u32 = 1000;
+
 /// Checks a chain read in `seq` order: `seq` runs 1, 2, 3…, each `prev_hash` equals the previous
 /// row's `hash`, and each `hash` matches its contents.
 pub fn verify_audit_chain(records: &[AuditRecord]) -> AuditVerification {
-    let mut prev_hash = GENESIS_HASH.to_string();
-    for (i, r) in records.iter().enumerate() {
-        let expected_seq = i as u64 + 1;
-        let problem = if r.seq != expected_seq {
-            Some(format!(
-                "sequence {} where {expected_seq} was expected (a row was removed or inserted)",
-                r.seq
-            ))
-        } else if r.prev_hash != prev_hash {
-            Some("prev_hash does not match the previous row's hash".to_string())
-        } else if r.hash != AuditRecord::compute_hash(r.seq, &r.prev_hash, &r.entry) {
-            Some("hash does not match the row's contents (the row was edited)".to_string())
-        } else {
-            None
-        };
-        if let Some(p) = problem {
-            return AuditVerification {
-                rows: records.len() as u64,
-                head: records.last().map(|l| l.hash.clone()).unwrap_or_default(),
-                broken: Some((r.seq, p)),
-            };
+    let mut check = AuditChainCheck::default();
+    check.feed(records);
+    check.finish()
+}
+
+/// [`verify_audit_chain`] fed in pieces: what lets a log of any length be checked a page at a
+/// time.
+#[derive(Clone, Debug)]
+pub struct AuditChainCheck {
+    rows: u64,
+    prev_hash: String,
+    last_hash: String,
+    broken: Option<(u64, String)>,
+}
+
+impl Default for AuditChainCheck {
+    fn default() -> Self {
+        AuditChainCheck {
+            rows: 0,
+            prev_hash: GENESIS_HASH.to_string(),
+            last_hash: String::new(),
+            broken: None,
         }
-        prev_hash = r.hash.clone();
     }
-    AuditVerification {
-        rows: records.len() as u64,
-        head: prev_hash,
-        broken: None,
+}
+
+impl AuditChainCheck {
+    /// Checks the next records of the chain, in `seq` order.
+    pub fn feed(&mut self, records: &[AuditRecord]) {
+        for r in records {
+            self.rows += 1;
+            self.last_hash.clone_from(&r.hash);
+            if self.broken.is_some() {
+                continue;
+            }
+            let expected_seq = self.rows;
+            let problem = if r.seq != expected_seq {
+                Some(format!(
+                    "sequence {} where {expected_seq} was expected (a row was removed or inserted)",
+                    r.seq
+                ))
+            } else if r.prev_hash != self.prev_hash {
+                Some("prev_hash does not match the previous row's hash".to_string())
+            } else if r.hash != AuditRecord::compute_hash(r.seq, &r.prev_hash, &r.entry) {
+                Some("hash does not match the row's contents (the row was edited)".to_string())
+            } else {
+                None
+            };
+            match problem {
+                Some(p) => self.broken = Some((r.seq, p)),
+                None => self.prev_hash.clone_from(&r.hash),
+            }
+        }
+    }
+
+    /// The result over everything fed.
+    pub fn finish(self) -> AuditVerification {
+        AuditVerification {
+            rows: self.rows,
+            head: if self.broken.is_some() {
+                self.last_hash
+            } else {
+                self.prev_hash
+            },
+            broken: self.broken,
+        }
     }
 }
 
@@ -511,6 +621,25 @@ mod tests {
         let mut swapped = chain(5);
         swapped.swap(1, 2);
         assert!(!verify_audit_chain(&swapped).is_intact());
+    }
+
+    #[test]
+    fn the_chain_checked_in_pages_equals_the_chain_checked_whole() {
+        let mut c = chain(7);
+        for broken_at in [None, Some(4usize)] {
+            if let Some(i) = broken_at {
+                c[i].entry.actor = "mallory".into();
+            }
+            let whole = verify_audit_chain(&c);
+            for size in 1..=7 {
+                let mut check = AuditChainCheck::default();
+                for page in c.chunks(size) {
+                    check.feed(page);
+                }
+                assert_eq!(check.finish(), whole, "pages of {size}");
+            }
+        }
+        assert_eq!(verify_audit_chain(&c).broken.map(|b| b.0), Some(5));
     }
 
     #[test]

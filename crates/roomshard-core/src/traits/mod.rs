@@ -38,9 +38,9 @@ mod media;
 mod shard;
 
 pub use control::{
-    AuditAnchor, AuditEntry, AuditRecord, AuditVerification, ControlPlane, CopyJob, GENESIS_HASH,
-    ImportHold, ImportRecord, ImportState, JobKind, PlacementChange, ReceiptRecord,
-    check_audit_anchor, verify_audit_chain,
+    AuditAnchor, AuditChainCheck, AuditEntry, AuditRecord, AuditVerification, ControlPlane,
+    CopyJob, GENESIS_HASH, ImportHold, ImportRecord, ImportState, JobKind, PlacementChange,
+    ReceiptRecord, check_audit_anchor, verify_audit_chain,
 };
 pub use index::{ConsumerGroup, Delivery, DeliveryTag, Indexer, Lag};
 pub use keys::{
