@@ -319,11 +319,30 @@ pub async fn ensure_shard_is_idempotent_and_refuses_a_different_table(
     store: &dyn ShardStore,
     config: &ShardSuiteConfig,
 ) -> CheckResult {
-    let room = new_shard(store, config).await?;
-    store
+    let room = config.room()?;
+    let first = store
+        .ensure_shard(&room, &schema()?)
+        .await
+        .context("ensure_shard")?;
+    let again = store
         .ensure_shard(&room, &schema()?)
         .await
         .context("ensure_shard again")?;
+    ensure(first == again, || {
+        format!("ensure_shard returned {first:?}, then {again:?}: one room, one location")
+    })?;
+    ensure(
+        !first.namespace.is_empty() && first.url.expose().contains(&first.namespace),
+        || format!("the shard ref {first:?} must name its namespace in its URL"),
+    )?;
+    let other = new_shard(store, config).await?;
+    let other_ref = store
+        .ensure_shard(&other, &schema()?)
+        .await
+        .context("ensure_shard of another room")?;
+    ensure(other_ref.url != first.url, || {
+        format!("two rooms got the same shard location {:?}", first.url)
+    })?;
     let changed = Table::new("threads")
         .column("room_id", LogicalType::Text)
         .room_key()

@@ -1386,6 +1386,16 @@ fn provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets() {
     cli(&["rooms", "--home", s(&home)], 2);
     let listed = stdout_json(&with(&["rooms", "--home", s(&home), "--json"], 0));
     assert_eq!(listed["rooms"][0]["state"], "sovereign", "{listed}");
+    // The placement records where the store put the shard, not a name the flow made up.
+    let shard_url = listed["rooms"][0]["shard_url"].as_str().unwrap_or_default();
+    assert_eq!(
+        shard_url,
+        format!(
+            "sqlite://{}",
+            root.join("shards-elsewhere/room_general.sqlite3").display()
+        ),
+        "{listed}"
+    );
     with(&["audit", "verify", "--home", s(&home)], 0);
 
     for (flag, url, expect) in [

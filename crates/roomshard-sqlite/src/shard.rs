@@ -10,8 +10,8 @@ use futures::TryStreamExt;
 use roomshard_core::{
     Bytes, CheckpointSink, CopyCheckpoint, CopyOutcome, CopyPass, CopyRequest, DumpSink,
     DumpSource, EncryptionContext, Error, IdRemap, KeyManager, Parity, ProgressEvent, ProgressSink,
-    RestoreOutcome, Result, RoomId, RoomSchema, Scope, ShardCapabilities, ShardStore, TableCount,
-    TableCursor, TableParity, async_trait,
+    RestoreOutcome, Result, RoomId, RoomSchema, Scope, ServerUrl, ShardCapabilities, ShardRef,
+    ShardStore, TableCount, TableCursor, TableParity, async_trait,
 };
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -643,7 +643,7 @@ impl ShardStore for SqliteShardStore {
         }
     }
 
-    async fn ensure_shard(&self, room: &RoomId, schema: &RoomSchema) -> Result<()> {
+    async fn ensure_shard(&self, room: &RoomId, schema: &RoomSchema) -> Result<ShardRef> {
         let tables = schema
             .tables()
             .iter()
@@ -695,7 +695,11 @@ impl ShardStore for SqliteShardStore {
         }
         tx.commit()
             .await
-            .map_err(db_err(format!("committing ensure_shard of room {room}")))
+            .map_err(db_err(format!("committing ensure_shard of room {room}")))?;
+        Ok(ShardRef {
+            url: ServerUrl::new(format!("sqlite://{}", path.display())),
+            namespace: room.schema_name().as_unquoted().to_string(),
+        })
     }
 
     async fn copy_room(&self, request: CopyRequest<'_>) -> Result<CopyOutcome> {

@@ -716,7 +716,11 @@ impl roomshard_core::ShardStore for SwapOnEnsureShard {
     fn capabilities(&self) -> roomshard_core::ShardCapabilities {
         self.inner.capabilities()
     }
-    async fn ensure_shard(&self, room: &RoomId, schema: &roomshard::RoomSchema) -> CoreResult<()> {
+    async fn ensure_shard(
+        &self,
+        room: &RoomId,
+        schema: &roomshard::RoomSchema,
+    ) -> CoreResult<roomshard_core::ShardRef> {
         std::fs::write(&self.target, &self.replacement).unwrap();
         self.inner.ensure_shard(room, schema).await
     }

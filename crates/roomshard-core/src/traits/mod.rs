@@ -54,7 +54,8 @@ pub use media::{
 pub use shard::{
     CheckpointSink, CopyCheckpoint, CopyOutcome, CopyPass, CopyRequest, CopySource, DumpSink,
     DumpSource, IdMap, IdRemap, KeyRewrite, Namespace, NoCheckpoints, OutboxEntry, Parity,
-    RemapPolicy, RestoreOutcome, RouteHandle, ShardStore, TableCount, TableCursor, TableParity,
+    RemapPolicy, RestoreOutcome, RouteHandle, ShardRef, ShardStore, TableCount, TableCursor,
+    TableParity,
 };
 
 #[cfg(test)]

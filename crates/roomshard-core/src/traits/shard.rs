@@ -51,10 +51,12 @@ pub trait ShardStore: Send + Sync {
     /// - An existing table whose columns differ from the descriptor is [`Error::Conflict`]; the
     ///   store never alters or drops host data to make it fit.
     /// - Identifiers reach SQL only through [`SchemaName`] and [`Identifier`] quoting.
+    /// - Returns where the shard is ([`ShardRef`]), the same on every call for one room: the
+    ///   placement records it (`shard_url`) instead of the flows making a location up.
     ///
     /// # Requires capability
     /// None.
-    async fn ensure_shard(&self, room: &RoomId, schema: &RoomSchema) -> Result<()>;
+    async fn ensure_shard(&self, room: &RoomId, schema: &RoomSchema) -> Result<ShardRef>;
 
     /// Copies one room's rows from `request.source` into `request.target`: one pass of a
     /// decentralise, recentralise or move.
@@ -571,4 +573,17 @@ pub struct OutboxEntry {
     pub seq: u64,
     /// The event to publish.
     pub event: ChangeEvent,
+}
+
+/// Where a room's dedicated shard is, as [`ShardStore::ensure_shard`] made it: what a placement
+/// records, like [`BucketRef`](crate::BucketRef) for a bucket and [`KeyRef`](crate::KeyRef) for a
+/// key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRef {
+    /// The shard's full location, for the placement's `shard_url`: the server and the
+    /// namespace in the provider's URL form (`sqlite:///var/lib/mesh/shards/room_general.sqlite3`,
+    /// `postgres://db1/mesh?schema=room_general`). May carry a password; it prints redacted.
+    pub url: crate::ServerUrl,
+    /// The namespace within the server: the schema or file stem (`room_general`).
+    pub namespace: String,
 }

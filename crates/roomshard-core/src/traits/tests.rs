@@ -60,8 +60,11 @@ impl ShardStore for MinimalShards {
     fn capabilities(&self) -> ShardCapabilities {
         ShardCapabilities::default()
     }
-    async fn ensure_shard(&self, _room: &RoomId, _schema: &RoomSchema) -> Result<()> {
-        Ok(())
+    async fn ensure_shard(&self, room: &RoomId, _schema: &RoomSchema) -> Result<ShardRef> {
+        Ok(ShardRef {
+            url: ServerUrl::new(format!("memory:room_{room}")),
+            namespace: format!("room_{room}"),
+        })
     }
     async fn copy_room(&self, request: CopyRequest<'_>) -> Result<CopyOutcome> {
         request.validate()?;

@@ -14,7 +14,7 @@
 
 use roomshard_core::{
     CopyPass, Error, JobKind, Parity, Phase, Placement, PlacementState, ProgressEvent,
-    ProgressSink, Result, RoomId, Scope, ServerUrl,
+    ProgressSink, Result, RoomId, Scope,
 };
 use serde::{Deserialize, Serialize};
 
@@ -229,8 +229,7 @@ pub async fn decentralise(
             rs.keys.grant(room, &rs.config.grantee).await?;
         }
         let bucket = rs.media.ensure_bucket(room, &rs.config.bucket_spec).await?;
-        rs.shards.ensure_shard(room, &rs.schema).await?;
-        let shard_url = ServerUrl::new(format!("{}:room_{room}", rs.shards.name()));
+        let shard_url = rs.shards.ensure_shard(room, &rs.schema).await?.url;
         let detail = serde_json::json!({
             "shard": shard_url.to_string(),
             "bucket": bucket.name,

@@ -477,11 +477,11 @@ async fn load_and_commit(
                 .media
                 .ensure_bucket(new_room, &rs.config.bucket_spec)
                 .await?;
-            rs.shards.ensure_shard(new_room, &rs.schema).await?;
+            let shard = rs.shards.ensure_shard(new_room, &rs.schema).await?;
             let p = Placement {
                 room: new_room.clone(),
                 is_sharded: PlacementState::Sovereign.serves_from_shard(),
-                shard_url: None,
+                shard_url: Some(shard.url),
                 media_bucket: Some(bucket.name),
                 kms_key_ref: Some(key.id),
                 profile: rs.config.profile,
