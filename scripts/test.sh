@@ -23,6 +23,13 @@ step "cargo deny check"
 # advisories need github.com (RustSec DB), which this network cannot reach: see docs/dependencies.md
 cargo deny --locked check bans licenses sources
 
+step "cargo package (every crate meant for crates.io packages)"
+# --no-verify: building the packaged crates would need them on crates.io already (they depend on
+# each other); what this checks is that every manifest, readme, license and dependency version is
+# publishable. The benches and interop tests are publish = false.
+cargo package --workspace --exclude roomshard-benches --exclude roomshard-interop-tests \
+  --no-verify --locked --quiet
+
 step "cargo test (workspace)"
 cargo test --workspace --locked
 
