@@ -80,15 +80,12 @@ impl Roomshard {
         }
         let key_caps = keys.capabilities();
         if config.profile == Profile::Sovereign {
-            for (ok, capability) in [(key_caps.grants, "grant"), (key_caps.revoke, "revoke")] {
+            for (ok, operation) in [
+                (key_caps.grants, "profile.sovereign.grant"),
+                (key_caps.revoke, "profile.sovereign.revoke"),
+            ] {
                 if !ok {
-                    return Err(Error::unsupported(
-                        match capability {
-                            "grant" => "profile.sovereign.grant",
-                            _ => "profile.sovereign.revoke",
-                        },
-                        keys.name(),
-                    ));
+                    return Err(Error::unsupported(operation, keys.name()));
                 }
             }
         }

@@ -456,9 +456,7 @@ async fn a_recentralise_stopped_after_the_flip_finishes_its_cleanup_on_the_next_
         .await
         .unwrap();
     let failing = Arc::new(common::FailingMedia::new(home.roomshard.media.clone(), 0));
-    failing
-        .fail_drop_bucket
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    failing.fail(Some("drop_bucket"));
     let rs = roomshard::Roomshard {
         media: failing.clone(),
         ..home.roomshard.clone()
@@ -484,9 +482,7 @@ async fn a_recentralise_stopped_after_the_flip_finishes_its_cleanup_on_the_next_
     );
 
     // The next recentralise finishes the cleanup, once.
-    failing
-        .fail_drop_bucket
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    failing.fail(None);
     let done = flows::recentralise(&rs, &room, &roomshard_core::NoProgress)
         .await
         .expect("cleanup resumes");

@@ -17,7 +17,7 @@ use roomshard_core::{
 };
 use roomshard_example_mesh::{Media, Workload};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Opens a home in `dir` for `schema`.
 pub async fn open_home(dir: &Path, schema: RoomSchema) -> Home {
@@ -274,14 +274,14 @@ pub fn with_room(
 }
 
 /// A media store that passes everything on to `inner`, except that it fails the `fail_at`-th
-/// put (counting from 1; 0 never) and, while `fail_drop_bucket` is set, every `drop_bucket` —
-/// the failures a full disk or a crash at that point would leave.
+/// put (counting from 1; 0 never), every call of the operations named by [`FailingMedia::fail`]
+/// while they are named, and waits `put_delay_ms` before each put — the failures a full disk or a
+/// crash at that point would leave, and a slow store.
 pub struct FailingMedia {
     pub inner: Arc<dyn MediaStore>,
     pub puts: AtomicUsize,
     pub fail_at: usize,
-    pub fail_drop_bucket: AtomicBool,
-    /// Operations (`ensure_bucket`, `list`, `copy`) that fail while named here.
+    /// Operations (`ensure_bucket`, `list`, `copy`, `drop_bucket`) that fail while named here.
     pub failing: std::sync::Mutex<Vec<&'static str>>,
     /// Milliseconds every put waits first (a slow store).
     pub put_delay_ms: std::sync::atomic::AtomicU64,
@@ -293,7 +293,6 @@ impl FailingMedia {
             inner,
             puts: AtomicUsize::new(0),
             fail_at,
-            fail_drop_bucket: AtomicBool::new(false),
             failing: std::sync::Mutex::new(Vec::new()),
             put_delay_ms: std::sync::atomic::AtomicU64::new(0),
         }
@@ -304,8 +303,6 @@ impl FailingMedia {
         let mut failing = self.failing.lock().unwrap();
         failing.clear();
         failing.extend(op);
-        self.fail_drop_bucket
-            .store(op == Some("drop_bucket"), Ordering::SeqCst);
     }
 
     fn check(&self, op: &str) -> Result<()> {
@@ -390,13 +387,7 @@ impl MediaStore for FailingMedia {
         self.inner.presign_get(scope, key, expires_in).await
     }
     async fn drop_bucket(&self, room: &RoomId) -> Result<()> {
-        if self.fail_drop_bucket.load(Ordering::SeqCst) {
-            return Err(Error::unavailable(
-                "test store",
-                true,
-                std::io::Error::other("crashed before dropping the bucket"),
-            ));
-        }
+        self.check("drop_bucket")?;
         self.inner.drop_bucket(room).await
     }
 }
