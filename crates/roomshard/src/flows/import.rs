@@ -205,12 +205,23 @@ pub async fn import_file(
     })?;
     let mut attempts = 0;
     let record = loop {
-        if rs.control.placement(&new_room).await?.is_some() {
-            return Err(Error::conflict(format!(
+        let taken = if rs.control.placement(&new_room).await?.is_some() {
+            Err(Error::conflict(format!(
                 "room {new_room} already exists; import under another id"
-            )));
+            )))
+        } else {
+            ensure_unused(rs, &new_room).await
+        };
+        match taken {
+            // A concurrent import took the free source id after it was chosen (it is writing
+            // rows there, or has committed): take a derived id, as when it was taken before.
+            Err(Error::Conflict { .. }) if !chosen && attempts < 3 => {
+                attempts += 1;
+                new_room = derive_room_id(&manifest.room.id)?;
+                continue;
+            }
+            other => other?,
         }
-        ensure_unused(rs, &new_room).await?;
         let record = ImportRecord {
             id: id.clone(),
             source_room: manifest.room.id.clone(),
