@@ -9,20 +9,11 @@
 //! path is the `name` field alone). Entry data is handed to an [`EntrySink`] slice by slice as it
 //! arrives; nothing but the current 512-byte header is buffered.
 
+use crate::archive::EntrySink;
 use crate::error::{Reason, VerifyError};
 use crate::format::validate_path;
 
 const BLOCK: usize = 512;
-
-/// Receives the entries of a tar stream as they stream past.
-pub(crate) trait EntrySink {
-    /// A regular-file entry with a valid path starts; `size` data bytes follow.
-    fn begin_entry(&mut self, path: String, size: u64) -> Result<(), VerifyError>;
-    /// The next piece of the current entry's data.
-    fn entry_data(&mut self, data: &[u8]) -> Result<(), VerifyError>;
-    /// The current entry's data is complete.
-    fn end_entry(&mut self) -> Result<(), VerifyError>;
-}
 
 /// Where the reader is in the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

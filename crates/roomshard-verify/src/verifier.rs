@@ -9,6 +9,7 @@
 //! limits) stop verification at once; problems found by comparing against the manifest are
 //! judged in [`Verifier::finish`], signature before content.
 
+use crate::archive::{ArchiveReader, EntrySink};
 use crate::error::{Reason, VerifyError};
 use crate::format::{self, hex, Manifest, DB_SQL, EXPORT_SIGNATURE, MANIFEST_JSON, MEDIA_PREFIX};
 use crate::keys::TrustedKeys;
@@ -16,11 +17,9 @@ use crate::names::{media_key, PathSet};
 use crate::report::{FileResult, FileStatus, Report, SignerInfo, TableResult};
 use crate::sql;
 use crate::sqlscan::{CopyBlock, ScanProblem, SqlScan};
-use crate::tar::{EntrySink, TarReader};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 /// Limits against decompression bombs and oversized metadata (docs/bundle-format.md §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,127 +107,37 @@ pub struct VerifyOptions {
 /// Largest `export.signature` accepted (docs/bundle-format.md §5).
 const MAX_SIGNATURE_BYTES: u64 = 4096;
 
-/// Size of the reused decompression output buffer.
-const OUTPUT_BUFFER_BYTES: usize = 128 * 1024;
-
 /// Push-style verifier: feed compressed bytes with [`Verifier::update`] in any chunking, then
 /// call [`Verifier::finish`] for the report.
 pub struct Verifier {
     options: VerifyOptions,
     failed: Option<VerifyError>,
-    /// `None` only if the zstd context could not be created (reported as the first error).
-    decoder: Option<Decoder<'static>>,
-    output: Vec<u8>,
-    /// Compressed bytes consumed by the decoder.
-    compressed: u64,
-    /// Decompressed bytes handed to the tar reader.
-    decompressed: u64,
-    frame: FrameState,
-    /// Most compressed bytes to give the decoder in its next call (see `decompress`).
-    next_input: usize,
-    /// The last call filled the output buffer, so the decoder may hold more output.
-    flush_pending: bool,
-    tar: TarReader,
+    /// zstd frames and ustar entries: the one archive parser (shared with import's second pass).
+    archive: ArchiveReader,
     entries: EntryChecker,
-}
-
-/// The compressed bytes to give the decoder next, from the hint its last call returned: the
-/// rest of the unit it is in. zstd's hint adds the 3-byte header of the following block to the
-/// rest of a block's content (and a hint of 4 or more is never anything else but content, a
-/// checksum or a header still to load, all of which this only splits); 0 (a frame ended) means
-/// one byte, so the next frame header is read alone too.
-fn next_input_bytes(hint: usize) -> usize {
-    const BLOCK_HEADER_BYTES: usize = 3;
-    if hint > BLOCK_HEADER_BYTES {
-        hint - BLOCK_HEADER_BYTES
-    } else {
-        hint.max(1)
-    }
-}
-
-/// Where the decoder is between and inside zstd frames.
-#[derive(Clone, Copy, Debug, Default)]
-struct FrameState {
-    /// Compressed bytes consumed of the frame in progress (0 between frames).
-    consumed: u64,
-    /// Its first bytes, to tell a cut-off frame from non-zstd bytes at the end.
-    head: [u8; 4],
-    /// Whether it began after the tar end-of-archive marker.
-    after_archive_end: bool,
-}
-
-impl FrameState {
-    /// Records `bytes` as consumed by the frame in progress.
-    fn consume(&mut self, bytes: &[u8], archive_ended: bool) {
-        if bytes.is_empty() {
-            return;
-        }
-        if self.consumed == 0 {
-            self.after_archive_end = archive_ended;
-        }
-        for (i, &b) in bytes.iter().enumerate().take(4) {
-            if let Some(slot) = usize::try_from(self.consumed)
-                .ok()
-                .and_then(|at| at.checked_add(i))
-                .and_then(|at| self.head.get_mut(at))
-            {
-                *slot = b;
-            }
-        }
-        self.consumed += bytes.len() as u64;
-    }
-
-    /// Whether the frame in progress starts like a zstd or skippable frame.
-    fn head_is_frame_magic(&self) -> bool {
-        let n = usize::try_from(self.consumed).unwrap_or(4).min(4);
-        let zstd_magic = [0x28, 0xb5, 0x2f, 0xfd];
-        let skippable =
-            self.head[0] & 0xf0 == 0x50 && self.head[1..n] == [0x2a, 0x4d, 0x18][..n - 1];
-        self.head[..n] == zstd_magic[..n] || skippable
-    }
 }
 
 impl Verifier {
     /// A verifier trusting `keys`.
     pub fn new(keys: TrustedKeys, options: VerifyOptions) -> Self {
         let limits = options.limits;
-        let mut failed = None;
-        let decoder = match Decoder::new().and_then(|mut d| {
-            d.set_parameter(DParameter::WindowLogMax(limits.max_window_log))?;
-            Ok(d)
-        }) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                failed = Some(VerifyError::new(
-                    Reason::MalformedArchive,
-                    format!("zstd: cannot set up a decoder: {e}"),
-                ));
-                None
-            }
-        };
+        let archive = ArchiveReader::new(limits);
         Verifier {
             options,
-            failed,
-            decoder,
-            output: vec![0; OUTPUT_BUFFER_BYTES],
-            compressed: 0,
-            decompressed: 0,
-            frame: FrameState::default(),
-            next_input: 1,
-            flush_pending: false,
-            tar: TarReader::new(limits.max_entries),
+            failed: archive.setup_error().cloned(),
+            archive,
             entries: EntryChecker::new(keys, limits, options.hash_archive),
         }
     }
 
     /// Compressed bytes consumed so far.
     pub fn compressed_bytes(&self) -> u64 {
-        self.compressed
+        self.archive.compressed_bytes()
     }
 
     /// Decompressed (tar) bytes processed so far.
     pub fn decompressed_bytes(&self) -> u64 {
-        self.decompressed
+        self.archive.decompressed_bytes()
     }
 
     /// Consumes the next chunk of the compressed archive. After the first error every call
@@ -240,100 +149,11 @@ impl Verifier {
         if self.options.hash_archive {
             self.entries.hasher.archive_update(chunk);
         }
-        let result = self.decompress(chunk);
+        let result = self.archive.update(chunk, &mut self.entries);
         if let Err(e) = &result {
             self.failed = Some(e.clone());
         }
         result
-    }
-
-    /// Runs `chunk` through the decoder and the decompressed bytes through the tar reader.
-    ///
-    /// The decoder is given at most the rest of the zstd unit (frame header, block header, block
-    /// content, checksum) it is in, never the start of the next one, and a full output buffer is
-    /// drained before more input goes in. `ZSTD_decompressStream` drops the output of units it
-    /// decoded in a call that then fails, so without this a bundle with a tar defect in one block
-    /// and a corrupt next block would be refused for the tar defect when fed in small chunks and
-    /// for the corrupt block when fed whole: the reason would depend on the chunking (found by the
-    /// `verify_archive` fuzz target). This way every chunking hands the tar reader the same bytes
-    /// before each decoding step, and the first defect in stream order is the one reported.
-    fn decompress(&mut self, chunk: &[u8]) -> Result<(), VerifyError> {
-        let decoder = match &mut self.decoder {
-            Some(d) => d,
-            None => return Ok(()),
-        };
-        let limits = self.options.limits;
-        let mut pos = 0;
-        loop {
-            let take = if self.flush_pending {
-                0
-            } else {
-                self.next_input.min(chunk.len() - pos)
-            };
-            if take == 0 && !self.flush_pending {
-                return Ok(());
-            }
-            let slice = &chunk[pos..pos + take];
-            let mut input = InBuffer::around(slice);
-            let mut output = OutBuffer::around(&mut self.output[..]);
-            let run = decoder.run(&mut input, &mut output);
-            let produced = output.pos();
-            let consumed = &slice[..input.pos()];
-            let hint = match run {
-                Ok(hint) => hint,
-                Err(e) => {
-                    let after_end = if self.frame.consumed == 0 {
-                        self.tar.is_ended()
-                    } else {
-                        self.frame.after_archive_end
-                    };
-                    return Err(if after_end {
-                        VerifyError::new(
-                            Reason::TrailingGarbage,
-                            format!(
-                                "bytes after the end of the archive at compressed offset {} are not zstd: {e}",
-                                self.compressed
-                            ),
-                        )
-                    } else {
-                        VerifyError::new(
-                            Reason::MalformedArchive,
-                            format!("zstd: {e} (compressed offset {})", self.compressed),
-                        )
-                    });
-                }
-            };
-            pos += consumed.len();
-            self.frame.consume(consumed, self.tar.is_ended());
-            self.compressed += consumed.len() as u64;
-            self.next_input = next_input_bytes(hint);
-            if hint == 0 {
-                self.frame = FrameState::default();
-            }
-            self.flush_pending = produced == self.output.len();
-            if produced > 0 {
-                let total = self.decompressed + produced as u64;
-                if total > limits.max_total_bytes {
-                    return Err(VerifyError::new(
-                        Reason::TooLarge,
-                        format!("more than {} decompressed bytes", limits.max_total_bytes),
-                    ));
-                }
-                if total > limits.ratio_grace_bytes
-                    && total > self.compressed.saturating_mul(limits.max_ratio)
-                {
-                    return Err(VerifyError::new(
-                        Reason::CompressionRatio,
-                        format!(
-                            "{total} decompressed bytes from {} compressed exceed the ratio {}",
-                            self.compressed, limits.max_ratio
-                        ),
-                    ));
-                }
-                self.decompressed = total;
-                self.tar.feed(&self.output[..produced], &mut self.entries)?;
-            }
-        }
     }
 
     /// Ends the input and returns the report.
@@ -348,24 +168,11 @@ impl Verifier {
     pub fn finish_with_manifest(self) -> (Report, Option<Manifest>) {
         let mut stream_error = self.failed;
         if stream_error.is_none() {
-            stream_error = if self.frame.consumed > 0 {
-                Some(
-                    if self.frame.after_archive_end && !self.frame.head_is_frame_magic() {
-                        VerifyError::new(
-                            Reason::TrailingGarbage,
-                            "bytes after the last zstd frame are not zstd",
-                        )
-                    } else {
-                        VerifyError::new(Reason::Truncated, "input ends inside a zstd frame")
-                    },
-                )
-            } else {
-                self.tar.finish().err()
-            };
+            stream_error = self.archive.finish().err();
         }
         let mut report = Report {
-            compressed_bytes: self.compressed,
-            decompressed_bytes: self.decompressed,
+            compressed_bytes: self.archive.compressed_bytes(),
+            decompressed_bytes: self.archive.decompressed_bytes(),
             ..Report::default()
         };
         let (verdict, manifest) = self.entries.conclude(&mut report);

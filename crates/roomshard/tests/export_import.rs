@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use common::*;
 use roomshard::flows::{
-    ExportOptions, ImportOptions, ImportTarget, export, export_to_dir, import_file, recover_imports,
+    ArchiveSource, ExportOptions, ImportOptions, ImportTarget, ReaderFn, export, export_to_dir,
+    import_archive, import_file, recover_imports,
 };
 use roomshard::home::Home;
 use roomshard::{Error, Placement, PlacementState, RoomId, Roomshard};
@@ -1081,4 +1082,79 @@ async fn a_second_import_of_the_same_bundle_is_refused_unless_duplicates_are_all
         "{id}"
     );
     assert_eq!(copy.manifest_sha256, first.manifest_sha256);
+}
+
+/// A reader factory over bytes in memory (an upload, a bucket object): the first read gets
+/// `first`, every later one `later`.
+fn memory_source(first: Vec<u8>, later: Vec<u8>) -> Arc<dyn ArchiveSource> {
+    let opened = std::sync::atomic::AtomicUsize::new(0);
+    Arc::new(ReaderFn::new("upload:room_general.tar.zst", move || {
+        let n = opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let bytes = if n == 0 { first.clone() } else { later.clone() };
+        Ok(Box::new(std::io::Cursor::new(bytes)) as Box<dyn std::io::Read + Send>)
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn import_reads_any_reopenable_source_through_the_verifiers_parser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = seeded(&tmp.path().join("a"), "general").await;
+    let (archive, _) = export_room(&a, "general", &tmp.path().join("out")).await;
+    let bytes = std::fs::read(&archive).unwrap();
+    let b = open_home(&tmp.path().join("b"), schema()).await;
+    let import = |source: Arc<dyn ArchiveSource>, new_room: &str| {
+        let rs = b.roomshard.clone();
+        let keys = trusted(&a);
+        let new_room = room(new_room);
+        async move {
+            import_archive(
+                &rs,
+                source,
+                &keys,
+                &ImportOptions {
+                    new_room: Some(new_room),
+                    allow_duplicate: true,
+                    ..ImportOptions::default()
+                },
+                &NoProgress,
+            )
+            .await
+        }
+    };
+
+    // The second read ends with bytes the first did not have: the parser of the second pass is
+    // the verifier's, so it refuses them for the same reason the verifier would.
+    let mut garbage = bytes.clone();
+    garbage.extend_from_slice(b"not zstd");
+    let err = import(memory_source(bytes.clone(), garbage), "tail")
+        .await
+        .expect_err("trailing bytes on the second read");
+    assert!(
+        err.to_string()
+            .contains("changed_between_passes: reading it again failed: trailing_garbage"),
+        "{err}"
+    );
+    assert_empty(&b, &[&room("tail")]).await;
+
+    // The second read is cut short: refused, and nothing stays.
+    let cut = bytes[..bytes.len() / 2].to_vec();
+    let err = import(memory_source(bytes.clone(), cut), "cut")
+        .await
+        .expect_err("truncated second read");
+    assert!(err.to_string().contains("changed_between_passes"), "{err}");
+    assert_empty(&b, &[&room("cut")]).await;
+
+    // Unchanged: the room loads from memory as from a file.
+    let outcome = import(memory_source(bytes.clone(), bytes.clone()), "upload")
+        .await
+        .expect("import from memory");
+    assert_eq!(outcome.new_room, room("upload"));
+    let want = a
+        .roomshard
+        .shards
+        .row_counts(&Scope::Pooled(room("general")), &a.roomshard.schema)
+        .await
+        .unwrap();
+    assert_eq!(outcome.tables, want);
+    assert!(outcome.objects > 0);
 }

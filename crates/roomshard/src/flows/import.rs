@@ -10,9 +10,11 @@
 //!    no pooled rows or objects.
 //! 4. **Journal**: the import is recorded as *staging* before the first write, so a crash at any
 //!    later point is rolled back by [`recover_imports`] (which [`Home::open`] runs).
-//! 5. **Load**: a second, streaming pass over the archive re-hashes every entry against the
-//!    verified manifest, so a file swapped between the passes fails (and is rolled back) instead
-//!    of loading unverified bytes. `db.sql` is spooled to an unlinked temporary file and, once its
+//! 5. **Load**: a second, streaming pass over the archive — through the verifier's own parser
+//!    ([`ArchiveReader`], so no second tar or zstd reader can see other entries than the
+//!    verified ones) and from an [`ArchiveSource`] that can be read again (a file, a bucket
+//!    object, an upload) — re-hashes every entry against the verified manifest, so a file
+//!    swapped between the passes fails (and is rolled back) instead of loading unverified bytes. `db.sql` is spooled to an unlinked temporary file and, once its
 //!    digest matches, its COPY blocks are fed to [`ShardStore::restore`] (never executing any
 //!    SQL) while the same pass goes on to stream the media entries to [`MediaStore::put`]: rows
 //!    and objects load side by side.
@@ -26,6 +28,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use roomshard_core::{
@@ -33,12 +36,14 @@ use roomshard_core::{
     Placement, PlacementChange, PlacementState, Profile, ProgressEvent, ProgressSink, PutOptions,
     RemapPolicy, Result, RoomId, Scope, TableCount, TableDescriptor, async_trait,
 };
+use roomshard_verify::archive::{ArchiveReader, EntrySink};
 use roomshard_verify::copy::END_LINE as COPY_END_LINE;
 use roomshard_verify::format::{DB_SQL, EXPORT_SIGNATURE, MANIFEST_JSON, MEDIA_PREFIX};
 use roomshard_verify::names::media_key;
 use roomshard_verify::sql::copy_header_line;
 use roomshard_verify::{
-    Manifest, TrustedKeys, VerifyLimits, VerifyOptions, verify_reader_with_manifest,
+    Manifest, Reason, TrustedKeys, VerifyError, VerifyLimits, VerifyOptions,
+    verify_reader_with_manifest,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -127,11 +132,11 @@ fn join_err(e: tokio::task::JoinError) -> Error {
     Error::unavailable("import worker thread", false, e)
 }
 
-fn open_err(path: &Path, e: io::Error) -> Error {
+fn open_err(source: &dyn ArchiveSource, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::NotFound {
-        Error::not_found(format!("bundle {}", path.display()))
+        Error::not_found(format!("bundle {}", source.describe()))
     } else {
-        Error::unavailable(format!("reading {}", path.display()), false, e)
+        Error::unavailable(format!("reading {}", source.describe()), false, e)
     }
 }
 
@@ -149,13 +154,67 @@ struct Verified {
     signer_key_id: String,
 }
 
-/// Verifies the bundle at `path` against `trusted`, then imports it.
+/// Where an import reads its archive from: anything that can be read from the start again.
+///
+/// Import reads the archive twice — once to verify it, once to load it, re-hashing every entry
+/// against the verified manifest — so that nothing is written before the whole bundle is known
+/// good and memory stays bounded whatever its size. A source is therefore a reader factory, not a
+/// reader: a file (`PathBuf`), an object in a bucket (a GET per call), a spooled HTTP upload
+/// ([`ReaderFn`]). If the two reads differ, the second pass refuses with
+/// `changed_between_passes` and the import is rolled back.
+pub trait ArchiveSource: Send + Sync {
+    /// A fresh reader positioned at the archive's first byte.
+    fn open(&self) -> io::Result<Box<dyn Read + Send>>;
+    /// What to call the source in errors and logs (a path, a URL without credentials).
+    fn describe(&self) -> String;
+}
+
+impl ArchiveSource for PathBuf {
+    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(std::fs::File::open(self)?))
+    }
+    fn describe(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+/// An [`ArchiveSource`] from a closure, for sources roomshard has no type for (an upload, a
+/// bucket object, bytes in memory).
+pub struct ReaderFn<F> {
+    name: String,
+    open: F,
+}
+
+impl<F> ReaderFn<F>
+where
+    F: Fn() -> io::Result<Box<dyn Read + Send>> + Send + Sync,
+{
+    /// A source called `name` whose every read starts with a call to `open`.
+    pub fn new(name: impl Into<String>, open: F) -> Self {
+        ReaderFn {
+            name: name.into(),
+            open,
+        }
+    }
+}
+
+impl<F> ArchiveSource for ReaderFn<F>
+where
+    F: Fn() -> io::Result<Box<dyn Read + Send>> + Send + Sync,
+{
+    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        (self.open)()
+    }
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// Verifies the bundle at `path` against `trusted`, then imports it: [`import_archive`] over the
+/// file.
 ///
 /// # Errors
-/// [`Error::Invalid`] (`what` = `bundle`, `detail` = `<reason code>: <detail>`) for a bundle the
-/// verifier refuses, with nothing written; [`Error::Invalid`] for a bundle whose tables differ
-/// from the host's; [`Error::Conflict`] when the new room id is taken; any provider error, after
-/// which everything the import wrote has been rolled back.
+/// As [`import_archive`].
 pub async fn import_file(
     rs: &Roomshard,
     path: &Path,
@@ -163,8 +222,25 @@ pub async fn import_file(
     options: &ImportOptions,
     progress: &dyn ProgressSink,
 ) -> Result<ImportOutcome> {
+    import_archive(rs, Arc::new(path.to_path_buf()), trusted, options, progress).await
+}
+
+/// Verifies the bundle `source` gives against `trusted`, then imports it.
+///
+/// # Errors
+/// [`Error::Invalid`] (`what` = `bundle`, `detail` = `<reason code>: <detail>`) for a bundle the
+/// verifier refuses, with nothing written; [`Error::Invalid`] for a bundle whose tables differ
+/// from the host's; [`Error::Conflict`] when the new room id is taken; any provider error, after
+/// which everything the import wrote has been rolled back.
+pub async fn import_archive(
+    rs: &Roomshard,
+    source: Arc<dyn ArchiveSource>,
+    trusted: &TrustedKeys,
+    options: &ImportOptions,
+    progress: &dyn ProgressSink,
+) -> Result<ImportOutcome> {
     // 1. Verify the whole archive before writing anything.
-    let verified = verify(path, trusted, options.limits).await?;
+    let verified = verify(source.clone(), trusted, options.limits).await?;
     let manifest = &verified.manifest;
 
     // 2. Schema drift is refused (for now).
@@ -257,7 +333,7 @@ pub async fn import_file(
     };
 
     // 5–6. Load and commit; roll back on any error.
-    match load_and_commit(rs, path, &verified, &record, options, progress).await {
+    match load_and_commit(rs, source, &verified, &record, options, progress).await {
         Ok(outcome) => Ok(outcome),
         Err(e) => {
             if let Err(rollback) = roll_back(rs, &record).await {
@@ -274,13 +350,16 @@ pub async fn import_file(
 }
 
 /// Runs the verifier over the file; a valid bundle comes back with its verified manifest.
-async fn verify(path: &Path, trusted: &TrustedKeys, limits: VerifyLimits) -> Result<Verified> {
-    let owned: PathBuf = path.to_path_buf();
+async fn verify(
+    source: Arc<dyn ArchiveSource>,
+    trusted: &TrustedKeys,
+    limits: VerifyLimits,
+) -> Result<Verified> {
     let keys = trusted.clone();
     let (report, manifest) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let file = std::fs::File::open(&owned).map_err(|e| open_err(&owned, e))?;
+        let reader = source.open().map_err(|e| open_err(&*source, e))?;
         Ok(verify_reader_with_manifest(
-            io::BufReader::with_capacity(CHUNK_BYTES, file),
+            io::BufReader::with_capacity(CHUNK_BYTES, reader),
             keys,
             VerifyOptions {
                 limits,
@@ -443,7 +522,7 @@ async fn ensure_unused(rs: &Roomshard, room: &RoomId) -> Result<()> {
 /// Steps 5 and 6 of the module docs.
 async fn load_and_commit(
     rs: &Roomshard,
-    path: &Path,
+    source: Arc<dyn ArchiveSource>,
     verified: &Verified,
     record: &ImportRecord,
     options: &ImportOptions,
@@ -522,15 +601,15 @@ async fn load_and_commit(
         .map(|t| t.descriptor.clone())
         .collect();
     let job = ReadJob {
-        path: path.to_path_buf(),
+        source,
         files: manifest
             .files
             .iter()
             .map(|f| (f.path.clone(), (f.size, f.sha256.clone())))
             .collect(),
         manifest_sha256: verified.manifest_sha256.clone(),
-        // The verifier accepted the manifest under these limits.
-        max_manifest_bytes: options.limits.max_manifest_bytes,
+        // The verifier accepted the archive under these limits.
+        limits: options.limits,
         spool_dir: options.spool_dir.clone(),
         spool_tx,
         media_tx,
@@ -716,46 +795,16 @@ struct MediaItem {
 
 /// What the archive reader thread needs.
 struct ReadJob {
-    path: PathBuf,
+    source: Arc<dyn ArchiveSource>,
     /// The verified manifest's files: path → (size, sha256).
     files: HashMap<String, (u64, String)>,
     manifest_sha256: String,
-    max_manifest_bytes: u64,
+    /// The limits the first pass verified under.
+    limits: VerifyLimits,
     spool_dir: Option<PathBuf>,
     /// Receives `db.sql`, spooled and rewound, once its digest matched.
     spool_tx: oneshot::Sender<std::fs::File>,
     media_tx: mpsc::Sender<MediaItem>,
-}
-
-/// A [`Read`] that SHA-256s and counts what passes through.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
-impl<R> Hashing<R> {
-    fn new(inner: R) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
-    }
-
-    /// Whether what passed matches `(size, sha256)`.
-    fn matches(self, expected: &(u64, String)) -> bool {
-        self.bytes == expected.0 && hex::encode(self.hasher.finalize()) == expected.1
-    }
 }
 
 fn mismatch(path: &str) -> Error {
@@ -765,90 +814,40 @@ fn mismatch(path: &str) -> Error {
     )
 }
 
-/// The second pass (blocking thread): spools `db.sql` and streams the media entries to the
-/// async side, checking every entry against the verified manifest. Dropping `spool_tx` unsent
-/// (any error before `db.sql` is spooled) stops the restore.
+/// The second pass (blocking thread): reads the archive again through the verifier's own parser
+/// ([`ArchiveReader`]), spools `db.sql` and streams the media entries to the async side,
+/// checking every entry against the verified manifest. Dropping `spool_tx` unsent (any error
+/// before `db.sql` is spooled) stops the restore.
 fn read_archive(job: ReadJob) -> Result<()> {
-    let ReadJob {
-        path,
-        mut files,
-        manifest_sha256,
-        max_manifest_bytes,
-        spool_dir,
-        spool_tx,
-        media_tx,
-    } = job;
-    // Taken when db.sql is spooled: `None` from then on.
-    let mut spool_tx = Some(spool_tx);
-    let file = std::fs::File::open(&path).map_err(|e| open_err(&path, e))?;
-    let decoder = zstd::stream::read::Decoder::new(file).map_err(read_err)?;
-    let mut archive = tar::Archive::new(decoder);
-    let mut manifest_seen = false;
-    for entry in archive.entries().map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        if name == EXPORT_SIGNATURE {
-            continue;
-        }
-        if name == MANIFEST_JSON {
-            let mut h = Hashing::new(entry.take(max_manifest_bytes.saturating_add(1)));
-            io::copy(&mut h, &mut io::sink()).map_err(read_err)?;
-            let bytes = h.bytes;
-            if hex::encode(h.hasher.finalize()) != manifest_sha256 || bytes > max_manifest_bytes {
-                return Err(mismatch(MANIFEST_JSON));
-            }
-            manifest_seen = true;
-            continue;
-        }
-        let Some(expected) = files.remove(&name) else {
-            return Err(Error::invalid(
-                "bundle",
-                format!("changed_between_passes: unexpected or repeated entry {name:?}"),
-            ));
-        };
-        if name == DB_SQL {
-            // `files.remove` above already refused a second db.sql.
-            if let Some(tx) = spool_tx.take() {
-                let spool = spool_entry(entry, &expected, spool_dir.as_deref())?;
-                tx.send(spool).map_err(|_| stopped())?;
-            }
-            continue;
-        }
-        if !name.starts_with(MEDIA_PREFIX) {
-            return Err(mismatch(&name));
-        }
-        // The entry name is the object key's portable spelling (docs/bundle-format.md §2.1).
-        let key = media_key(&name).map_err(|e| Error::corrupt("archive", e.detail))?;
-        if spool_tx.is_some() {
-            return Err(mismatch(DB_SQL));
-        }
-        let (body_tx, body_rx) = mpsc::channel::<Result<Bytes>>(CHANNEL_DEPTH);
-        media_tx
-            .blocking_send(MediaItem {
-                key,
-                size: expected.0,
-                body: body_rx,
-            })
-            .map_err(|_| stopped())?;
-        let mut h = Hashing::new(entry);
-        loop {
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            let n = read_full(&mut h, &mut buf).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            body_tx
-                .blocking_send(Ok(Bytes::from(buf)))
-                .map_err(|_| stopped())?;
-        }
-        if !h.matches(&expected) {
-            let e = mismatch(&name);
-            let _ = body_tx.blocking_send(Err(e.clone_for_report()));
-            return Err(e);
-        }
+    let reader = job.source.open().map_err(|e| open_err(&*job.source, e))?;
+    let mut archive = ArchiveReader::new(job.limits);
+    let mut sink = LoadSink {
+        files: job.files,
+        manifest_sha256: job.manifest_sha256,
+        max_manifest_bytes: job.limits.max_manifest_bytes,
+        spool_dir: job.spool_dir,
+        spool_tx: Some(job.spool_tx),
+        media_tx: job.media_tx,
+        manifest_seen: false,
+        current: Entry::None,
+        error: None,
+    };
+    let parsed = archive.read_all(reader, &mut sink);
+    if let Some(e) = sink.error.take() {
+        return Err(e);
     }
-    if spool_tx.is_some() || !manifest_seen || !files.is_empty() {
+    if let Err(e) = parsed {
+        // The first pass accepted these bytes, so a parser refusal now means they changed.
+        return Err(Error::invalid(
+            "bundle",
+            format!(
+                "changed_between_passes: reading it again failed: {}: {}",
+                e.reason.as_str(),
+                e.detail
+            ),
+        ));
+    }
+    if sink.spool_tx.is_some() || !sink.manifest_seen || !sink.files.is_empty() {
         return Err(Error::invalid(
             "bundle",
             "changed_between_passes: entries of the verified manifest are missing",
@@ -857,35 +856,205 @@ fn read_archive(job: ReadJob) -> Result<()> {
     Ok(())
 }
 
-/// Copies the `db.sql` entry into an unlinked temporary file, hashing it on the way; returns the
-/// file rewound, only if size and digest match the verified manifest.
-fn spool_entry(
-    entry: impl Read,
-    expected: &(u64, String),
-    dir: Option<&Path>,
-) -> Result<std::fs::File> {
-    let spool_err = |e: io::Error| Error::unavailable("spooling db.sql", false, e);
-    let file = match dir {
-        Some(d) => tempfile::tempfile_in(d),
-        None => tempfile::tempfile(),
+/// The entry [`LoadSink`] is in.
+enum Entry {
+    /// Between entries, or in `export.signature` (already checked by the first pass).
+    None,
+    /// `manifest.json`: hashed, compared with the verified manifest's digest.
+    Manifest { hasher: Sha256 },
+    /// `db.sql`, spooled to an unlinked temporary file while it is hashed.
+    Sql {
+        hasher: Sha256,
+        out: io::BufWriter<std::fs::File>,
+        expected: String,
+    },
+    /// A media entry streaming to [`MediaStore::put`](roomshard_core::MediaStore::put). The
+    /// latest data is held back in `pending` until the entry's digest is known, so the put
+    /// never completes on bytes that do not match.
+    Media {
+        name: String,
+        hasher: Sha256,
+        pending: Vec<u8>,
+        body: mpsc::Sender<Result<Bytes>>,
+        expected: String,
+    },
+}
+
+/// What the second pass does with each entry, as the [`ArchiveReader`] hands it over.
+struct LoadSink {
+    /// The verified manifest's files not seen yet: path → (size, sha256).
+    files: HashMap<String, (u64, String)>,
+    manifest_sha256: String,
+    max_manifest_bytes: u64,
+    spool_dir: Option<PathBuf>,
+    /// Taken when db.sql is spooled: `None` from then on.
+    spool_tx: Option<oneshot::Sender<std::fs::File>>,
+    media_tx: mpsc::Sender<MediaItem>,
+    manifest_seen: bool,
+    current: Entry,
+    /// The import's own error; the parser is stopped with a placeholder and this is reported.
+    error: Option<Error>,
+}
+
+impl LoadSink {
+    /// Keeps `e` and stops the parser.
+    fn stop(&mut self, e: Error) -> VerifyError {
+        let placeholder = VerifyError::new(Reason::Io, e.to_string());
+        self.error.get_or_insert(e);
+        placeholder
     }
-    .map_err(spool_err)?;
-    let mut h = Hashing::new(entry.take(expected.0.saturating_add(1)));
-    let mut out = io::BufWriter::with_capacity(CHUNK_BYTES, file);
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    loop {
-        let n = read_full(&mut h, &mut buf).map_err(read_err)?;
-        if n == 0 {
-            break;
+
+    fn begin(&mut self, name: String, size: u64) -> Result<Entry> {
+        if name == EXPORT_SIGNATURE {
+            return Ok(Entry::None);
         }
-        out.write_all(&buf[..n]).map_err(spool_err)?;
+        if name == MANIFEST_JSON {
+            if size > self.max_manifest_bytes {
+                return Err(mismatch(MANIFEST_JSON));
+            }
+            return Ok(Entry::Manifest {
+                hasher: Sha256::new(),
+            });
+        }
+        let Some((expected_size, expected)) = self.files.remove(&name) else {
+            return Err(Error::invalid(
+                "bundle",
+                format!("changed_between_passes: unexpected or repeated entry {name:?}"),
+            ));
+        };
+        if size != expected_size {
+            return Err(mismatch(&name));
+        }
+        if name == DB_SQL {
+            // `files.remove` above already refused a second db.sql.
+            let spool_err = |e: io::Error| Error::unavailable("spooling db.sql", false, e);
+            let file = match &self.spool_dir {
+                Some(d) => tempfile::tempfile_in(d),
+                None => tempfile::tempfile(),
+            }
+            .map_err(spool_err)?;
+            return Ok(Entry::Sql {
+                hasher: Sha256::new(),
+                out: io::BufWriter::with_capacity(CHUNK_BYTES, file),
+                expected,
+            });
+        }
+        if !name.starts_with(MEDIA_PREFIX) {
+            return Err(mismatch(&name));
+        }
+        // The entry name is the object key's portable spelling (docs/bundle-format.md §2.1).
+        let key = media_key(&name).map_err(|e| Error::corrupt("archive", e.detail))?;
+        if self.spool_tx.is_some() {
+            return Err(mismatch(DB_SQL));
+        }
+        let (body_tx, body_rx) = mpsc::channel::<Result<Bytes>>(CHANNEL_DEPTH);
+        self.media_tx
+            .blocking_send(MediaItem {
+                key,
+                size,
+                body: body_rx,
+            })
+            .map_err(|_| stopped())?;
+        Ok(Entry::Media {
+            name,
+            hasher: Sha256::new(),
+            pending: Vec::with_capacity(CHUNK_BYTES),
+            body: body_tx,
+            expected,
+        })
     }
-    if !h.matches(expected) {
-        return Err(mismatch(DB_SQL));
+
+    fn data(&mut self, data: &[u8]) -> Result<()> {
+        match &mut self.current {
+            Entry::None => {}
+            Entry::Manifest { hasher } => hasher.update(data),
+            Entry::Sql { hasher, out, .. } => {
+                hasher.update(data);
+                out.write_all(data)
+                    .map_err(|e| Error::unavailable("spooling db.sql", false, e))?;
+            }
+            Entry::Media {
+                hasher,
+                pending,
+                body,
+                ..
+            } => {
+                hasher.update(data);
+                if !pending.is_empty() && pending.len() + data.len() > CHUNK_BYTES {
+                    let full = std::mem::replace(pending, Vec::with_capacity(CHUNK_BYTES));
+                    body.blocking_send(Ok(Bytes::from(full)))
+                        .map_err(|_| stopped())?;
+                }
+                pending.extend_from_slice(data);
+            }
+        }
+        Ok(())
     }
-    let mut file = out.into_inner().map_err(|e| spool_err(e.into_error()))?;
-    file.seek(io::SeekFrom::Start(0)).map_err(spool_err)?;
-    Ok(file)
+
+    fn end(&mut self) -> Result<()> {
+        match std::mem::replace(&mut self.current, Entry::None) {
+            Entry::None => {}
+            Entry::Manifest { hasher } => {
+                if hex::encode(hasher.finalize()) != self.manifest_sha256 {
+                    return Err(mismatch(MANIFEST_JSON));
+                }
+                self.manifest_seen = true;
+            }
+            Entry::Sql {
+                hasher,
+                out,
+                expected,
+            } => {
+                if hex::encode(hasher.finalize()) != expected {
+                    return Err(mismatch(DB_SQL));
+                }
+                let spool_err = |e: io::Error| Error::unavailable("spooling db.sql", false, e);
+                let mut file = out.into_inner().map_err(|e| spool_err(e.into_error()))?;
+                file.seek(io::SeekFrom::Start(0)).map_err(spool_err)?;
+                if let Some(tx) = self.spool_tx.take() {
+                    tx.send(file).map_err(|_| stopped())?;
+                }
+            }
+            Entry::Media {
+                name,
+                hasher,
+                pending,
+                body,
+                expected,
+            } => {
+                if hex::encode(hasher.finalize()) != expected {
+                    let e = mismatch(&name);
+                    let _ = body.blocking_send(Err(e.clone_for_report()));
+                    return Err(e);
+                }
+                if !pending.is_empty() {
+                    body.blocking_send(Ok(Bytes::from(pending)))
+                        .map_err(|_| stopped())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EntrySink for LoadSink {
+    fn begin_entry(&mut self, path: String, size: u64) -> std::result::Result<(), VerifyError> {
+        match self.begin(path, size) {
+            Ok(entry) => {
+                self.current = entry;
+                Ok(())
+            }
+            Err(e) => Err(self.stop(e)),
+        }
+    }
+
+    fn entry_data(&mut self, data: &[u8]) -> std::result::Result<(), VerifyError> {
+        self.data(data).map_err(|e| self.stop(e))
+    }
+
+    fn end_entry(&mut self) -> std::result::Result<(), VerifyError> {
+        self.end().map_err(|e| self.stop(e))
+    }
 }
 
 /// Feeds a spooled, verified `db.sql` to the restore as COPY blocks (blocking thread). Any error
@@ -904,20 +1073,6 @@ fn feed_db_sql(
             Err(e)
         }
     }
-}
-
-/// Reads until `buf` is full or the input ends.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Parses `db.sql` into COPY blocks: a line equal to a table's `COPY … FROM stdin;` header starts

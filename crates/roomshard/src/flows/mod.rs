@@ -13,6 +13,9 @@ pub use abort::{AbortOutcome, abort};
 pub use access::{regrant, revoke};
 pub use decentralise::{DecentraliseOutcome, Plan, decentralise, plan};
 pub use export::{ExportOptions, ExportOutcome, export, export_to_dir};
-pub use import::{ImportOptions, ImportOutcome, ImportTarget, import_file, recover_imports};
+pub use import::{
+    ArchiveSource, ImportOptions, ImportOutcome, ImportTarget, ReaderFn, import_archive,
+    import_file, recover_imports,
+};
 pub use recentralise::recentralise;
 pub use rotate::rotate;
