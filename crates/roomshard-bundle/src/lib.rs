@@ -48,7 +48,9 @@ pub use attest::{
 };
 pub use error::BundleError;
 pub use p256::elliptic_curve::zeroize::Zeroizing;
-pub use signer::{LocalEd25519Signer, LocalP256Signer, Signer, key_id_for_spki_der};
+pub use signer::{
+    LocalEd25519Signer, LocalP256Signer, Signer, key_id_for_spki_der, key_id_for_spki_pem,
+};
 pub use sql::{CopyValue, DbSqlWriter, encode_copy_row};
 pub use writer::{
     BundleMeta, BundleWriter, Finished, HashingWriter, PendingSignature, WriterOptions,

@@ -49,6 +49,21 @@ pub fn key_id_for_spki_der(algorithm: Algorithm, spki_der: &[u8]) -> String {
     format!("{prefix}-{}", &digest[..16])
 }
 
+/// [`key_id_for_spki_der`] of a PEM `PUBLIC KEY` (SPKI), as a key manager publishes it.
+///
+/// # Errors
+/// [`BundleError`] when `pem` is not one PEM `PUBLIC KEY` block.
+pub fn key_id_for_spki_pem(algorithm: Algorithm, pem: &str) -> Result<String, BundleError> {
+    let (label, der) = p256::pkcs8::der::Document::from_pem(pem)
+        .map_err(|e| BundleError::invalid(format!("public key PEM: {e}")))?;
+    if label != "PUBLIC KEY" {
+        return Err(BundleError::invalid(format!(
+            "public key PEM: a {label:?} block, not \"PUBLIC KEY\""
+        )));
+    }
+    Ok(key_id_for_spki_der(algorithm, der.as_bytes()))
+}
+
 /// Picks the given key id (validated) or the derived one.
 fn choose_key_id(
     algorithm: Algorithm,

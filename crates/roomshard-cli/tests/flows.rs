@@ -300,15 +300,7 @@ fn demo_end_to_end() {
     }
     // The README's openssl step has a public.pem to use, and it checks the signature.
     let x = tmp.path().join("x");
-    fs::create_dir_all(&x).unwrap();
-    let out = run(Command::new("tar")
-        .arg("-I")
-        .arg("zstd")
-        .arg("-xf")
-        .arg(d.join("exports/room_general.tar.zst"))
-        .arg("-C")
-        .arg(&x));
-    assert!(out.status.success(), "{}", describe(&out));
+    extract(&d.join("exports/room_general.tar.zst"), &x);
     // The README's line, as printed there (bash for the process substitution).
     let out = run(Command::new("bash").current_dir(&x).arg("-c").arg(format!(
         "openssl dgst -sha256 -verify {} -signature <(base64 -d export.signature) manifest.json",
@@ -1327,6 +1319,38 @@ fn concurrent_imports_in_real_processes_are_refused_up_front_or_both_land() {
 /// `--control/--shards/--media/--keys URL` put a home's providers where the URLs say, on every
 /// command that opens the home; unknown schemes and malformed URLs are usage errors (exit 2)
 /// that never print a password.
+/// Extracts `archive` into `dir` with GNU tar and zstd, as the README does.
+fn extract(archive: &Path, dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    let out = run(Command::new("tar")
+        .arg("-I")
+        .arg("zstd")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dir));
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// Seeds room `general` (40 messages, 2 objects) into `home` through `cli`, a runner that adds
+/// provider URLs.
+fn seed_general(cli: &dyn Fn(&[&str], i32) -> Output, home: &Path) {
+    cli(
+        &[
+            "seed",
+            "--home",
+            s(home),
+            "--room",
+            "general",
+            "--messages",
+            "40",
+            "--media-objects",
+            "2",
+        ],
+        0,
+    );
+}
+
 #[test]
 fn provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1352,20 +1376,7 @@ fn provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets() {
         all.extend(urls.iter().map(String::as_str));
         cli(&all, code)
     };
-    with(
-        &[
-            "seed",
-            "--home",
-            s(&home),
-            "--room",
-            "general",
-            "--messages",
-            "40",
-            "--media-objects",
-            "2",
-        ],
-        0,
-    );
+    seed_general(&with, &home);
     with(&["decentralise", "general", "--home", s(&home)], 0);
     assert!(root.join("db/global.sqlite3").is_file());
     assert!(root.join("shards-elsewhere/room_general.sqlite3").is_file());
@@ -1420,4 +1431,115 @@ fn provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets() {
         );
         assert!(!err.contains("hunter2"), "a secret was printed: {err}");
     }
+}
+
+#[test]
+fn an_ed25519_home_signs_exports_and_receipts_that_verify_here_and_with_openssl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let home = root.join("home");
+    let keys = format!(
+        "--keys=local-keys://{}?signing=ed25519",
+        root.join("keys").display()
+    );
+    let with = |args: &[&str], code: i32| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push(&keys);
+        cli(&all, code)
+    };
+    seed_general(&with, &home);
+    let receipt = root.join("decentralise.json");
+    with(
+        &[
+            "decentralise",
+            "general",
+            "--home",
+            s(&home),
+            "--receipt-out",
+            s(&receipt),
+        ],
+        0,
+    );
+    let out_dir = root.join("out");
+    with(
+        &[
+            "export",
+            "general",
+            "--home",
+            s(&home),
+            "--out",
+            s(&out_dir),
+        ],
+        0,
+    );
+    // The published key set says ed25519, and so does every signature made with it.
+    let trusted = home.join("keys/trusted-keys.json");
+    let set: serde_json::Value = serde_json::from_slice(&fs::read(&trusted).unwrap()).unwrap();
+    assert_eq!(set["keys"][0]["alg"], "ed25519", "{set}");
+    let key_id = set["keys"][0]["id"].as_str().unwrap().to_string();
+    assert!(key_id.starts_with("ed25519-"), "{key_id}");
+    let archive = out_dir.join("room_general.tar.zst");
+    let report = stdout_json(&cli(
+        &[
+            "verify",
+            s(&archive),
+            "--trusted-keys",
+            s(&trusted),
+            "--sidecar",
+            s(&out_dir.join("room_general.tar.zst.sigstore.json")),
+            "--json",
+        ],
+        0,
+    ));
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["signer"]["key_id"], key_id.as_str(), "{report}");
+    cli(
+        &[
+            "receipt",
+            "verify",
+            s(&receipt),
+            "--trusted-keys",
+            s(&trusted),
+        ],
+        0,
+    );
+
+    // Stock tools agree: the manifest says ed25519 and `openssl pkeyutl -rawin` checks it.
+    let x = root.join("x");
+    extract(&archive, &x);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(x.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["signature"]["algorithm"], "ed25519", "{manifest}");
+    fs::write(
+        x.join("public.pem"),
+        set["keys"][0]["public_key_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let out = run(Command::new("bash").current_dir(&x).arg("-c").arg(
+        "base64 -d export.signature > sig.bin && openssl pkeyutl -verify -pubin -inkey public.pem \
+         -rawin -in manifest.json -sigfile sig.bin",
+    ));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully"),
+        "{}",
+        describe(&out)
+    );
+    // A key directory holding the other algorithm is refused, not silently switched.
+    let out = cli(
+        &[
+            "rooms",
+            "--home",
+            s(&home),
+            &format!(
+                "--keys=local-keys://{}?signing=ecdsa-p256-sha256",
+                root.join("keys").display()
+            ),
+        ],
+        1,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is ed25519, not ecdsa-p256-sha256"),
+        "{}",
+        describe(&out)
+    );
 }

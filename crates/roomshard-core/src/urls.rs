@@ -89,6 +89,16 @@ impl ProviderUrl {
     /// # Errors
     /// [`Error::Invalid`] for a host, a relative path or a query.
     pub fn local_path(&self) -> Result<PathBuf> {
+        self.local_path_with_query(&[])
+    }
+
+    /// [`local_path`](Self::local_path) for a URL that may carry the query parameters `known`
+    /// (`local-keys:///dir?signing=ed25519`), read with [`query`](Self::query). Any other
+    /// parameter is refused, so a misspelt setting is an error rather than silently ignored.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a host, a relative path or an unknown query parameter.
+    pub fn local_path_with_query(&self, known: &[&str]) -> Result<PathBuf> {
         let bad = |why: &str| {
             Error::invalid(
                 &self.role,
@@ -102,8 +112,19 @@ impl ProviderUrl {
         if self.url.host_str().is_some_and(|h| !h.is_empty()) {
             return Err(bad("a host is not allowed (a relative path?)"));
         }
-        if self.url.query().is_some() {
-            return Err(bad("no query parameters are known for it"));
+        if let Some((unknown, _)) = self
+            .url
+            .query_pairs()
+            .find(|(k, _)| !known.contains(&k.as_ref()))
+        {
+            return Err(bad(&if known.is_empty() {
+                "no query parameters are known for it".to_string()
+            } else {
+                format!(
+                    "unknown query parameter `{unknown}` (known: {})",
+                    known.join(", ")
+                )
+            }));
         }
         let path = percent_decode(self.url.path()).ok_or_else(|| bad("the path is not UTF-8"))?;
         if !path.starts_with('/') || path.len() < 2 {
@@ -231,5 +252,16 @@ mod tests {
             assert!(err.contains("--shards"), "{err}");
         }
         assert!(ProviderUrl::parse("/just/a/path", "--keys").is_err());
+        let keys = ProviderUrl::parse("local-keys:///k?signing=ed25519", "--keys").unwrap();
+        assert_eq!(
+            keys.local_path_with_query(&["signing"]).unwrap(),
+            PathBuf::from("/k")
+        );
+        let typo = ProviderUrl::parse("local-keys:///k?sigining=ed25519", "--keys").unwrap();
+        let err = typo
+            .local_path_with_query(&["signing"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown query parameter `sigining`"), "{err}");
     }
 }

@@ -4,7 +4,8 @@
 //! renamed into place):
 //!
 //! ```text
-//! <dir>/signing/platform.pem       the platform's ECDSA P-256 export-signing key (PKCS#8 PEM)
+//! <dir>/signing/platform.pem       the platform's export-signing key (PKCS#8 PEM): ECDSA P-256
+//!                                  by default, Ed25519 when the directory was made so
 //! <dir>/rooms/<room>/meta.json     current key version, scheduled deletion time
 //! <dir>/rooms/<room>/v<N>.key      32 random bytes: version N of the room key
 //! <dir>/rooms/<room>/grants.json   grants on the room key, one per grantee
@@ -27,7 +28,6 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use p256::ecdsa::SigningKey;
 use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rand_core::{OsRng, RngCore};
@@ -70,6 +70,8 @@ const MAX_DELETION_DAYS: u32 = 30;
 pub struct LocalKeyManager {
     dir: PathBuf,
     grantee: Grantee,
+    /// The platform signing key's algorithm (read from the key file at open).
+    signing_algorithm: Algorithm,
     /// Serialises read-modify-write of room metadata and grants within this process.
     lock: Mutex<()>,
 }
@@ -79,7 +81,106 @@ impl fmt::Debug for LocalKeyManager {
         f.debug_struct("LocalKeyManager")
             .field("dir", &self.dir)
             .field("grantee", &self.grantee)
+            .field("signing_algorithm", &self.signing_algorithm)
             .finish_non_exhaustive()
+    }
+}
+
+/// The platform signing key, of either algorithm the format knows.
+enum PlatformKey {
+    P256(p256::ecdsa::SigningKey),
+    Ed25519(ed25519_dalek::SigningKey),
+}
+
+impl PlatformKey {
+    fn generate(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::EcdsaP256Sha256 => {
+                PlatformKey::P256(p256::ecdsa::SigningKey::random(&mut OsRng))
+            }
+            Algorithm::Ed25519 => {
+                let mut seed = Zeroizing::new([0u8; 32]);
+                OsRng.fill_bytes(&mut seed[..]);
+                PlatformKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&seed))
+            }
+        }
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            PlatformKey::P256(_) => Algorithm::EcdsaP256Sha256,
+            PlatformKey::Ed25519(_) => Algorithm::Ed25519,
+        }
+    }
+
+    fn from_pkcs8_pem(pem: &str) -> Result<Self> {
+        if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+            return Ok(PlatformKey::P256(k));
+        }
+        use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+        if let Ok(k) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
+            return Ok(PlatformKey::Ed25519(k));
+        }
+        Err(Error::Corrupt {
+            what: "platform signing key".into(),
+            detail: "not a PKCS#8 PEM ECDSA P-256 or Ed25519 private key".into(),
+        })
+    }
+
+    fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>> {
+        let failed = |e: &dyn fmt::Display| Error::Corrupt {
+            what: "new platform signing key".into(),
+            detail: format!("PKCS#8 encoding failed: {e}"),
+        };
+        // The two key crates build on different pkcs8 releases, hence two sets of traits.
+        match self {
+            PlatformKey::P256(k) => k.to_pkcs8_pem(LineEnding::LF).map_err(|e| failed(&e)),
+            PlatformKey::Ed25519(k) => {
+                use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+                let pem = k
+                    .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+                    .map_err(|e| failed(&e))?;
+                Ok(Zeroizing::new(pem.as_str().to_string()))
+            }
+        }
+    }
+
+    /// ECDSA P-256: DER over SHA-256 of `message`; Ed25519: the 64-byte signature.
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        match self {
+            PlatformKey::P256(k) => {
+                let signature: p256::ecdsa::Signature = k.sign(message);
+                signature.to_der().as_bytes().to_vec()
+            }
+            PlatformKey::Ed25519(k) => {
+                use ed25519_dalek::Signer as _;
+                let signature: ed25519_dalek::Signature = k.sign(message);
+                signature.to_bytes().to_vec()
+            }
+        }
+    }
+
+    fn public_key(&self) -> Result<PublicKey> {
+        let failed = |e: &dyn fmt::Display| Error::Corrupt {
+            what: "platform signing key".into(),
+            detail: format!("public key encoding: {e}"),
+        };
+        let spki_pem = match self {
+            PlatformKey::P256(k) => k
+                .verifying_key()
+                .to_public_key_pem(LineEnding::LF)
+                .map_err(|e| failed(&e))?,
+            PlatformKey::Ed25519(k) => {
+                use ed25519_dalek::pkcs8::EncodePublicKey as _;
+                k.verifying_key()
+                    .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+                    .map_err(|e| failed(&e))?
+            }
+        };
+        Ok(PublicKey {
+            algorithm: self.algorithm(),
+            spki_pem,
+        })
     }
 }
 
@@ -97,44 +198,79 @@ struct RoomMeta {
 }
 
 impl LocalKeyManager {
-    /// The id of the platform's export-signing key (ECDSA P-256), created by [`open`](Self::open).
+    /// The id of the platform's export-signing key, created by [`open`](Self::open).
     pub const PLATFORM_SIGNING_KEY: &'static str = "platform";
 
-    /// Opens (creating if needed) the key directory `dir`, acting as `grantee`. Creates the
-    /// platform signing key on first use.
+    /// Opens (creating if needed) the key directory `dir`, acting as `grantee`. Creates an ECDSA
+    /// P-256 platform signing key on first use (the format's default algorithm: what cosign,
+    /// cloud KMSes and `openssl dgst` handle); an existing key is used whatever its algorithm.
     ///
     /// # Errors
     /// [`Error::Unavailable`] if the directory or the signing key cannot be created or read;
     /// [`Error::Corrupt`] if an existing signing key does not parse.
     pub fn open(dir: impl AsRef<Path>, grantee: Grantee) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_inner(dir.as_ref(), grantee, None)
+    }
+
+    /// [`open`](Self::open), creating the platform signing key with `algorithm` on first use;
+    /// Ed25519 makes every manifest, sidecar and receipt say `ed25519` (the algorithm is read
+    /// from the key, never configured twice).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), and [`Error::Conflict`] when the directory already holds a
+    /// platform key of the other algorithm: switching would orphan every published key set, so
+    /// it is refused rather than done silently.
+    pub fn open_with_signing(
+        dir: impl AsRef<Path>,
+        grantee: Grantee,
+        algorithm: Algorithm,
+    ) -> Result<Self> {
+        Self::open_inner(dir.as_ref(), grantee, Some(algorithm))
+    }
+
+    fn open_inner(dir: &Path, grantee: Grantee, algorithm: Option<Algorithm>) -> Result<Self> {
+        let dir = dir.to_path_buf();
         make_dir(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| io_error(&dir, e))?;
         make_dir(&dir.join("rooms"))?;
         make_dir(&dir.join("signing"))?;
-        let manager = LocalKeyManager {
+        let mut manager = LocalKeyManager {
             dir,
             grantee,
+            signing_algorithm: algorithm.unwrap_or(Algorithm::EcdsaP256Sha256),
             lock: Mutex::new(()),
         };
         let pem_path = manager.signing_key_path();
         if !pem_path.exists() {
-            let key = SigningKey::random(&mut OsRng);
-            let pem = key
-                .to_pkcs8_pem(LineEnding::LF)
-                .map_err(|e| Error::Corrupt {
-                    what: "new platform signing key".into(),
-                    detail: format!("PKCS#8 encoding failed: {e}"),
-                })?;
+            let pem = PlatformKey::generate(manager.signing_algorithm).to_pkcs8_pem()?;
             match write_new_secret(&pem_path, pem.as_bytes()) {
                 // Another process created it first: use theirs.
                 Ok(()) | Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        manager.load_signing_key()?;
+        let found = manager.load_signing_key()?.algorithm();
+        if let Some(wanted) = algorithm
+            && wanted != found
+        {
+            return Err(Error::conflict(format!(
+                "the platform signing key in {} is {}, not {}; use another key directory \
+                 for {} (a signing algorithm never changes in place: verifiers hold the \
+                 published key)",
+                manager.dir.display(),
+                found.as_str(),
+                wanted.as_str(),
+                wanted.as_str()
+            )));
+        }
+        manager.signing_algorithm = found;
         Ok(manager)
+    }
+
+    /// The platform signing key's algorithm.
+    pub fn signing_algorithm(&self) -> Algorithm {
+        self.signing_algorithm
     }
 
     /// The key directory.
@@ -167,16 +303,13 @@ impl LocalKeyManager {
             .join(format!("{}.pem", Self::PLATFORM_SIGNING_KEY))
     }
 
-    fn load_signing_key(&self) -> Result<SigningKey> {
+    fn load_signing_key(&self) -> Result<PlatformKey> {
         let path = self.signing_key_path();
         let pem = Zeroizing::new(fs::read_to_string(&path).map_err(|e| io_error(&path, e))?);
-        SigningKey::from_pkcs8_pem(&pem).map_err(|_| Error::Corrupt {
-            what: "platform signing key".into(),
-            detail: "not a PKCS#8 PEM ECDSA P-256 private key".into(),
-        })
+        PlatformKey::from_pkcs8_pem(&pem)
     }
 
-    fn signing_key(&self, key: &SigningKeyId) -> Result<SigningKey> {
+    fn signing_key(&self, key: &SigningKeyId) -> Result<PlatformKey> {
         if key.as_str() != Self::PLATFORM_SIGNING_KEY {
             return Err(Error::not_found(format!("signing key {key}")));
         }
@@ -373,8 +506,8 @@ impl KeyManager for LocalKeyManager {
             grants: true,
             revoke: true,
             rotate: true,
-            sign_p256: true,
-            sign_ed25519: false,
+            sign_p256: self.signing_algorithm == Algorithm::EcdsaP256Sha256,
+            sign_ed25519: self.signing_algorithm == Algorithm::Ed25519,
             encryption_context: true,
             schedule_deletion: true,
             cancel_deletion: true,
@@ -538,24 +671,11 @@ impl KeyManager for LocalKeyManager {
     }
 
     async fn sign(&self, key: &SigningKeyId, message: &[u8]) -> Result<Vec<u8>> {
-        let signing_key = self.signing_key(key)?;
-        let signature: p256::ecdsa::Signature = signing_key.sign(message);
-        Ok(signature.to_der().as_bytes().to_vec())
+        Ok(self.signing_key(key)?.sign(message))
     }
 
     async fn public_key(&self, key: &SigningKeyId) -> Result<PublicKey> {
-        let signing_key = self.signing_key(key)?;
-        let spki_pem = signing_key
-            .verifying_key()
-            .to_public_key_pem(LineEnding::LF)
-            .map_err(|e| Error::Corrupt {
-                what: "platform signing key".into(),
-                detail: format!("public key encoding: {e}"),
-            })?;
-        Ok(PublicKey {
-            algorithm: Algorithm::EcdsaP256Sha256,
-            spki_pem,
-        })
+        self.signing_key(key)?.public_key()
     }
 
     async fn schedule_deletion(

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use roomshard_core::{
-    EncryptionContext, Error, Grantee, KeyManager, KeyVersions, RoomId, SigningKeyId,
+    EncryptionContext, Error, Grantee, KeyManager, KeyVersions, PublicKey, RoomId, SigningKeyId,
     room_key_alias,
 };
 use roomshard_kms::LocalKeyManager;
@@ -22,6 +22,21 @@ fn mesh() -> Grantee {
 
 fn manager(dir: &Path) -> LocalKeyManager {
     LocalKeyManager::open(dir, mesh()).unwrap()
+}
+
+/// A trusted key set holding `public` as key `platform`.
+fn trusted_platform(public: &PublicKey) -> TrustedKeys {
+    TrustedKeys::new(KeySet {
+        keys: vec![TrustedKey {
+            id: "platform".into(),
+            alg: public.algorithm,
+            public_key_pem: public.spki_pem.clone(),
+            not_before: None,
+            not_after: None,
+            revoked: false,
+        }],
+    })
+    .unwrap()
 }
 
 fn platform() -> SigningKeyId {
@@ -360,17 +375,7 @@ async fn signature_verifies_with_the_trusted_key_set() {
 
     let message = br#"{"format":"roomshard-bundle"}"#;
     let signature = keys.sign(&platform(), message).await.unwrap();
-    let trusted = TrustedKeys::new(KeySet {
-        keys: vec![TrustedKey {
-            id: "platform".into(),
-            alg: public.algorithm,
-            public_key_pem: public.spki_pem.clone(),
-            not_before: None,
-            not_after: None,
-            revoked: false,
-        }],
-    })
-    .unwrap();
+    let trusted = trusted_platform(&public);
     let at = "2026-01-01T00:00:00Z";
     trusted
         .verify(
@@ -617,4 +622,67 @@ fn capabilities_declare_what_is_implemented() {
     assert_eq!(caps.min_deletion_days, Some(7));
     assert_eq!(caps.max_deletion_days, Some(30));
     assert!(caps.max_grants_per_key.is_some());
+}
+
+#[tokio::test]
+async fn an_ed25519_directory_signs_ed25519_and_never_switches_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    let grantee = mesh();
+    let keys = LocalKeyManager::open_with_signing(dir.path(), grantee.clone(), Algorithm::Ed25519)
+        .unwrap();
+    assert_eq!(keys.signing_algorithm(), Algorithm::Ed25519);
+    let caps = keys.capabilities();
+    assert!(caps.sign_ed25519 && !caps.sign_p256, "{caps:?}");
+    let public = keys.public_key(&platform()).await.unwrap();
+    assert_eq!(public.algorithm, Algorithm::Ed25519);
+
+    let message = br#"{"format":"roomshard-bundle"}"#;
+    let signature = keys.sign(&platform(), message).await.unwrap();
+    assert_eq!(signature.len(), 64, "Ed25519 signatures are 64 raw bytes");
+    let trusted = trusted_platform(&public);
+    let at = "2026-01-01T00:00:00Z";
+    trusted
+        .verify(
+            "platform",
+            Algorithm::Ed25519,
+            at,
+            message,
+            &signature,
+            Reason::SignatureInvalid,
+        )
+        .unwrap();
+    let mut tampered = message.to_vec();
+    tampered[0] ^= 1;
+    assert!(
+        trusted
+            .verify(
+                "platform",
+                Algorithm::Ed25519,
+                at,
+                &tampered,
+                &signature,
+                Reason::SignatureInvalid
+            )
+            .is_err()
+    );
+
+    // Reopened plainly, the directory keeps its Ed25519 key; asked for P-256 it refuses.
+    let reopened = LocalKeyManager::open(dir.path(), grantee.clone()).unwrap();
+    assert_eq!(reopened.signing_algorithm(), Algorithm::Ed25519);
+    assert_eq!(reopened.public_key(&platform()).await.unwrap(), public);
+    let err =
+        LocalKeyManager::open_with_signing(dir.path(), grantee.clone(), Algorithm::EcdsaP256Sha256)
+            .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is ed25519, not ecdsa-p256-sha256"),
+        "{err}"
+    );
+    // And a P-256 directory refuses to become Ed25519.
+    let other = tempfile::tempdir().unwrap();
+    LocalKeyManager::open(other.path(), grantee.clone()).unwrap();
+    let err =
+        LocalKeyManager::open_with_signing(other.path(), grantee, Algorithm::Ed25519).unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
 }

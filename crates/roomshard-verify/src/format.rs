@@ -140,6 +140,16 @@ impl Algorithm {
             Algorithm::Ed25519 => "ed25519",
         }
     }
+
+    /// The algorithm of that name ([`as_str`](Self::as_str)), so configuration spells
+    /// algorithms as manifests and key sets do.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        match name {
+            "ecdsa-p256-sha256" => Some(Algorithm::EcdsaP256Sha256),
+            "ed25519" => Some(Algorithm::Ed25519),
+            _ => None,
+        }
+    }
 }
 
 /// Logical column types a host may declare; each maps to one PostgreSQL type in `db.sql`.

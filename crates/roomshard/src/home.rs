@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use roomshard_core::{
-    BucketSpec, ControlPlane, Error, Grantee, KeyManager, ProviderUrl, Result, RoomSchema,
-    SigningKeyId,
+    Algorithm, BucketSpec, ControlPlane, Error, Grantee, KeyManager, ProviderUrl, Result,
+    RoomSchema, SigningKeyId,
 };
 use roomshard_kms::local::LocalKeyManager;
 use roomshard_media::LocalMediaStore;
@@ -54,7 +54,7 @@ pub struct Home {
 /// | `control` | `sqlite:///path/to/global.sqlite3` (the control plane and the pooled tables) | `<home>/global.sqlite3` |
 /// | `shards` | `sqlite:///dir` (one file per sovereign room; pooled tables in the control database) | `<home>/shards` |
 /// | `media` | `file:///dir` | `<home>/media` |
-/// | `keys` | `local-keys:///dir` | `<home>/keys` |
+/// | `keys` | `local-keys:///dir`, optionally `?signing=ed25519` (the algorithm of a platform signing key made there; default `ecdsa-p256-sha256`) | `<home>/keys` |
 #[derive(Clone, Debug, Default)]
 pub struct ProviderUrls {
     /// The control plane (and, for SQLite, the host's pooled tables).
@@ -77,6 +77,29 @@ impl ProviderUrls {
         }
     }
 
+    /// The key directory and the signing algorithm asked for in its URL (`?signing=`), if any.
+    fn keys(&self, dir: &Path) -> Result<(PathBuf, Option<Algorithm>)> {
+        let Some(u) = &self.keys else {
+            return Ok((dir.join("keys"), None));
+        };
+        if u.scheme() != "local-keys" {
+            return Err(u.unknown_scheme(&["local-keys"]));
+        }
+        let path = u.local_path_with_query(&["signing"])?;
+        let algorithm = match u.query("signing") {
+            None => None,
+            Some(name) => Some(Algorithm::from_name(&name).ok_or_else(|| {
+                Error::invalid(
+                    u.role(),
+                    format!(
+                        "{u}: unknown signing algorithm {name:?} (known: ecdsa-p256-sha256, ed25519)"
+                    ),
+                )
+            })?),
+        };
+        Ok((path, algorithm))
+    }
+
     /// Checks every URL given (known scheme, a usable local path) before anything is opened.
     ///
     /// # Errors
@@ -85,7 +108,7 @@ impl ProviderUrls {
         self.control_path(dir)?;
         Self::path(&self.shards, "sqlite", dir.join("shards"))?;
         Self::path(&self.media, "file", dir.join("media"))?;
-        Self::path(&self.keys, "local-keys", dir.join("keys"))?;
+        self.keys(dir)?;
         Ok(())
     }
 
@@ -125,7 +148,7 @@ impl Home {
         let control_path = urls.control_path(dir)?;
         let shards_dir = ProviderUrls::path(&urls.shards, "sqlite", dir.join("shards"))?;
         let media_dir = ProviderUrls::path(&urls.media, "file", dir.join("media"))?;
-        let keys_dir = ProviderUrls::path(&urls.keys, "local-keys", dir.join("keys"))?;
+        let (keys_dir, signing) = urls.keys(dir)?;
         let control_dir = control_path
             .parent()
             .map(Path::to_path_buf)
@@ -136,10 +159,15 @@ impl Home {
             })?;
         }
         let grantee = Grantee::new(HOME_GRANTEE)?;
-        let keys = Arc::new(LocalKeyManager::open(keys_dir, grantee.clone())?);
+        let keys = Arc::new(match signing {
+            None => LocalKeyManager::open(keys_dir, grantee.clone())?,
+            Some(alg) => LocalKeyManager::open_with_signing(keys_dir, grantee.clone(), alg)?,
+        });
         let signing_key = SigningKeyId::new(LocalKeyManager::PLATFORM_SIGNING_KEY)?;
         let public = keys.public_key(&signing_key).await?;
-        let signing_key_id = key_id_for_pem(&public.spki_pem)?;
+        let signing_key_id =
+            roomshard_bundle::key_id_for_spki_pem(public.algorithm, &public.spki_pem)
+                .map_err(|e| Error::corrupt("platform public key", e.to_string()))?;
         write_if_changed(
             &dir.join("keys").join("trusted-keys.json"),
             &trusted_key_set_json(&signing_key_id, public.algorithm, &public.spki_pem),
@@ -209,20 +237,6 @@ impl Home {
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
     }
-}
-
-/// The published key id of a P-256 public key (`p256-` + 16 hex digits of its SPKI's SHA-256).
-fn key_id_for_pem(pem: &str) -> Result<String> {
-    use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
-    let key = p256::PublicKey::from_public_key_pem(pem)
-        .map_err(|e| Error::corrupt("platform public key", e.to_string()))?;
-    let der = key
-        .to_public_key_der()
-        .map_err(|e| Error::corrupt("platform public key", e.to_string()))?;
-    Ok(roomshard_bundle::key_id_for_spki_der(
-        roomshard_core::Algorithm::EcdsaP256Sha256,
-        der.as_bytes(),
-    ))
 }
 
 /// Writes `bytes` to `path` atomically (temp file + rename) unless it already holds them.

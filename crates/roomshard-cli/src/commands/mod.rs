@@ -115,7 +115,8 @@ pub struct HomeArgs {
     /// The media store, e.g. file:///srv/mesh-media [default: DIR/media].
     #[arg(long, value_name = "URL")]
     pub media: Option<String>,
-    /// The key manager, e.g. local-keys:///etc/roomshard/keys [default: DIR/keys].
+    /// The key manager, e.g. local-keys:///etc/roomshard/keys; add ?signing=ed25519 to make a new
+    /// directory's platform signing key Ed25519 (default ECDSA P-256) [default: DIR/keys].
     #[arg(long, value_name = "URL")]
     pub keys: Option<String>,
 }
