@@ -5,7 +5,7 @@ use super::{
     expect_unsupported, fresh_room, now_unix_ms, run_checks,
 };
 use roomshard_core::{
-    Algorithm, DataKey, EncryptionContext, Grantee, KeyManager, RoomId, SigningKeyId,
+    Algorithm, DataKey, EncryptionContext, Grantee, KeyManager, KeySpec, RoomId, SigningKeyId,
     room_key_alias,
 };
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ pub async fn run_key_manager_suite(
 
 async fn new_room(km: &dyn KeyManager, config: &KeySuiteConfig) -> Result<RoomId, Failure> {
     let room = config.room()?;
-    km.ensure_room_key(&room, &BTreeMap::new())
+    km.ensure_room_key(&room, &KeySpec::default())
         .await
         .context("ensure_room_key")?;
     Ok(room)
@@ -75,11 +75,23 @@ pub async fn ensure_room_key_is_idempotent(
     let mut tags = BTreeMap::new();
     tags.insert("suite".to_string(), "conformance".to_string());
     let first = km
-        .ensure_room_key(&room, &tags)
+        .ensure_room_key(
+            &room,
+            &KeySpec {
+                tags: tags.clone(),
+                ..KeySpec::default()
+            },
+        )
         .await
         .context("first ensure_room_key")?;
     let second = km
-        .ensure_room_key(&room, &tags)
+        .ensure_room_key(
+            &room,
+            &KeySpec {
+                tags: tags.clone(),
+                ..KeySpec::default()
+            },
+        )
         .await
         .context("second ensure_room_key")?;
     ensure(first == second, || {
@@ -615,7 +627,7 @@ pub async fn schedule_deletion_checks_its_window_and_is_idempotent(
         format!("scheduling again returned {again:?}, not the existing {first:?}")
     })?;
     expect_kind(
-        km.ensure_room_key(&room, &BTreeMap::new()).await,
+        km.ensure_room_key(&room, &KeySpec::default()).await,
         Kind::Conflict,
         "ensure_room_key of a key scheduled for deletion",
     )?;
@@ -666,7 +678,7 @@ pub async fn cancel_deletion_makes_the_key_serve_again(
             .context("cancel_deletion again")?,
         || "a second cancel_deletion returned true".to_string(),
     )?;
-    km.ensure_room_key(&room, &BTreeMap::new())
+    km.ensure_room_key(&room, &KeySpec::default())
         .await
         .context("ensure_room_key after cancel_deletion")?;
     let plain = km

@@ -5,8 +5,8 @@ use super::{
     expect_unsupported, fresh_room, now_unix_ms, run_checks,
 };
 use roomshard_core::{
-    BucketSpec, Bytes, Error, Grantee, KeyManager, ListRequest, MediaStore, ObjectBody, ObjectKey,
-    PutOptions, RoomId, Scope,
+    BucketSpec, Bytes, Error, Grantee, KeyManager, KeySpec, ListRequest, Location, MediaStore,
+    ObjectBody, ObjectKey, PutOptions, RoomId, Scope,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -40,7 +40,7 @@ impl MediaSuiteConfig {
     async fn room(&self) -> Result<RoomId, Failure> {
         let room = fresh_room(self.room_prefix.as_deref().unwrap_or("cf"))?;
         if let Some(keys) = &self.keys {
-            keys.ensure_room_key(&room, &BTreeMap::new())
+            keys.ensure_room_key(&room, &KeySpec::default())
                 .await
                 .context("ensure_room_key for the suite's room")?;
         }
@@ -51,7 +51,7 @@ impl MediaSuiteConfig {
 /// The checks of the media suite, in the order [`run_media_suite`] runs them.
 pub fn media_checks() -> Vec<CheckSpec<dyn MediaStore, MediaSuiteConfig>> {
     checks!(dyn MediaStore, MediaSuiteConfig;
-        ensure_bucket_is_idempotent, ensure_bucket_refuses_what_it_cannot_honour, put_get_round_trip, large_streamed_object_round_trips, put_replaces_an_object, failed_put_leaves_the_old_object, missing_object_is_not_found_and_delete_is_idempotent, dedicated_scope_without_bucket_is_not_found, scopes_are_isolated, list_is_ordered_filtered_and_paged, usage_counts_objects, objects_over_the_size_limit_are_refused, drop_bucket_is_idempotent, copy_server_side, presign_get_bounds, revoked_room_is_sealed,
+        locate_bucket_is_pure_and_ensure_bucket_goes_there, an_adopted_bucket_is_never_created_or_dropped, ensure_bucket_is_idempotent, ensure_bucket_refuses_what_it_cannot_honour, put_get_round_trip, large_streamed_object_round_trips, put_replaces_an_object, failed_put_leaves_the_old_object, missing_object_is_not_found_and_delete_is_idempotent, dedicated_scope_without_bucket_is_not_found, scopes_are_isolated, list_is_ordered_filtered_and_paged, usage_counts_objects, objects_over_the_size_limit_are_refused, drop_bucket_is_idempotent, copy_server_side, presign_get_bounds, revoked_room_is_sealed,
     )
 }
 
@@ -116,13 +116,126 @@ async fn read_all(
     Ok(bytes.to_vec())
 }
 
+/// Where `store` puts `room`'s bucket (its own `locate_bucket`): what a placement would record
+/// before `ensure_bucket`.
+fn located(store: &dyn MediaStore, room: &RoomId) -> Result<Location, Failure> {
+    Ok(Location {
+        bucket: Some(store.locate_bucket(room).context("locate_bucket")?),
+        ..Location::default()
+    })
+}
+
+/// `room`'s dedicated scope at the location `store` gives it.
+fn dedicated(store: &dyn MediaStore, room: &RoomId) -> Result<Scope, Failure> {
+    Ok(Scope::Dedicated(room.clone(), located(store, room)?))
+}
+
+/// Requires `room` to have no bucket where `store` would put it (listing it is `NotFound`).
+async fn expect_no_bucket(store: &dyn MediaStore, room: &RoomId, doing: &str) -> CheckResult {
+    expect_kind(
+        store
+            .list(&dedicated(store, room)?, &ListRequest::default())
+            .await,
+        Kind::NotFound,
+        doing,
+    )?;
+    Ok(Verdict::Passed)
+}
+
 async fn with_bucket(store: &dyn MediaStore, config: &MediaSuiteConfig) -> Result<RoomId, Failure> {
     let room = config.room().await?;
     store
-        .ensure_bucket(&room, &plain_spec())
+        .ensure_bucket(&room, &located(store, &room)?, &plain_spec())
         .await
         .context("ensure_bucket with a plain spec")?;
     Ok(room)
+}
+
+/// `locate_bucket`: "No side effect; … the same for the same room"; `ensure_bucket` makes the
+/// bucket `at.bucket` names, and a location without one is `Error::Invalid`.
+pub async fn locate_bucket_is_pure_and_ensure_bucket_goes_there(
+    store: &dyn MediaStore,
+    config: &MediaSuiteConfig,
+) -> CheckResult {
+    let room = config.room().await?;
+    let first = store.locate_bucket(&room).context("locate_bucket")?;
+    let again = store.locate_bucket(&room).context("locate_bucket again")?;
+    ensure(first == again, || {
+        format!("locate_bucket answered {first:?}, then {again:?}")
+    })?;
+    expect_no_bucket(
+        store,
+        &room,
+        "listing a located bucket before ensure_bucket (locate must create nothing)",
+    )
+    .await?;
+    let made = store
+        .ensure_bucket(&room, &located(store, &room)?, &plain_spec())
+        .await
+        .context("ensure_bucket at the located name")?;
+    ensure(made.name == first, || {
+        format!("ensure_bucket made {:?}, not {first:?}", made.name)
+    })?;
+    expect_kind(
+        store
+            .ensure_bucket(&room, &Location::default(), &plain_spec())
+            .await,
+        Kind::Invalid,
+        "ensure_bucket with a location that names no bucket",
+    )?;
+    Ok(Verdict::Passed)
+}
+
+/// `ensure_bucket`: "an adopted one … must exist (`Error::NotFound` otherwise) and is never
+/// created"; `drop_bucket`: "An adopted bucket is the customer's: left as it is, objects
+/// included".
+pub async fn an_adopted_bucket_is_never_created_or_dropped(
+    store: &dyn MediaStore,
+    config: &MediaSuiteConfig,
+) -> CheckResult {
+    let room = config.room().await?;
+    let mut adopted = located(store, &room)?;
+    adopted.adopted.bucket = true;
+    expect_kind(
+        store.ensure_bucket(&room, &adopted, &plain_spec()).await,
+        Kind::NotFound,
+        "ensure_bucket of an adopted bucket that does not exist",
+    )?;
+    expect_no_bucket(
+        store,
+        &room,
+        "listing after a refused adoption (nothing may be created)",
+    )
+    .await?;
+    // The customer's bucket exists (made the ordinary way, standing in for theirs).
+    store
+        .ensure_bucket(&room, &located(store, &room)?, &plain_spec())
+        .await
+        .context("making the bucket that stands in for the customer's")?;
+    store
+        .ensure_bucket(&room, &adopted, &plain_spec())
+        .await
+        .context("ensure_bucket of an existing adopted bucket")?;
+    let scope = Scope::Dedicated(room.clone(), adopted.clone());
+    let k = key("theirs.txt")?;
+    store
+        .put(
+            &scope,
+            &k,
+            chunked(b"customer data", 4),
+            &PutOptions::default(),
+        )
+        .await
+        .context("put into the adopted bucket")?;
+    store
+        .drop_bucket(&room, &adopted)
+        .await
+        .context("drop_bucket of an adopted bucket")?;
+    ensure(
+        read_all(store, &scope, &k).await? == b"customer data",
+        || "drop_bucket of an adopted bucket changed its objects".into(),
+    )?;
+    Ok(Verdict::Passed)
 }
 
 /// "Idempotent and converging: on an existing bucket it … returns the same `BucketRef`."
@@ -132,11 +245,11 @@ pub async fn ensure_bucket_is_idempotent(
 ) -> CheckResult {
     let room = config.room().await?;
     let first = store
-        .ensure_bucket(&room, &plain_spec())
+        .ensure_bucket(&room, &located(store, &room)?, &plain_spec())
         .await
         .context("ensure_bucket")?;
     let again = store
-        .ensure_bucket(&room, &plain_spec())
+        .ensure_bucket(&room, &located(store, &room)?, &plain_spec())
         .await
         .context("ensure_bucket again")?;
     ensure(first == again, || {
@@ -198,7 +311,9 @@ pub async fn ensure_bucket_refuses_what_it_cannot_honour(
         match spec.unsupported_by(&caps) {
             Some(operation) => {
                 let err = expect_kind(
-                    store.ensure_bucket(&room, &spec).await,
+                    store
+                        .ensure_bucket(&room, &located(store, &room)?, &spec)
+                        .await,
                     Kind::Unsupported,
                     &format!("ensure_bucket with {field}, which the capabilities rule out"),
                 )?;
@@ -211,7 +326,7 @@ pub async fn ensure_bucket_refuses_what_it_cannot_honour(
                 }
                 expect_kind(
                     store
-                        .list(&Scope::Dedicated(room.clone()), &ListRequest::default())
+                        .list(&dedicated(store, &room)?, &ListRequest::default())
                         .await,
                     Kind::NotFound,
                     &format!(
@@ -222,9 +337,12 @@ pub async fn ensure_bucket_refuses_what_it_cannot_honour(
             // A kms_key the store can honour must name a real key; the suite has none to give.
             None if field == "kms_key" => {}
             None => {
-                store.ensure_bucket(&room, &spec).await.context(&format!(
-                    "ensure_bucket with {field}, which the capabilities allow"
-                ))?;
+                store
+                    .ensure_bucket(&room, &located(store, &room)?, &spec)
+                    .await
+                    .context(&format!(
+                        "ensure_bucket with {field}, which the capabilities allow"
+                    ))?;
             }
         }
     }
@@ -310,7 +428,7 @@ pub async fn large_streamed_object_round_trips(
     config: &MediaSuiteConfig,
 ) -> CheckResult {
     let room = with_bucket(store, config).await?;
-    let scope = Scope::Dedicated(room);
+    let scope = dedicated(store, &room)?;
     let k = key("video/big.bin")?;
     let size = 6 * 1024 * 1024 + 123;
     if store
@@ -501,7 +619,7 @@ pub async fn dedicated_scope_without_bucket_is_not_found(
     store: &dyn MediaStore,
     config: &MediaSuiteConfig,
 ) -> CheckResult {
-    let scope = Scope::Dedicated(config.room().await?);
+    let scope = dedicated(store, &config.room().await?)?;
     let k = key("a.txt")?;
     expect_kind(
         store
@@ -555,7 +673,7 @@ pub async fn scopes_are_isolated(store: &dyn MediaStore, config: &MediaSuiteConf
         "head of room a's key in pooled room b",
     )?;
     expect_kind(
-        store.head(&Scope::Dedicated(a.clone()), &k).await,
+        store.head(&dedicated(store, &a)?, &k).await,
         Kind::NotFound,
         "head of room a's pooled key in room a's own bucket",
     )?;
@@ -592,7 +710,7 @@ pub async fn list_is_ordered_filtered_and_paged(
     config: &MediaSuiteConfig,
 ) -> CheckResult {
     let room = with_bucket(store, config).await?;
-    let scope = Scope::Dedicated(room);
+    let scope = dedicated(store, &room)?;
     let empty = store
         .list(&scope, &ListRequest::default())
         .await
@@ -747,7 +865,7 @@ pub async fn drop_bucket_is_idempotent(
     config: &MediaSuiteConfig,
 ) -> CheckResult {
     let room = with_bucket(store, config).await?;
-    let scope = Scope::Dedicated(room.clone());
+    let scope = dedicated(store, &room)?;
     for i in 0..3 {
         store
             .put(
@@ -769,9 +887,12 @@ pub async fn drop_bucket_is_idempotent(
         )
         .await
         .context("put in the pooled scope")?;
-    store.drop_bucket(&room).await.context("drop_bucket")?;
     store
-        .drop_bucket(&room)
+        .drop_bucket(&room, &located(store, &room)?)
+        .await
+        .context("drop_bucket")?;
+    store
+        .drop_bucket(&room, &located(store, &room)?)
         .await
         .context("drop_bucket again")?;
     expect_kind(
@@ -783,8 +904,9 @@ pub async fn drop_bucket_is_idempotent(
         read_all(store, &pooled, &key("pooled.txt")?).await? == b"stays",
         || "drop_bucket touched the room's pooled objects".into(),
     )?;
+    let never = config.room().await?;
     store
-        .drop_bucket(&config.room().await?)
+        .drop_bucket(&never, &located(store, &never)?)
         .await
         .context("drop_bucket of a room that never had one")?;
     Ok(Verdict::Passed)
@@ -795,7 +917,7 @@ pub async fn drop_bucket_is_idempotent(
 pub async fn copy_server_side(store: &dyn MediaStore, config: &MediaSuiteConfig) -> CheckResult {
     let room = with_bucket(store, config).await?;
     let from = Scope::Pooled(room.clone());
-    let to = Scope::Dedicated(room);
+    let to = dedicated(store, &room)?;
     let (src, dst) = (key("src.bin")?, key("copied/dst.bin")?);
     if !store.capabilities().copy {
         return expect_unsupported(store.copy(&from, &src, &to, &dst).await, "copy", "copy");
@@ -907,7 +1029,7 @@ pub async fn revoked_room_is_sealed(
         ));
     }
     let room = with_bucket(store, config).await?;
-    let scope = Scope::Dedicated(room.clone());
+    let scope = dedicated(store, &room)?;
     let k = key("secret.txt")?;
     store
         .put(

@@ -7,8 +7,8 @@ use super::{
 };
 use roomshard_core::{
     Bytes, CheckpointSink, CopyCheckpoint, CopyPass, CopyRequest, CopySource, DumpSink, DumpSource,
-    Error, IdRemap, Identifier, KeyRewrite, LogicalType, NoCheckpoints, NoProgress, Parity,
-    ProgressEvent, RemapPolicy, RoomId, RoomSchema, Scope, ServerUrl, ShardStore, Table,
+    Error, IdRemap, Identifier, KeyRewrite, Location, LogicalType, NoCheckpoints, NoProgress,
+    Parity, ProgressEvent, RemapPolicy, RoomId, RoomSchema, Scope, ServerUrl, ShardStore, Table,
     TableCount, TableDescriptor, async_trait,
 };
 use sha2::{Digest, Sha256};
@@ -232,7 +232,7 @@ impl RecordingCheckpoints {
 /// The checks of the shard suite, in the order [`run_shard_suite`] runs them.
 pub fn shard_checks() -> Vec<CheckSpec<dyn ShardStore, ShardSuiteConfig>> {
     checks!(dyn ShardStore, ShardSuiteConfig;
-        ensure_shard_is_idempotent_and_refuses_a_different_table, restore_then_dump_round_trips_every_type, restore_refuses_bad_dumps_all_or_nothing, restore_keep_collision_is_a_conflict, restore_on_collision_remaps_and_rewrites_references, restore_rewrites_media_keys, dump_stops_on_a_sink_error, parity_counts_and_checksums_match_the_dump, bulk_copy_is_checkpointed_and_converges, copy_refuses_bad_requests, catch_up_makes_the_target_equal, copy_resumes_after_a_failed_checkpoint, cross_server_copy, drop_room_is_idempotent_and_room_scoped, size_bytes_of_a_shard, route_names_tables, outbox_reads_and_trims,
+        locate_shard_is_pure_and_ensure_shard_goes_there, an_adopted_shard_is_never_created_or_dropped, a_pinned_region_is_refused_without_regions, ensure_shard_is_idempotent_and_refuses_a_different_table, restore_then_dump_round_trips_every_type, restore_refuses_bad_dumps_all_or_nothing, restore_keep_collision_is_a_conflict, restore_on_collision_remaps_and_rewrites_references, restore_rewrites_media_keys, dump_stops_on_a_sink_error, parity_counts_and_checksums_match_the_dump, bulk_copy_is_checkpointed_and_converges, copy_refuses_bad_requests, catch_up_makes_the_target_equal, copy_resumes_after_a_failed_checkpoint, cross_server_copy, drop_room_is_idempotent_and_room_scoped, size_bytes_of_a_shard, route_names_tables, outbox_reads_and_trims,
     )
 }
 
@@ -244,10 +244,24 @@ pub async fn run_shard_suite(
     run_checks("shard", store.name(), &shard_checks(), store, config).await
 }
 
+/// Where `store` puts `room`'s shard (its own `locate_shard`, no region): what a placement would
+/// record before `ensure_shard`.
+fn located(store: &dyn ShardStore, room: &RoomId) -> Result<Location, Failure> {
+    Ok(Location {
+        shard: Some(store.locate_shard(room, None).context("locate_shard")?),
+        ..Location::default()
+    })
+}
+
+/// `room`'s dedicated scope at the location `store` gives it.
+fn dedicated(store: &dyn ShardStore, room: &RoomId) -> Result<Scope, Failure> {
+    Ok(Scope::Dedicated(room.clone(), located(store, room)?))
+}
+
 async fn new_shard(store: &dyn ShardStore, config: &ShardSuiteConfig) -> Result<RoomId, Failure> {
     let room = config.room()?;
     store
-        .ensure_shard(&room, &schema()?)
+        .ensure_shard(&room, &located(store, &room)?, &schema()?)
         .await
         .context("ensure_shard")?;
     Ok(room)
@@ -313,6 +327,131 @@ fn needs_restore(store: &dyn ShardStore) -> Option<Verdict> {
     })
 }
 
+/// `locate_shard`: "No side effect; the same answer for the same room and region";
+/// `ensure_shard`: "Returns the shard's reference, whose `url` equals `at.shard`".
+pub async fn locate_shard_is_pure_and_ensure_shard_goes_there(
+    store: &dyn ShardStore,
+    config: &ShardSuiteConfig,
+) -> CheckResult {
+    let schema = schema()?;
+    let room = config.room()?;
+    let first = store.locate_shard(&room, None).context("locate_shard")?;
+    let again = store
+        .locate_shard(&room, None)
+        .context("locate_shard again")?;
+    ensure(first == again, || {
+        format!("locate_shard answered {first:?}, then {again:?}")
+    })?;
+    expect_kind(
+        store.parity(&dedicated(store, &room)?, &schema).await,
+        Kind::NotFound,
+        "parity of a located shard before ensure_shard (locate must create nothing)",
+    )?;
+    let made = store
+        .ensure_shard(&room, &located(store, &room)?, &schema)
+        .await
+        .context("ensure_shard at the located URL")?;
+    ensure(made.url == first, || {
+        format!(
+            "ensure_shard made {:?}, not the location it was given ({first:?})",
+            made.url
+        )
+    })?;
+    expect_kind(
+        store
+            .ensure_shard(&room, &Location::default(), &schema)
+            .await,
+        Kind::Invalid,
+        "ensure_shard with a location that names no shard",
+    )?;
+    Ok(Verdict::Passed)
+}
+
+/// `ensure_shard`: "an adopted one must exist (`NotFound` otherwise) and is never created";
+/// `drop_room`: "An adopted shard … is left as it is, with its tables and rows".
+pub async fn an_adopted_shard_is_never_created_or_dropped(
+    store: &dyn ShardStore,
+    config: &ShardSuiteConfig,
+) -> CheckResult {
+    let schema = schema()?;
+    let room = config.room()?;
+    let mut adopted = located(store, &room)?;
+    adopted.adopted.shard = true;
+    expect_kind(
+        store.ensure_shard(&room, &adopted, &schema).await,
+        Kind::NotFound,
+        "ensure_shard of an adopted shard that does not exist",
+    )?;
+    expect_kind(
+        store.parity(&dedicated(store, &room)?, &schema).await,
+        Kind::NotFound,
+        "parity after a refused adoption (nothing may be created)",
+    )?;
+    // The customer's shard exists (made here the ordinary way, standing in for theirs): adopted,
+    // it is prepared, and a drop leaves it with its rows.
+    store
+        .ensure_shard(&room, &located(store, &room)?, &schema)
+        .await
+        .context("making the shard that stands in for the customer's")?;
+    store
+        .ensure_shard(&room, &adopted, &schema)
+        .await
+        .context("ensure_shard of an existing adopted shard")?;
+    let scope = Scope::Dedicated(room.clone(), adopted);
+    if store.capabilities().restore {
+        seed(
+            store,
+            &scope,
+            room.as_str(),
+            base_of(&room),
+            &IdRemap::default(),
+        )
+        .await
+        .context("restoring rows into the adopted shard")?;
+    }
+    let before = parity(store, &scope).await?;
+    store
+        .drop_room(&scope, &schema)
+        .await
+        .context("drop_room of an adopted shard")?;
+    let after = parity(store, &scope)
+        .await
+        .map_err(|f| Failure::new(format!("the adopted shard is gone after drop_room: {f}")))?;
+    ensure(after == before, || {
+        format!("drop_room of an adopted shard changed it: {before:?} → {after:?}")
+    })?;
+    Ok(Verdict::Passed)
+}
+
+/// `locate_shard` / `ensure_shard`: "A region the store cannot place a shard in is
+/// `Error::Unsupported` (`ensure_shard.region`)" — without `regions`, any pinned region.
+pub async fn a_pinned_region_is_refused_without_regions(
+    store: &dyn ShardStore,
+    config: &ShardSuiteConfig,
+) -> CheckResult {
+    if store.capabilities().regions {
+        return Ok(Verdict::NotApplicable(
+            "the store places shards in regions; which ones is deployment-specific".into(),
+        ));
+    }
+    let room = config.room()?;
+    let result = store.locate_shard(&room, Some("eu-central-1"));
+    expect_unsupported(result, "ensure_shard.region", "regions")?;
+    let mut pinned = located(store, &room)?;
+    pinned.region = Some("eu-central-1".into());
+    let verdict = expect_unsupported(
+        store.ensure_shard(&room, &pinned, &schema()?).await,
+        "ensure_shard.region",
+        "regions",
+    )?;
+    expect_kind(
+        store.parity(&dedicated(store, &room)?, &schema()?).await,
+        Kind::NotFound,
+        "parity after a refused region (nothing may be created)",
+    )?;
+    Ok(verdict)
+}
+
 /// `ensure_shard`: "Idempotent: on an existing, matching shard it changes nothing and returns
 /// `Ok`"; "An existing table whose columns differ from the descriptor is `Error::Conflict`".
 pub async fn ensure_shard_is_idempotent_and_refuses_a_different_table(
@@ -321,11 +460,11 @@ pub async fn ensure_shard_is_idempotent_and_refuses_a_different_table(
 ) -> CheckResult {
     let room = config.room()?;
     let first = store
-        .ensure_shard(&room, &schema()?)
+        .ensure_shard(&room, &located(store, &room)?, &schema()?)
         .await
         .context("ensure_shard")?;
     let again = store
-        .ensure_shard(&room, &schema()?)
+        .ensure_shard(&room, &located(store, &room)?, &schema()?)
         .await
         .context("ensure_shard again")?;
     ensure(first == again, || {
@@ -337,7 +476,7 @@ pub async fn ensure_shard_is_idempotent_and_refuses_a_different_table(
     )?;
     let other = new_shard(store, config).await?;
     let other_ref = store
-        .ensure_shard(&other, &schema()?)
+        .ensure_shard(&other, &located(store, &other)?, &schema()?)
         .await
         .context("ensure_shard of another room")?;
     ensure(other_ref.url != first.url, || {
@@ -354,11 +493,13 @@ pub async fn ensure_shard_is_idempotent_and_refuses_a_different_table(
         .and_then(|t| RoomSchema::new("conformance-2", vec![t]))
         .map_err(|e| Failure::new(format!("changed schema: {e}")))?;
     expect_kind(
-        store.ensure_shard(&room, &changed).await,
+        store
+            .ensure_shard(&room, &located(store, &room)?, &changed)
+            .await,
         Kind::Conflict,
         "ensure_shard with a table whose columns differ from the existing one",
     )?;
-    let p = parity(store, &Scope::Dedicated(room)).await?;
+    let p = parity(store, &dedicated(store, &room)?).await?;
     ensure(rows_of(&p) == expected_counts(0, 0), || {
         format!("a fresh shard should have empty tables in schema order, parity says {p:?}")
     })?;
@@ -374,7 +515,7 @@ pub async fn restore_then_dump_round_trips_every_type(
 ) -> CheckResult {
     let caps = store.capabilities();
     let room = new_shard(store, config).await?;
-    let scope = Scope::Dedicated(room.clone());
+    let scope = dedicated(store, &room)?;
     if !caps.restore {
         let mut source = MemorySource::new(vec![]);
         return expect_unsupported(
@@ -455,7 +596,7 @@ pub async fn restore_refuses_bad_dumps_all_or_nothing(
         return Ok(v);
     }
     let room = new_shard(store, config).await?;
-    let scope = Scope::Dedicated(room.clone());
+    let scope = dedicated(store, &room)?;
     let r = room.as_str();
     let good = thread_rows(r, base_of(&room));
     let cases: Vec<(&str, Kind, Vec<TableRows>)> = vec![
@@ -529,7 +670,7 @@ pub async fn restore_keep_collision_is_a_conflict(
         return Ok(v);
     }
     let room = new_shard(store, config).await?;
-    let scope = Scope::Dedicated(room.clone());
+    let scope = dedicated(store, &room)?;
     seed(
         store,
         &scope,
@@ -689,7 +830,7 @@ pub async fn restore_rewrites_media_keys(
         ));
     }
     let room = new_shard(store, config).await?;
-    let scope = Scope::Dedicated(room.clone());
+    let scope = dedicated(store, &room)?;
     let base = base_of(&room);
     let remap = IdRemap {
         ids: RemapPolicy::Keep,
@@ -719,7 +860,7 @@ pub async fn dump_stops_on_a_sink_error(
     config: &ShardSuiteConfig,
 ) -> CheckResult {
     let room = new_shard(store, config).await?;
-    let scope = Scope::Dedicated(room.clone());
+    let scope = dedicated(store, &room)?;
     if !store.capabilities().dump {
         return expect_unsupported(
             store
@@ -769,7 +910,7 @@ pub async fn parity_counts_and_checksums_match_the_dump(
         return Ok(v);
     }
     let room = new_shard(store, config).await?;
-    let scope = Scope::Dedicated(room.clone());
+    let scope = dedicated(store, &room)?;
     seed(
         store,
         &scope,
@@ -862,6 +1003,7 @@ async fn pooled_room_with_shard(
 }
 
 fn request<'a>(
+    store: &dyn ShardStore,
     schema: &'a RoomSchema,
     room: &RoomId,
     pass: CopyPass,
@@ -875,7 +1017,8 @@ fn request<'a>(
             scope: Scope::Pooled(room.clone()),
             server: None,
         },
-        target: Scope::Dedicated(room.clone()),
+        // A store that cannot locate the shard fails the check at the copy (no shard location).
+        target: Scope::Dedicated(room.clone(), located(store, room).unwrap_or_default()),
         pass,
         resume_from,
         checkpoints,
@@ -885,7 +1028,7 @@ fn request<'a>(
 
 async fn same_parity(store: &dyn ShardStore, room: &RoomId, doing: &str) -> Result<(), Failure> {
     let source = parity(store, &Scope::Pooled(room.clone())).await?;
-    let target = parity(store, &Scope::Dedicated(room.clone())).await?;
+    let target = parity(store, &dedicated(store, room)?).await?;
     let mismatched = source.mismatched_tables(&target);
     ensure(mismatched.is_empty(), || {
         format!("after {doing}, tables {mismatched:?} differ: source {source:?}, target {target:?}")
@@ -913,6 +1056,7 @@ pub async fn bulk_copy_is_checkpointed_and_converges(
     };
     let outcome = store
         .copy_room(request(
+            store,
             &schema,
             &room,
             CopyPass::Bulk,
@@ -950,6 +1094,7 @@ pub async fn bulk_copy_is_checkpointed_and_converges(
     same_parity(store, &room, "a bulk copy").await?;
     store
         .copy_room(request(
+            store,
             &schema,
             &room,
             CopyPass::Bulk,
@@ -977,6 +1122,7 @@ pub async fn copy_refuses_bad_requests(
     let room = config.room()?;
     let other = config.room()?;
     let mut onto_itself = request(
+        store,
         &schema,
         &room,
         CopyPass::Bulk,
@@ -991,6 +1137,7 @@ pub async fn copy_refuses_bad_requests(
         "copy_room onto its own source",
     )?;
     let mut renaming = request(
+        store,
         &schema,
         &room,
         CopyPass::Bulk,
@@ -998,7 +1145,7 @@ pub async fn copy_refuses_bad_requests(
         &NoCheckpoints,
         &NoProgress,
     );
-    renaming.target = Scope::Dedicated(other);
+    renaming.target = dedicated(store, &other)?;
     expect_kind(
         store.copy_room(renaming).await,
         Kind::Invalid,
@@ -1008,6 +1155,7 @@ pub async fn copy_refuses_bad_requests(
         expect_kind(
             store
                 .copy_room(request(
+                    store,
                     &schema,
                     &room,
                     CopyPass::Bulk,
@@ -1035,6 +1183,7 @@ pub async fn catch_up_makes_the_target_equal(
         return expect_unsupported(
             store
                 .copy_room(request(
+                    store,
                     &schema,
                     &room,
                     CopyPass::CatchUp,
@@ -1053,6 +1202,7 @@ pub async fn catch_up_makes_the_target_equal(
     };
     store
         .copy_room(request(
+            store,
             &schema,
             &room,
             CopyPass::Bulk,
@@ -1085,6 +1235,7 @@ pub async fn catch_up_makes_the_target_equal(
         .context("restore of the changed source")?;
     let outcome = store
         .copy_room(request(
+            store,
             &schema,
             &room,
             CopyPass::CatchUp,
@@ -1100,7 +1251,7 @@ pub async fn catch_up_makes_the_target_equal(
     )?;
     same_parity(store, &room, "catch-up").await?;
     if store.capabilities().dump {
-        let (_, sink) = dump_tables(store, &Scope::Dedicated(room.clone())).await?;
+        let (_, sink) = dump_tables(store, &dedicated(store, &room)?).await?;
         let threads = String::from_utf8_lossy(&sink.tables[0].1).to_string();
         ensure(
             threads.contains("second, edited")
@@ -1128,6 +1279,7 @@ pub async fn copy_resumes_after_a_failed_checkpoint(
     };
     let first = store
         .copy_room(request(
+            store,
             &schema,
             &room,
             CopyPass::Bulk,
@@ -1145,6 +1297,7 @@ pub async fn copy_resumes_after_a_failed_checkpoint(
     })?;
     store
         .copy_room(request(
+            store,
             &schema,
             &room,
             CopyPass::Bulk,
@@ -1169,6 +1322,7 @@ pub async fn cross_server_copy(store: &dyn ShardStore, config: &ShardSuiteConfig
     let schema = schema()?;
     let room = config.room()?;
     let mut req = request(
+        store,
         &schema,
         &room,
         CopyPass::Bulk,
@@ -1188,22 +1342,22 @@ pub async fn drop_room_is_idempotent_and_room_scoped(
 ) -> CheckResult {
     let schema = schema()?;
     let room = new_shard(store, config).await?;
-    let dedicated = Scope::Dedicated(room.clone());
+    let shard_scope = dedicated(store, &room)?;
     store
-        .drop_room(&dedicated, &schema)
+        .drop_room(&shard_scope, &schema)
         .await
         .context("drop_room of a shard")?;
     store
-        .drop_room(&dedicated, &schema)
+        .drop_room(&shard_scope, &schema)
         .await
         .context("drop_room of a dropped shard")?;
     store
-        .drop_room(&Scope::Dedicated(config.room()?), &schema)
+        .drop_room(&dedicated(store, &config.room()?)?, &schema)
         .await
         .context("drop_room of a shard that never existed")?;
     if store.capabilities().size_bytes {
         expect_kind(
-            store.size_bytes(&dedicated, &schema).await,
+            store.size_bytes(&shard_scope, &schema).await,
             Kind::NotFound,
             "size_bytes of a dropped shard",
         )?;
@@ -1252,7 +1406,7 @@ pub async fn size_bytes_of_a_shard(
 ) -> CheckResult {
     let schema = schema()?;
     let room = new_shard(store, config).await?;
-    let scope = Scope::Dedicated(room);
+    let scope = dedicated(store, &room)?;
     if !store.capabilities().size_bytes {
         return expect_unsupported(
             store.size_bytes(&scope, &schema).await,
@@ -1267,7 +1421,7 @@ pub async fn size_bytes_of_a_shard(
     ensure(size > 0, || "a shard with tables uses 0 bytes".into())?;
     expect_kind(
         store
-            .size_bytes(&Scope::Dedicated(config.room()?), &schema)
+            .size_bytes(&dedicated(store, &config.room()?)?, &schema)
             .await,
         Kind::NotFound,
         "size_bytes of a missing shard",
@@ -1278,7 +1432,7 @@ pub async fn size_bytes_of_a_shard(
 /// `route`: a handle whose `qualify` names the room's table.
 pub async fn route_names_tables(store: &dyn ShardStore, config: &ShardSuiteConfig) -> CheckResult {
     let room = new_shard(store, config).await?;
-    let scope = Scope::Dedicated(room);
+    let scope = dedicated(store, &room)?;
     if !store.capabilities().route {
         return expect_unsupported(store.route(&scope).await, "route", "route");
     }
@@ -1319,7 +1473,7 @@ pub async fn outbox_reads_and_trims(
     }
     seed(
         store,
-        &Scope::Dedicated(room.clone()),
+        &dedicated(store, &room)?,
         room.as_str(),
         base_of(&room),
         &IdRemap::default(),

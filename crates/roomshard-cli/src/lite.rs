@@ -656,10 +656,26 @@ async fn media(State(home): State<Home>, uri: Uri) -> Response {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (scope, key) = match home.media.verify_signed_url(&path_and_query, now) {
+    let granted = match home.media.verify_signed_url(&path_and_query, now) {
         Ok(granted) => granted,
         Err(e) => return media_error(&e),
     };
+    // A dedicated grant reads from wherever the room's placement says its bucket is now.
+    let location = if granted.dedicated {
+        match home.roomshard.control.placement(&granted.room).await {
+            Ok(p) => p.map(|p| p.location()),
+            Err(e) => return media_error(&e),
+        }
+    } else {
+        None
+    };
+    let Some(scope) = granted.scope(location) else {
+        return media_error(&roomshard::Error::not_found(format!(
+            "the bucket of room {}",
+            granted.room
+        )));
+    };
+    let key = granted.key;
     let object = match home.media.get(&scope, &key).await {
         Ok(object) => object,
         Err(e) => return media_error(&e),

@@ -8,7 +8,6 @@
 //! `.ci/install.sh`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,8 +16,8 @@ use std::time::Duration;
 use roomshard::home::{Home, HomeOptions};
 use roomshard_core::traits::PutOptions;
 use roomshard_core::{
-    Bytes, DumpSource, IdRemap, ObjectBody, ObjectKey, Placement, PlacementChange, PlacementState,
-    Profile, RemapPolicy, Result, RoomId, Scope, async_trait,
+    Bytes, DumpSource, IdRemap, KeySpec, ObjectBody, ObjectKey, Placement, PlacementChange,
+    PlacementState, Profile, RemapPolicy, Result, RoomId, Scope, async_trait,
 };
 use roomshard_example_mesh::{Media, Workload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -254,17 +253,21 @@ async fn served() -> Served {
     // 3. Dedicated and sovereign: own key (granted), bucket and shard, then a placement.
     let room = RoomId::new(SEALED_ROOM).unwrap();
     rs.keys
-        .ensure_room_key(&room, &BTreeMap::new())
+        .ensure_room_key(&room, &KeySpec::default())
         .await
         .unwrap();
     rs.keys.grant(&room, &rs.config.grantee).await.unwrap();
+    let at = rs.locate(&room).unwrap();
     let bucket = rs
         .media
-        .ensure_bucket(&room, &rs.config.bucket_spec)
+        .ensure_bucket(&room, &at, &rs.config.bucket_spec)
         .await
         .unwrap();
-    rs.shards.ensure_shard(&room, &rs.schema).await.unwrap();
-    let dedicated = Scope::Dedicated(room.clone());
+    rs.shards
+        .ensure_shard(&room, &at, &rs.schema)
+        .await
+        .unwrap();
+    let dedicated = Scope::Dedicated(room.clone(), at.clone());
     rs.shards
         .restore(
             &dedicated,
@@ -279,11 +282,12 @@ async fn served() -> Served {
     let placement = Placement {
         room: room.clone(),
         is_sharded: true,
-        shard_url: None,
+        shard_url: at.shard.clone(),
         media_bucket: Some(bucket.name),
         kms_key_ref: None,
         profile: Profile::Sovereign,
         region: None,
+        adopted: Default::default(),
         state: PlacementState::Sovereign,
         version: 4,
     };

@@ -20,6 +20,9 @@
 /// parity and deletion are always required; these flags cover the rest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ShardCapabilities {
+    /// Places resources in a requested region (residency pinning); without it a pinned region
+    /// is refused (`ensure_*.region`), never ignored.
+    pub regions: bool,
     /// `copy_room` continues from a checkpoint instead of starting over (it always saves them).
     pub copy_resumable: bool,
     /// `copy_room` can read from another server ([`CopySource::server`](crate::CopySource) set).
@@ -51,6 +54,9 @@ pub struct ShardCapabilities {
 /// `list`, `delete`, `usage` and `drop_bucket` are always required.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MediaCapabilities {
+    /// Places resources in a requested region (residency pinning); without it a pinned region
+    /// is refused (`ensure_*.region`), never ignored.
+    pub regions: bool,
     /// `put` consumes the body chunk by chunk; `false` means the provider buffers an object up to
     /// `max_object_size` in memory (acceptable for tests, not for production).
     pub streaming_put: bool,
@@ -83,6 +89,9 @@ pub struct MediaCapabilities {
 /// What a [`KeyManager`](crate::KeyManager) can do. Room keys and data keys are always required.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct KeyCapabilities {
+    /// Places resources in a requested region (residency pinning); without it a pinned region
+    /// is refused (`ensure_*.region`), never ignored.
+    pub regions: bool,
     /// `grant` and `list_grants` work.
     pub grants: bool,
     /// `revoke` takes effect, sealing the room for the revoked grantee.

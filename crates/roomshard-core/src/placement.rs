@@ -16,22 +16,33 @@ use std::str::FromStr;
 /// A room's rows and objects live either in the host's shared ("pooled") tables and bucket,
 /// filtered by the room key, or in the room's own dedicated shard and bucket. Copy jobs read one
 /// and write the other, and export works from either, so the stores take a `Scope`, not just a
-/// room id: the provider maps it to a physical place (shared schema + `WHERE room_id = …`, schema
-/// `room_<id>`, a prefix of the shared bucket, the room's own bucket) from its own configuration.
+/// room id. A pooled scope is mapped by the provider's own configuration (shared schema +
+/// `WHERE room_id = …`, a prefix of the shared bucket); a dedicated scope carries the room's
+/// [`Location`] from its placement, and the provider goes exactly there — it never re-derives a
+/// place from a naming rule, which is what lets rooms live on several servers, in pinned
+/// regions, and in resources a customer owns.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "scope", content = "room")]
 pub enum Scope {
     /// The room's rows in the shared tables and its objects in the shared bucket.
     Pooled(RoomId),
-    /// The room's dedicated shard and bucket.
-    Dedicated(RoomId),
+    /// The room's dedicated shard and bucket, where its [`Location`] says.
+    Dedicated(RoomId, Location),
 }
 
 impl Scope {
     /// The room addressed.
     pub fn room(&self) -> &RoomId {
         match self {
-            Scope::Pooled(r) | Scope::Dedicated(r) => r,
+            Scope::Pooled(r) | Scope::Dedicated(r, _) => r,
+        }
+    }
+
+    /// The dedicated location, for a dedicated scope.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Scope::Pooled(_) => None,
+            Scope::Dedicated(_, at) => Some(at),
         }
     }
 }
@@ -40,8 +51,64 @@ impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Scope::Pooled(r) => write!(f, "pooled room {r}"),
-            Scope::Dedicated(r) => write!(f, "dedicated room {r}"),
+            Scope::Dedicated(r, _) => write!(f, "dedicated room {r}"),
         }
+    }
+}
+
+/// Where a room's dedicated resources are: the shard (server and namespace, as one provider
+/// URL), the bucket, the key and the region — what its placement records.
+///
+/// The flows write it into the placement **before** creating anything (the shard and bucket
+/// locations come from [`ShardStore::locate_shard`](crate::ShardStore::locate_shard) and
+/// [`MediaStore::locate_bucket`](crate::MediaStore::locate_bucket), or are adopted), so a crash
+/// in between leaves a placement naming everything that may exist, and an abort removes
+/// exactly that.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Location {
+    /// The shard, in the shard store's URL form
+    /// (`sqlite:///var/lib/mesh/shards/room_general.sqlite3`,
+    /// `postgres://db1/mesh?schema=room_general`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ServerUrl>,
+    /// The room's own bucket (or directory) name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// The room key's provider reference (a KMS key ARN, `local:room/<id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The region the room's data must stay in, if pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Which of these a customer owns (bring your own): roomshard uses them but never creates
+    /// or deletes them.
+    #[serde(default, skip_serializing_if = "Adopted::is_none")]
+    pub adopted: Adopted,
+}
+
+/// Which of a room's dedicated resources are adopted: a customer's own database, bucket or key
+/// that roomshard uses ("use this database; never create or delete it").
+///
+/// Providers check that an adopted resource exists (`NotFound` otherwise) instead of creating
+/// it, and every drop leaves it — with what is in it — where it is: recentralising or aborting a
+/// room on a customer's resources hands them back untouched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Adopted {
+    /// The shard (database, schema or file).
+    #[serde(default)]
+    pub shard: bool,
+    /// The bucket.
+    #[serde(default)]
+    pub bucket: bool,
+    /// The key.
+    #[serde(default)]
+    pub key: bool,
+}
+
+impl Adopted {
+    /// Nothing adopted: roomshard created (or will create) every resource.
+    pub fn is_none(&self) -> bool {
+        !(self.shard || self.bucket || self.key)
     }
 }
 
@@ -274,6 +341,9 @@ pub struct Placement {
     pub profile: Profile,
     /// The region data must stay in, if pinned.
     pub region: Option<String>,
+    /// Which of the shard, bucket and key are the customer's own (never created or deleted).
+    #[serde(default)]
+    pub adopted: Adopted,
     /// Where the room is in its life.
     pub state: PlacementState,
     /// Bumped on every change: writers compare-and-swap on it, so concurrent updates conflict
@@ -292,15 +362,32 @@ impl Placement {
             kms_key_ref: None,
             profile: Profile::Standard,
             region: None,
+            adopted: Adopted::default(),
             state: PlacementState::Pooled,
             version: 0,
         }
     }
 
+    /// Where the room's dedicated resources are (or will be), as recorded.
+    pub fn location(&self) -> Location {
+        Location {
+            shard: self.shard_url.clone(),
+            bucket: self.media_bucket.clone(),
+            key: self.kms_key_ref.clone(),
+            region: self.region.clone(),
+            adopted: self.adopted,
+        }
+    }
+
+    /// The dedicated scope at the recorded location (whatever the state).
+    pub fn dedicated(&self) -> Scope {
+        Scope::Dedicated(self.room.clone(), self.location())
+    }
+
     /// The scope that holds the room's authoritative data now.
     pub fn scope(&self) -> Scope {
         if self.is_sharded {
-            Scope::Dedicated(self.room.clone())
+            self.dedicated()
         } else {
             Scope::Pooled(self.room.clone())
         }
@@ -394,7 +481,7 @@ mod tests {
         }
         assert_eq!(p.version, 4);
         assert!(p.is_sharded);
-        assert_eq!(p.scope(), Scope::Dedicated(p.room.clone()));
+        assert_eq!(p.scope(), Scope::Dedicated(p.room.clone(), p.location()));
         p.transition(Recentralising).expect("allowed");
         assert!(p.is_sharded, "the shard serves until recentralising ends");
         p.transition(Pooled).expect("allowed");

@@ -32,7 +32,7 @@ use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rand_core::{OsRng, RngCore};
 use roomshard_core::traits::{
-    DataKey, EncryptionContext, Grant, GrantId, Grantee, KeyManager, KeyRef, KeyVersions,
+    DataKey, EncryptionContext, Grant, GrantId, Grantee, KeyManager, KeyRef, KeySpec, KeyVersions,
     PublicKey, ScheduledDeletion, SecretBytes, SigningKeyId, room_key_alias,
 };
 use roomshard_core::{Algorithm, Error, KeyCapabilities, Result, RoomId, async_trait};
@@ -514,18 +514,45 @@ impl KeyManager for LocalKeyManager {
             discard_room_key: true,
             rewrap: true,
             key_versions: true,
+            regions: false,
             max_grants_per_key: Some(MAX_GRANTS),
             min_deletion_days: Some(u64::from(MIN_DELETION_DAYS)),
             max_deletion_days: Some(u64::from(MAX_DELETION_DAYS)),
         }
     }
 
-    async fn ensure_room_key(
-        &self,
-        room: &RoomId,
-        tags: &BTreeMap<String, String>,
-    ) -> Result<KeyRef> {
+    /// A pinned region is refused (a directory has none). An adopted key (`spec.adopt`) must be
+    /// the room's key already in this directory (`local:room/<id>`): it is checked, never made.
+    async fn ensure_room_key(&self, room: &RoomId, spec: &KeySpec) -> Result<KeyRef> {
+        if spec.region.is_some() {
+            return Err(Error::unsupported("ensure_room_key.region", self.name()));
+        }
+        let tags = &spec.tags;
         let _guard = self.guard();
+        if let Some(adopt) = &spec.adopt {
+            let ours = Self::key_ref(room);
+            if adopt != &ours.id {
+                return Err(Error::invalid(
+                    "adopted key",
+                    format!(
+                        "{adopt:?} is not a key of this directory for room {room} (it would be {:?})",
+                        ours.id
+                    ),
+                ));
+            }
+            let meta = self.read_meta(room).map_err(|e| match e {
+                Error::NotFound { .. } => Error::not_found(format!(
+                    "adopted key {adopt} (an adopted key is never created)"
+                )),
+                other => other,
+            })?;
+            if meta.deletion_at_unix_ms.is_some() {
+                return Err(Error::conflict(format!(
+                    "adopted key {adopt} is scheduled for deletion"
+                )));
+            }
+            return Ok(ours);
+        }
         match self.read_meta(room) {
             Ok(mut meta) => {
                 if meta.deletion_at_unix_ms.is_some() {

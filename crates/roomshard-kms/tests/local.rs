@@ -3,12 +3,11 @@
 #![allow(clippy::unwrap_used)]
 
 use roomshard_core::{
-    EncryptionContext, Error, Grantee, KeyManager, KeyVersions, PublicKey, RoomId, SigningKeyId,
-    room_key_alias,
+    EncryptionContext, Error, Grantee, KeyManager, KeySpec, KeyVersions, PublicKey, RoomId,
+    SigningKeyId, room_key_alias,
 };
 use roomshard_kms::LocalKeyManager;
 use roomshard_verify::{Algorithm, KeySet, Reason, TrustedKey, TrustedKeys};
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -46,7 +45,9 @@ fn platform() -> SigningKeyId {
 async fn with_room(dir: &Path, id: &str) -> (LocalKeyManager, RoomId) {
     let keys = manager(dir);
     let room = room(id);
-    keys.ensure_room_key(&room, &BTreeMap::new()).await.unwrap();
+    keys.ensure_room_key(&room, &KeySpec::default())
+        .await
+        .unwrap();
     (keys, room)
 }
 
@@ -70,7 +71,7 @@ async fn ensure_room_key_is_idempotent_and_grants_its_creator() {
     let keys = manager(dir.path());
     let general = room("general");
     let first = keys
-        .ensure_room_key(&general, &BTreeMap::new())
+        .ensure_room_key(&general, &KeySpec::default())
         .await
         .unwrap();
     assert_eq!(first.alias, "room/general");
@@ -79,7 +80,7 @@ async fn ensure_room_key_is_idempotent_and_grants_its_creator() {
     let data_key = keys.generate_data_key(&general, &ctx).await.unwrap();
 
     let second = keys
-        .ensure_room_key(&general, &BTreeMap::new())
+        .ensure_room_key(&general, &KeySpec::default())
         .await
         .unwrap();
     assert_eq!(first, second);
@@ -149,7 +150,7 @@ async fn tampered_or_foreign_blobs_are_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let (keys, general) = with_room(dir.path(), "general").await;
     let random = room("random");
-    keys.ensure_room_key(&random, &BTreeMap::new())
+    keys.ensure_room_key(&random, &KeySpec::default())
         .await
         .unwrap();
     let ctx = EncryptionContext::for_room(&general);
@@ -300,7 +301,7 @@ async fn rotation_keeps_old_blobs_readable() {
     );
 
     let before = keys
-        .ensure_room_key(&general, &BTreeMap::new())
+        .ensure_room_key(&general, &KeySpec::default())
         .await
         .unwrap();
     assert_eq!(keys.rotate(&general).await.unwrap(), before);
@@ -542,7 +543,9 @@ async fn room_id_injection_cannot_escape_the_key_dir() {
     let keys = manager(&keys_dir);
     for id in ["a", "0-_", "room-with_dashes-0123456789"] {
         let room = room(id);
-        keys.ensure_room_key(&room, &BTreeMap::new()).await.unwrap();
+        keys.ensure_room_key(&room, &KeySpec::default())
+            .await
+            .unwrap();
         keys.rotate(&room).await.unwrap();
     }
     let outside: Vec<_> = std::fs::read_dir(dir.path())
@@ -597,7 +600,7 @@ async fn scheduled_deletion_blocks_further_use() {
     );
     conflict(keys.rotate(&general).await.map(drop), "rotate");
     conflict(
-        keys.ensure_room_key(&general, &BTreeMap::new())
+        keys.ensure_room_key(&general, &KeySpec::default())
             .await
             .map(drop),
         "ensure_room_key",

@@ -10,3 +10,4 @@ pub mod local;
 mod signed_url;
 
 pub use local::{LocalMediaStore, MAX_PRESIGN_EXPIRY_SECS};
+pub use signed_url::SignedObject;

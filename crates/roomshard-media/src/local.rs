@@ -7,7 +7,10 @@
 //! <root>/shared/<room>/<key>          pooled rooms: the host's shared "bucket", one prefix per
 //!                                     room, stored as plaintext (the host's business)
 //! <root>/rooms/<room>/<key>           dedicated rooms: the room's own "bucket" (0700), created by
-//!                                     `ensure_bucket`, every object client-side encrypted
+//!                                     `ensure_bucket`, every object client-side encrypted; the
+//!                                     bucket is the directory the placement's location names
+//!                                     (`rooms/<room>` from `locate_bucket`, or an adopted
+//!                                     `<dir>/<dir>` under the root)
 //! ```
 //!
 //! Paths are built only from a validated [`RoomId`] (one path component of `a-z 0-9 _ -`) and a
@@ -55,7 +58,7 @@
 use crate::envelope::{
     CHUNK_SIZE, ChunkDecryptor, ChunkEncryptor, Header, Layout, NONCE_PREFIX_LEN, PREAMBLE_LEN,
 };
-use crate::signed_url::{SECRET_LEN, UrlSigner, decode_segment};
+use crate::signed_url::{SECRET_LEN, SignedObject, UrlSigner, decode_segment};
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -68,7 +71,7 @@ use roomshard_core::traits::{
     MediaStore, ObjectMeta, PutOptions, SignedUrl, Usage,
 };
 use roomshard_core::{
-    Error, MediaCapabilities, ObjectBody, ObjectKey, Result, RoomId, Scope, async_trait,
+    Error, Location, MediaCapabilities, ObjectBody, ObjectKey, Result, RoomId, Scope, async_trait,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -286,16 +289,15 @@ impl LocalMediaStore {
 
     /// Checks a signed URL's path and query (as `lite serve` receives it; a leading base URL
     /// given to [`with_base_url`](Self::with_base_url), or its path part, is stripped) at
-    /// `now_unix` seconds, and returns the scope and key it grants a GET of.
+    /// `now_unix` seconds, and returns what it grants a GET of: a room, whether its dedicated
+    /// bucket or its shared prefix, and a key. The URL names no bucket: the caller resolves a
+    /// dedicated room's bucket from its placement ([`SignedObject::scope`]), so a URL signed
+    /// before the room moved still reaches its object, and no URL can name a place.
     ///
     /// # Errors
     /// [`Error::PermissionDenied`] saying why: malformed, tampered (scope, room, key, expiry or
     /// signature do not match) or expired. The signature is compared in constant time.
-    pub fn verify_signed_url(
-        &self,
-        path_and_query: &str,
-        now_unix: u64,
-    ) -> Result<(Scope, ObjectKey)> {
+    pub fn verify_signed_url(&self, path_and_query: &str, now_unix: u64) -> Result<SignedObject> {
         let mut rest = path_and_query;
         if !self.base_url.is_empty() {
             if let Some(stripped) = rest.strip_prefix(self.base_url.as_str()) {
@@ -334,7 +336,7 @@ impl LocalMediaStore {
     /// [`Error::NotFound`] for a missing object or bucket; [`Error::Sealed`] for a revoked grant;
     /// [`Error::Corrupt`] for a damaged header or wrapped key.
     pub async fn rewrap_object(&self, scope: &Scope, key: &ObjectKey) -> Result<bool> {
-        let Scope::Dedicated(room) = scope else {
+        let Scope::Dedicated(room, _) = scope else {
             return Ok(false);
         };
         let caps = self.keys.capabilities();
@@ -397,31 +399,72 @@ impl LocalMediaStore {
         Ok(true)
     }
 
-    /// The scope's directory as an `object_store` path: `shared/<room>` or `rooms/<room>`.
-    fn scope_path(scope: &Scope) -> StorePath {
-        let kind = match scope {
-            Scope::Pooled(_) => "shared",
-            Scope::Dedicated(_) => "rooms",
-        };
-        StorePath::from_iter([kind, scope.room().as_str()])
+    /// The scope's directory as an `object_store` path: `shared/<room>`, or the bucket its
+    /// location names (`rooms/<room>`).
+    fn scope_path(scope: &Scope) -> Result<StorePath> {
+        match scope {
+            Scope::Pooled(room) => Ok(StorePath::from_iter(["shared", room.as_str()])),
+            Scope::Dedicated(room, at) => {
+                let name = Self::bucket_name(room, at)?;
+                Ok(StorePath::from_iter(name.split('/')))
+            }
+        }
+    }
+
+    /// A dedicated location's bucket name, checked: two plain segments of `a-z 0-9 _ -` under
+    /// the root, not in the pooled area (`shared/…`) — a placement cannot point the store
+    /// outside its directory or at another room's shared prefix.
+    fn bucket_name<'a>(room: &RoomId, at: &'a Location) -> Result<&'a str> {
+        let name = at.bucket.as_deref().ok_or_else(|| {
+            Error::invalid(
+                "bucket location",
+                format!("dedicated room {room} has no bucket location (locate_bucket first)"),
+            )
+        })?;
+        let segments: Vec<&str> = name.split('/').collect();
+        let plain = segments.len() == 2
+            && segments.iter().all(|seg| {
+                !seg.is_empty()
+                    && !seg.starts_with(['-', '_'])
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+            })
+            && segments[0] != "shared";
+        if !plain {
+            return Err(Error::invalid(
+                "bucket location",
+                format!(
+                    "{name:?} is not a bucket of this store (write <dir>/<dir> of a-z 0-9 _ -, \
+                     not under shared/)"
+                ),
+            ));
+        }
+        Ok(name)
     }
 
     /// The room's own bucket directory on disk.
-    fn bucket_dir(&self, room: &RoomId) -> PathBuf {
-        // `RoomId` admits only `a-z 0-9 _ -`: one plain path component, never `..`.
-        self.root.join("rooms").join(room.as_str())
+    fn bucket_dir(&self, room: &RoomId, at: &Location) -> Result<PathBuf> {
+        let name = Self::bucket_name(room, at)?;
+        Ok(name
+            .split('/')
+            .fold(self.root.clone(), |dir, seg| dir.join(seg)))
     }
 
     /// For a dedicated scope, [`Error::NotFound`] unless its bucket exists.
     async fn check_bucket(&self, scope: &Scope) -> Result<()> {
-        if let Scope::Dedicated(room) = scope {
-            let dir = self.bucket_dir(room);
+        if let Scope::Dedicated(room, at) = scope {
+            let dir = self.bucket_dir(room, at)?;
+            let missing = || {
+                Error::not_found(format!(
+                    "bucket {} of room {room}",
+                    at.bucket.as_deref().unwrap_or_default()
+                ))
+            };
             match tokio::fs::metadata(&dir).await {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(Error::not_found(format!("bucket rooms/{room}"))),
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return Err(Error::not_found(format!("bucket rooms/{room}")));
-                }
+                Ok(_) => return Err(missing()),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(missing()),
                 Err(e) => return Err(io_error(format!("bucket {}", dir.display()), e)),
             }
         }
@@ -431,7 +474,7 @@ impl LocalMediaStore {
     /// The object's path, after checking the scope's bucket.
     async fn location(&self, scope: &Scope, key: &ObjectKey) -> Result<StorePath> {
         self.check_bucket(scope).await?;
-        let mut path = Self::scope_path(scope);
+        let mut path = Self::scope_path(scope)?;
         for segment in key.as_str().split('/') {
             path = path.join(PathPart::from(segment));
         }
@@ -533,7 +576,7 @@ impl LocalMediaStore {
                     .map_err(|e| store_error(describe(scope, key), e))?;
                 Ok(Self::to_meta(key.clone(), &raw, raw.size, None))
             }
-            Scope::Dedicated(_) => {
+            Scope::Dedicated(..) => {
                 let mut opened = self.open_object(scope, key, location).await?;
                 let parsed = Self::read_header(&mut opened, key.as_str()).await?;
                 Ok(Self::to_meta(
@@ -567,7 +610,7 @@ impl LocalMediaStore {
         // Key material first: a sealed room fails before anything is written.
         let mut encryptor = match scope {
             Scope::Pooled(_) => None,
-            Scope::Dedicated(room) => {
+            Scope::Dedicated(room, _) => {
                 let data_key = self
                     .keys
                     .generate_data_key(room, &object_context(room, key))
@@ -638,7 +681,7 @@ impl LocalMediaStore {
             last_modified_unix_ms: Some(now_unix_ms()),
             content_type: match scope {
                 Scope::Pooled(_) => None,
-                Scope::Dedicated(_) => content_type,
+                Scope::Dedicated(..) => content_type,
             },
         })
     }
@@ -652,7 +695,7 @@ impl LocalMediaStore {
         after: Option<&str>,
         keep: usize,
     ) -> Result<BTreeMap<String, object_store::ObjectMeta>> {
-        let base = Self::scope_path(scope);
+        let base = Self::scope_path(scope)?;
         // Walk only the deepest directory the prefix names (`att/20` → `att`).
         let mut walk = base.clone();
         if let Some((dir, _)) = prefix.rsplit_once('/') {
@@ -712,6 +755,7 @@ impl MediaStore for LocalMediaStore {
             client_side_encryption: true,
             max_object_size: None,
             max_presign_expiry_secs: Some(MAX_PRESIGN_EXPIRY_SECS),
+            regions: false,
         }
     }
 
@@ -720,12 +764,29 @@ impl MediaStore for LocalMediaStore {
     /// and a region are [`Error::Unsupported`]. A `kms_key` is honoured by client-side
     /// encryption when it names the key the [`KeyManager`] wraps this room's data keys with
     /// (checked by generating a throw-away data key); another key is [`Error::Invalid`].
-    async fn ensure_bucket(&self, room: &RoomId, spec: &BucketSpec) -> Result<BucketRef> {
+    fn locate_bucket(&self, room: &RoomId) -> Result<String> {
+        // `RoomId` admits only `a-z 0-9 _ -`: one plain path component, never `..`.
+        Ok(format!("rooms/{room}"))
+    }
+
+    async fn ensure_bucket(
+        &self,
+        room: &RoomId,
+        at: &Location,
+        spec: &BucketSpec,
+    ) -> Result<BucketRef> {
         if let Some(operation) = spec.unsupported_by(&self.capabilities()) {
             return Err(Error::unsupported(operation, self.name()));
         }
-        if spec.region.is_some() {
+        if at.region.is_some() {
             return Err(Error::unsupported("ensure_bucket.region", self.name()));
+        }
+        let dir = self.bucket_dir(room, at)?;
+        if at.adopted.bucket && !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            return Err(Error::not_found(format!(
+                "adopted bucket {} of room {room} (an adopted bucket is never created)",
+                at.bucket.as_deref().unwrap_or_default()
+            )));
         }
         if let Some(kms_key) = &spec.kms_key {
             let context =
@@ -741,7 +802,6 @@ impl MediaStore for LocalMediaStore {
                 ));
             }
         }
-        let dir = self.bucket_dir(room);
         let create = dir.clone();
         tokio::task::spawn_blocking(move || {
             std::fs::DirBuilder::new()
@@ -753,7 +813,7 @@ impl MediaStore for LocalMediaStore {
         .map_err(|e| Error::unavailable("bucket creation task", false, e))?
         .map_err(|e| io_error(format!("bucket {}", dir.display()), e))?;
         Ok(BucketRef {
-            name: format!("rooms/{room}"),
+            name: Self::bucket_name(room, at)?.to_string(),
             region: None,
         })
     }
@@ -782,7 +842,7 @@ impl MediaStore for LocalMediaStore {
                 let body = ObjectBody::new(opened.stream, Some(meta.size));
                 return Ok(GetObject { meta, body });
             }
-            Scope::Dedicated(room) => room,
+            Scope::Dedicated(room, _) => room,
         };
         let parsed = Self::read_header(&mut opened, key.as_str()).await?;
         let data_key = self
@@ -837,7 +897,7 @@ impl MediaStore for LocalMediaStore {
             let key = ObjectKey::new(key)?;
             let meta = match scope {
                 Scope::Pooled(_) => Self::to_meta(key, &raw, raw.size, None),
-                Scope::Dedicated(_) => match self.meta_at(scope, &key, &raw.location).await {
+                Scope::Dedicated(..) => match self.meta_at(scope, &key, &raw.location).await {
                     Ok(meta) => meta,
                     // Deleted between the walk and now: not part of this page.
                     Err(Error::NotFound { .. }) => continue,
@@ -867,7 +927,7 @@ impl MediaStore for LocalMediaStore {
 
     async fn usage(&self, scope: &Scope) -> Result<Usage> {
         self.check_bucket(scope).await?;
-        let base = Self::scope_path(scope);
+        let base = Self::scope_path(scope)?;
         let mut usage = Usage::default();
         let mut listing = self.store.list(Some(&base));
         while let Some(entry) = listing.next().await {
@@ -878,7 +938,7 @@ impl MediaStore for LocalMediaStore {
             };
             let size = match scope {
                 Scope::Pooled(_) => entry.size,
-                Scope::Dedicated(_) => {
+                Scope::Dedicated(..) => {
                     let what = entry.location.to_string();
                     let mut opened = match self.open_location(what.clone(), &entry.location).await {
                         Ok(opened) => opened,
@@ -903,14 +963,14 @@ impl MediaStore for LocalMediaStore {
     async fn purge(&self, scope: &Scope) -> Result<()> {
         let dir = match scope {
             Scope::Pooled(room) => self.root.join("shared").join(room.as_str()),
-            Scope::Dedicated(room) => self.bucket_dir(room),
+            Scope::Dedicated(room, at) => self.bucket_dir(room, at)?,
         };
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_error(format!("scope {}", dir.display()), e)),
         }
-        if let Scope::Dedicated(_) = scope {
+        if let Scope::Dedicated(..) = scope {
             let create = dir.clone();
             tokio::task::spawn_blocking(move || {
                 std::fs::DirBuilder::new()
@@ -925,8 +985,12 @@ impl MediaStore for LocalMediaStore {
         Ok(())
     }
 
-    async fn drop_bucket(&self, room: &RoomId) -> Result<()> {
-        let dir = self.bucket_dir(room);
+    async fn drop_bucket(&self, room: &RoomId, at: &Location) -> Result<()> {
+        if at.bucket.is_none() || at.adopted.bucket {
+            // Nothing was located, or the bucket is the customer's: left as it is.
+            return Ok(());
+        }
+        let dir = self.bucket_dir(room, at)?;
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -978,7 +1042,7 @@ impl MediaStore for LocalMediaStore {
                 format!("{expires_in:?}: use 1 second to {MAX_PRESIGN_EXPIRY_SECS} seconds"),
             ));
         }
-        if let Scope::Dedicated(room) = scope {
+        if let Scope::Dedicated(room, _) = scope {
             let context = EncryptionContext::for_room(room).with("roomshard:purpose", "presign");
             self.keys.generate_data_key(room, &context).await?;
         }

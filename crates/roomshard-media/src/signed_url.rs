@@ -7,7 +7,7 @@
 //! 32-byte secret that never leaves the store.
 
 use hmac::{Hmac, Mac};
-use roomshard_core::{Error, ObjectKey, Result, RoomId, Scope};
+use roomshard_core::{Error, Location, ObjectKey, Result, RoomId, Scope};
 use sha2::Sha256;
 use std::fmt;
 use zeroize::Zeroizing;
@@ -34,7 +34,32 @@ impl fmt::Debug for UrlSigner {
 fn scope_kind(scope: &Scope) -> &'static str {
     match scope {
         Scope::Pooled(_) => "shared",
-        Scope::Dedicated(_) => "rooms",
+        Scope::Dedicated(..) => "rooms",
+    }
+}
+
+/// What a valid signed URL grants a GET of ([`LocalMediaStore::verify_signed_url`]).
+///
+/// [`LocalMediaStore::verify_signed_url`]: crate::LocalMediaStore::verify_signed_url
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedObject {
+    /// The room.
+    pub room: RoomId,
+    /// Its dedicated bucket (`true`) or its prefix of the shared bucket.
+    pub dedicated: bool,
+    /// The object.
+    pub key: ObjectKey,
+}
+
+impl SignedObject {
+    /// The scope to read from: the shared prefix, or the dedicated bucket at `location` (the
+    /// room's placement's); `None` for a dedicated grant without a location.
+    pub fn scope(&self, location: Option<Location>) -> Option<Scope> {
+        match (self.dedicated, location) {
+            (false, _) => Some(Scope::Pooled(self.room.clone())),
+            (true, Some(at)) => Some(Scope::Dedicated(self.room.clone(), at)),
+            (true, None) => None,
+        }
     }
 }
 
@@ -75,7 +100,7 @@ impl UrlSigner {
     }
 
     /// Checks a path-and-query issued by [`sign`](Self::sign) at `now_unix`.
-    pub(crate) fn verify(&self, path_and_query: &str, now_unix: u64) -> Result<(Scope, ObjectKey)> {
+    pub(crate) fn verify(&self, path_and_query: &str, now_unix: u64) -> Result<SignedObject> {
         let (path, query) = path_and_query
             .split_once('?')
             .ok_or_else(|| refused("no exp/sig query"))?;
@@ -89,9 +114,10 @@ impl UrlSigner {
             .split_once('/')
             .ok_or_else(|| refused("no object key in path"))?;
         let room = RoomId::new(room).map_err(|_| refused("malformed room"))?;
+        // The MAC covers kind and room only; any dedicated location signs alike.
         let scope = match kind {
             "shared" => Scope::Pooled(room),
-            "rooms" => Scope::Dedicated(room),
+            "rooms" => Scope::Dedicated(room, Location::default()),
             _ => return Err(refused("unknown scope (use shared or rooms)")),
         };
         let segments: Option<Vec<String>> = key.split('/').map(decode_segment).collect();
@@ -126,7 +152,11 @@ impl UrlSigner {
         if now_unix >= exp {
             return Err(refused(format!("expired at {exp} (now {now_unix})")));
         }
-        Ok((scope, key))
+        Ok(SignedObject {
+            dedicated: matches!(scope, Scope::Dedicated(..)),
+            room: scope.room().clone(),
+            key,
+        })
     }
 }
 
@@ -181,10 +211,21 @@ mod tests {
         let room = RoomId::new("general").expect("room");
         let key = ObjectKey::new("att/a b?.png").expect("key");
         let url = signer
-            .sign(&Scope::Dedicated(room.clone()), &key, 100)
+            .sign(
+                &Scope::Dedicated(room.clone(), Location::default()),
+                &key,
+                100,
+            )
             .expect("signs");
-        let (scope, got) = signer.verify(&url, 50).expect("valid");
-        assert_eq!((scope, got), (Scope::Dedicated(room), key));
+        let granted = signer.verify(&url, 50).expect("valid");
+        assert_eq!(
+            granted,
+            SignedObject {
+                room,
+                dedicated: true,
+                key
+            }
+        );
         assert!(matches!(
             signer.verify(&url, 100),
             Err(Error::PermissionDenied { .. })

@@ -7,11 +7,12 @@ use futures::StreamExt;
 use roomshard_core::traits::{
     BucketSpec, Grantee, KeyManager, ListRequest, MediaStore, PutOptions,
 };
-use roomshard_core::{EncryptionContext, Error, ObjectBody, ObjectKey, RoomId, Scope};
+use roomshard_core::{
+    EncryptionContext, Error, KeySpec, Location, ObjectBody, ObjectKey, RoomId, Scope,
+};
 use roomshard_kms::LocalKeyManager;
-use roomshard_media::{LocalMediaStore, MAX_PRESIGN_EXPIRY_SECS};
+use roomshard_media::{LocalMediaStore, MAX_PRESIGN_EXPIRY_SECS, SignedObject};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +31,7 @@ struct Env {
 
 impl Env {
     fn dedicated(&self) -> Scope {
-        Scope::Dedicated(self.room.clone())
+        Scope::Dedicated(self.room.clone(), at(&self.store, &self.room))
     }
     fn pooled(&self) -> Scope {
         Scope::Pooled(self.room.clone())
@@ -38,7 +39,7 @@ impl Env {
     fn file(&self, scope: &Scope, key: &str) -> PathBuf {
         let kind = match scope {
             Scope::Pooled(_) => "shared",
-            Scope::Dedicated(_) => "rooms",
+            Scope::Dedicated(..) => "rooms",
         };
         self.media.join(kind).join(scope.room().as_str()).join(key)
     }
@@ -72,9 +73,9 @@ impl KeyManager for NoRewrap {
     async fn ensure_room_key(
         &self,
         room: &RoomId,
-        tags: &BTreeMap<String, String>,
+        spec: &KeySpec,
     ) -> roomshard_core::Result<roomshard_core::KeyRef> {
-        self.0.ensure_room_key(room, tags).await
+        self.0.ensure_room_key(room, spec).await
     }
     async fn generate_data_key(
         &self,
@@ -93,6 +94,14 @@ impl KeyManager for NoRewrap {
     }
 }
 
+/// Where `store` puts `room`'s bucket, as a placement would record it.
+fn at(store: &LocalMediaStore, room: &RoomId) -> Location {
+    Location {
+        bucket: Some(store.locate_bucket(room).unwrap()),
+        ..Location::default()
+    }
+}
+
 fn grantee() -> Grantee {
     Grantee::new("mesh").unwrap()
 }
@@ -101,10 +110,15 @@ async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let keys = Arc::new(LocalKeyManager::open(dir.path().join("keys"), grantee()).unwrap());
     let room = RoomId::new("general").unwrap();
-    keys.ensure_room_key(&room, &BTreeMap::new()).await.unwrap();
+    keys.ensure_room_key(&room, &KeySpec::default())
+        .await
+        .unwrap();
     let media = dir.path().join("media");
     let store = LocalMediaStore::open(&media, keys.clone()).unwrap();
-    store.ensure_bucket(&room, &local_spec()).await.unwrap();
+    store
+        .ensure_bucket(&room, &at(&store, &room), &local_spec())
+        .await
+        .unwrap();
     let media = std::fs::canonicalize(&media).unwrap();
     Env {
         _dir: dir,
@@ -246,7 +260,7 @@ async fn round_trips_every_size_in_both_scopes() {
             let got = env.store.get(&scope, &key(&k)).await.unwrap();
             assert_eq!(got.meta.size, size);
             assert_eq!(got.body.length(), Some(size));
-            if matches!(scope, Scope::Dedicated(_)) {
+            if matches!(scope, Scope::Dedicated(..)) {
                 assert_eq!(
                     head.content_type.as_deref(),
                     Some("application/octet-stream")
@@ -343,7 +357,7 @@ async fn dedicated_objects_are_encrypted_on_disk_pooled_are_not() {
         let raw = std::fs::read(env.file(&scope, "doc.txt")).unwrap();
         let leaks = raw.windows(17).any(|w| w == b"PLAINTEXT-MARKER-");
         match scope {
-            Scope::Dedicated(_) => assert!(!leaks, "plaintext on disk"),
+            Scope::Dedicated(..) => assert!(!leaks, "plaintext on disk"),
             Scope::Pooled(_) => assert_eq!(raw, marker),
         }
         assert_eq!(
@@ -795,8 +809,14 @@ async fn delete_and_drop_bucket_are_idempotent() {
         )
         .await
         .unwrap();
-    env.store.drop_bucket(&env.room).await.unwrap();
-    env.store.drop_bucket(&env.room).await.unwrap();
+    env.store
+        .drop_bucket(&env.room, &at(&env.store, &env.room))
+        .await
+        .unwrap();
+    env.store
+        .drop_bucket(&env.room, &at(&env.store, &env.room))
+        .await
+        .unwrap();
     assert!(!env.file(&scope, "").exists());
     // Object operations on a missing dedicated bucket are NotFound.
     assert!(matches!(
@@ -822,12 +842,12 @@ async fn delete_and_drop_bucket_are_idempotent() {
     // ensure_bucket brings it back, idempotently.
     let a = env
         .store
-        .ensure_bucket(&env.room, &local_spec())
+        .ensure_bucket(&env.room, &at(&env.store, &env.room), &local_spec())
         .await
         .unwrap();
     let b = env
         .store
-        .ensure_bucket(&env.room, &local_spec())
+        .ensure_bucket(&env.room, &at(&env.store, &env.room), &local_spec())
         .await
         .unwrap();
     assert_eq!(a, b);
@@ -980,7 +1000,11 @@ async fn signed_urls_are_bound_to_scope_room_key_and_expiry() {
     assert!(exp >= now() + 599 && exp <= now() + 601);
     assert_eq!(
         env.store.verify_signed_url(&url, now()).unwrap(),
-        (scope.clone(), k.clone())
+        SignedObject {
+            room: scope.room().clone(),
+            dedicated: true,
+            key: k.clone()
+        }
     );
 
     let refused = |u: &str, at: u64| match env.store.verify_signed_url(u, at) {
@@ -1042,8 +1066,11 @@ async fn signed_urls_are_bound_to_scope_room_key_and_expiry() {
             .url()
             .starts_with("https://media.example.org/base/media/shared/general/")
     );
-    let (scope_back, key_back) = store.verify_signed_url(pooled.url(), now()).unwrap();
-    assert_eq!((scope_back, key_back), (env.pooled(), k.clone()));
+    let granted = store.verify_signed_url(pooled.url(), now()).unwrap();
+    assert_eq!(
+        (granted.scope(None), granted.key),
+        (Some(env.pooled()), k.clone())
+    );
     let path_only = pooled.url().trim_start_matches("https://media.example.org");
     assert!(store.verify_signed_url(path_only, now()).is_ok());
     // Same secret on disk: the first store verifies the second's relative URL too.
@@ -1079,7 +1106,7 @@ async fn ensure_bucket_refuses_what_it_cannot_honour() {
     let env = env().await;
     let room = RoomId::new("fresh").unwrap();
     env.keys
-        .ensure_room_key(&room, &BTreeMap::new())
+        .ensure_room_key(&room, &KeySpec::default())
         .await
         .unwrap();
     let caps = env.store.capabilities();
@@ -1093,7 +1120,7 @@ async fn ensure_bucket_refuses_what_it_cannot_honour() {
         let store = &env.store;
         let room = room.clone();
         async move {
-            match store.ensure_bucket(&room, &spec).await {
+            match store.ensure_bucket(&room, &at(store, &room), &spec).await {
                 Err(Error::Unsupported { operation, .. }) => assert_eq!(operation, op),
                 other => panic!("expected Unsupported {op}, got {other:?}"),
             }
@@ -1129,13 +1156,18 @@ async fn ensure_bucket_refuses_what_it_cannot_honour() {
         kms_key: Some("local:room/fresh".into()),
         ..local_spec()
     };
-    env.store.ensure_bucket(&room, &right).await.unwrap();
+    env.store
+        .ensure_bucket(&room, &at(&env.store, &room), &right)
+        .await
+        .unwrap();
     let wrong = BucketSpec {
         kms_key: Some("arn:aws:kms:eu-west-1:1:key/x".into()),
         ..local_spec()
     };
     assert!(matches!(
-        env.store.ensure_bucket(&room, &wrong).await,
+        env.store
+            .ensure_bucket(&room, &at(&env.store, &room), &wrong)
+            .await,
         Err(Error::Invalid { .. })
     ));
     assert!(env.media.join("rooms/fresh").is_dir());

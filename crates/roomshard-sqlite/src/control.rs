@@ -17,8 +17,8 @@
 //! row (and keeping the returned `head` elsewhere, in a receipt, reveals a cut tail).
 
 use roomshard_core::{
-    AuditEntry, AuditRecord, AuditVerification, ControlPlane, CopyCheckpoint, CopyJob, Error,
-    IdMap, ImportHold, ImportRecord, ImportState, JobKind, Placement, PlacementChange,
+    Adopted, AuditEntry, AuditRecord, AuditVerification, ControlPlane, CopyCheckpoint, CopyJob,
+    Error, IdMap, ImportHold, ImportRecord, ImportState, JobKind, Placement, PlacementChange,
     PlacementState, Profile, ReceiptRecord, Result, RoomId, ServerUrl, async_trait,
     verify_audit_chain,
 };
@@ -35,10 +35,16 @@ struct Migration {
 }
 
 /// Every migration this crate ships, in order. Append only.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../migrations/control/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../migrations/control/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../migrations/control/0002_adopted.sql"),
+    },
+];
 
 /// The control plane on SQLite: placements, copy jobs, imports, the audit log and receipts,
 /// in `roomshard_*` tables of the host's global database.
@@ -135,7 +141,7 @@ impl ControlPlane for SqliteControlPlane {
     async fn placement(&self, room: &RoomId) -> Result<Option<Placement>> {
         let row = sqlx::query(
             "SELECT room, is_sharded, shard_url, media_bucket, kms_key_ref, profile, region, \
-             state, version FROM roomshard_placements WHERE room = ?",
+             adopted_shard, adopted_bucket, adopted_key, state, version FROM roomshard_placements WHERE room = ?",
         )
         .bind(room.as_str())
         .fetch_optional(&self.pool)
@@ -147,7 +153,7 @@ impl ControlPlane for SqliteControlPlane {
     async fn placements_page(&self, after: Option<&RoomId>, limit: u32) -> Result<Vec<Placement>> {
         let rows = sqlx::query(
             "SELECT room, is_sharded, shard_url, media_bucket, kms_key_ref, profile, region, \
-             state, version FROM roomshard_placements WHERE room > ? ORDER BY room LIMIT ?",
+             adopted_shard, adopted_bucket, adopted_key, state, version FROM roomshard_placements WHERE room > ? ORDER BY room LIMIT ?",
         )
         .bind(after.map_or("", |r| r.as_str()))
         .bind(i64::from(limit))
@@ -748,8 +754,8 @@ async fn apply_placement_change(
             bind_placement(
                 sqlx::query(
                     "INSERT INTO roomshard_placements (is_sharded, shard_url, media_bucket, \
-                     kms_key_ref, profile, region, state, version, room) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     kms_key_ref, profile, region, adopted_shard, adopted_bucket, adopted_key, \
+                     state, version, room) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ),
                 p,
             )?
@@ -766,7 +772,8 @@ async fn apply_placement_change(
             let done = bind_placement(
                 sqlx::query(
                     "UPDATE roomshard_placements SET is_sharded = ?, shard_url = ?, \
-                     media_bucket = ?, kms_key_ref = ?, profile = ?, region = ?, state = ?, \
+                     media_bucket = ?, kms_key_ref = ?, profile = ?, region = ?, \
+                     adopted_shard = ?, adopted_bucket = ?, adopted_key = ?, state = ?, \
                      version = ? WHERE room = ? AND version = ?",
                 ),
                 p,
@@ -814,7 +821,8 @@ async fn apply_placement_change(
 }
 
 /// Binds a placement's fields in the column order both placement writes use (`is_sharded`,
-/// `shard_url`, `media_bucket`, `kms_key_ref`, `profile`, `region`, `state`, `version`).
+/// `shard_url`, `media_bucket`, `kms_key_ref`, `profile`, `region`, the three `adopted_*`,
+/// `state`, `version`).
 fn bind_placement<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     p: &Placement,
@@ -826,6 +834,9 @@ fn bind_placement<'q>(
         .bind(p.kms_key_ref.clone())
         .bind(p.profile.as_str())
         .bind(p.region.clone())
+        .bind(p.adopted.shard)
+        .bind(p.adopted.bucket)
+        .bind(p.adopted.key)
         .bind(p.state.as_str())
         .bind(to_i64("placement version", p.version)?))
 }
@@ -936,6 +947,11 @@ fn placement_from_row(row: &SqliteRow) -> Result<Placement> {
             .parse::<Profile>()
             .map_err(|e| Error::corrupt("stored placement", e.to_string()))?,
         region: get(row, "region")?,
+        adopted: Adopted {
+            shard: get(row, "adopted_shard")?,
+            bucket: get(row, "adopted_bucket")?,
+            key: get(row, "adopted_key")?,
+        },
         state: state
             .parse::<PlacementState>()
             .map_err(|e| Error::corrupt("stored placement", e.to_string()))?,

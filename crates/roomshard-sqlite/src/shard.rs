@@ -9,9 +9,9 @@ use crate::sql::{
 use futures::TryStreamExt;
 use roomshard_core::{
     Bytes, CheckpointSink, CopyCheckpoint, CopyOutcome, CopyPass, CopyRequest, DumpSink,
-    DumpSource, EncryptionContext, Error, IdRemap, KeyManager, Parity, ProgressEvent, ProgressSink,
-    RestoreOutcome, Result, RoomId, RoomSchema, Scope, ServerUrl, ShardCapabilities, ShardRef,
-    ShardStore, TableCount, TableCursor, TableParity, async_trait,
+    DumpSource, EncryptionContext, Error, IdRemap, KeyManager, Location, Parity, ProgressEvent,
+    ProgressSink, ProviderUrl, RestoreOutcome, Result, RoomId, RoomSchema, Scope, ServerUrl,
+    ShardCapabilities, ShardRef, ShardStore, TableCount, TableCursor, TableParity, async_trait,
 };
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -42,8 +42,13 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// - [`Scope::Pooled`] is the host's shared tables in its global database (the pool given to
 ///   [`open`](Self::open)), every statement filtered on each table's room key column.
-/// - [`Scope::Dedicated`] is the file `<shards_dir>/room_<id>.sqlite3`, whose name comes only
-///   from a validated [`RoomId`]. One small pool per open shard file is cached.
+/// - [`Scope::Dedicated`] is the file its [`Location`] names (`sqlite:///…/room_<id>.sqlite3`).
+///   [`locate_shard`](ShardStore::locate_shard) names new shards
+///   `<shards_dir>/room_<id>.sqlite3`, from a validated [`RoomId`] only; a location that is not
+///   adopted is found by its file name in the shard directory (so a placement cannot point the
+///   store at an arbitrary file, and a home directory can move); an adopted one (a customer's
+///   own database file) is used where it is, must exist, and is never created or deleted. One
+///   small pool per open shard file is cached.
 ///
 /// Rows are stored with the mapping of the crate's codec (`docs` in `codec.rs`): `text`,
 /// `timestamptz`, `jsonb`, `uuid` as TEXT, integers and `bool` as INTEGER, `float8` as REAL
@@ -65,7 +70,8 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteShardStore {
     global: SqlitePool,
     shards_dir: PathBuf,
-    pools: Mutex<HashMap<RoomId, SqlitePool>>,
+    /// Open shard pools, by file.
+    pools: Mutex<HashMap<PathBuf, SqlitePool>>,
     batch_rows: usize,
     key_gate: Option<Arc<dyn KeyManager>>,
 }
@@ -150,6 +156,57 @@ impl SqliteShardStore {
         Ok(path)
     }
 
+    /// The URL of the shard file at `path`, as placements record it.
+    fn shard_url(path: &Path) -> Result<ServerUrl> {
+        let text = path
+            .to_str()
+            .ok_or_else(|| Error::invalid("shard directory", "the path is not UTF-8"))?;
+        if text.contains(['%', '?', '#']) {
+            return Err(Error::invalid(
+                "shard directory",
+                format!("{text:?} contains %, ? or #, which a sqlite:// URL cannot carry"),
+            ));
+        }
+        Ok(ServerUrl::new(format!("sqlite://{text}")))
+    }
+
+    /// The file a dedicated scope's location names, checked: an `sqlite://` URL of an absolute
+    /// path. A shard this store made (not adopted) is found by its file name in this store's
+    /// shard directory, whatever directory the URL records, so a home directory can be moved or
+    /// copied; the name must be a plain `*.sqlite3` file name. An adopted shard is the file at
+    /// the recorded path, wherever it is.
+    pub fn shard_file(&self, room: &RoomId, at: &Location) -> Result<PathBuf> {
+        let url = at.shard.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "shard location",
+                format!("dedicated room {room} has no shard location (locate_shard first)"),
+            )
+        })?;
+        let parsed = ProviderUrl::parse(url.expose(), "shard location")?;
+        if parsed.scheme() != "sqlite" {
+            return Err(parsed.unknown_scheme(&["sqlite"]));
+        }
+        let path = parsed.local_path()?;
+        if at.adopted.shard {
+            return Ok(path);
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| {
+                n.ends_with(".sqlite3")
+                    && !n.starts_with('.')
+                    && matches!(Path::new(n).components().next(), Some(Component::Normal(_)))
+            })
+            .ok_or_else(|| {
+                Error::invalid(
+                    "shard location",
+                    format!("{url} does not name a shard file of this store (<name>.sqlite3)"),
+                )
+            })?;
+        Ok(self.shards_dir.join(name))
+    }
+
     /// Creates the host's shared tables (as a host without roomshard would have them) from the
     /// descriptors in the global database, each with an index on its room key column, so pooled
     /// rooms can be seeded, copied back and filtered efficiently.
@@ -192,41 +249,41 @@ impl SqliteShardStore {
     pub async fn pool_for(&self, scope: &Scope) -> Result<SqlitePool> {
         match scope {
             Scope::Pooled(_) => Ok(self.global.clone()),
-            Scope::Dedicated(room) => {
-                let pool = self.shard_pool(room, false).await?;
+            Scope::Dedicated(room, at) => {
+                let path = self.shard_file(room, at)?;
+                let pool = self.shard_pool(room, &path, false).await?;
                 self.check_gate(room, &pool).await?;
                 Ok(pool)
             }
         }
     }
 
-    fn cached_pool(&self, room: &RoomId) -> Option<SqlitePool> {
+    fn cached_pool(&self, path: &Path) -> Option<SqlitePool> {
         self.pools
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(room)
+            .get(path)
             .cloned()
     }
 
-    /// The shard's pool, opening (and with `create`, creating) the file.
-    async fn shard_pool(&self, room: &RoomId, create: bool) -> Result<SqlitePool> {
-        let path = self.shard_path(room)?;
-        let exists = tokio::fs::try_exists(&path).await.unwrap_or(false);
+    /// The pool of `room`'s shard file `path`, opening (and with `create`, creating) the file.
+    async fn shard_pool(&self, room: &RoomId, path: &Path, create: bool) -> Result<SqlitePool> {
+        let exists = tokio::fs::try_exists(path).await.unwrap_or(false);
         if !exists && !create {
             let stale = self
                 .pools
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(room);
+                .remove(path);
             if let Some(stale) = stale {
                 stale.close().await;
             }
             return Err(Error::not_found(format!("dedicated shard of room {room}")));
         }
-        if let Some(pool) = self.cached_pool(room) {
+        if let Some(pool) = self.cached_pool(path) {
             return Ok(pool);
         }
-        let options = connect_options(&path).create_if_missing(create);
+        let options = connect_options(path).create_if_missing(create);
         let pool = SqlitePoolOptions::new()
             .max_connections(SHARD_POOL_CONNECTIONS)
             .min_connections(0)
@@ -236,10 +293,10 @@ impl SqliteShardStore {
             .map_err(db_err(format!("opening the shard of room {room}")))?;
         let existing = {
             let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-            match pools.get(room) {
+            match pools.get(path) {
                 Some(other) => Some(other.clone()),
                 None => {
-                    pools.insert(room.clone(), pool.clone());
+                    pools.insert(path.to_path_buf(), pool.clone());
                     None
                 }
             }
@@ -318,7 +375,7 @@ pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
 fn room_filter(scope: &Scope) -> Option<&RoomId> {
     match scope {
         Scope::Pooled(room) => Some(room),
-        Scope::Dedicated(_) => None,
+        Scope::Dedicated(..) => None,
     }
 }
 
@@ -643,21 +700,46 @@ impl ShardStore for SqliteShardStore {
         }
     }
 
-    async fn ensure_shard(&self, room: &RoomId, schema: &RoomSchema) -> Result<ShardRef> {
+    fn locate_shard(&self, room: &RoomId, region: Option<&str>) -> Result<ServerUrl> {
+        if region.is_some() {
+            return Err(Error::unsupported("ensure_shard.region", self.name()));
+        }
+        Self::shard_url(&self.shard_path(room)?)
+    }
+
+    async fn ensure_shard(
+        &self,
+        room: &RoomId,
+        at: &Location,
+        schema: &RoomSchema,
+    ) -> Result<ShardRef> {
+        if at.region.is_some() {
+            return Err(Error::unsupported("ensure_shard.region", self.name()));
+        }
         let tables = schema
             .tables()
             .iter()
             .map(TableSql::new)
             .collect::<Result<Vec<_>>>()?;
-        let path = self.shard_path(room)?;
+        let path = self.shard_file(room, at)?;
+        let url = at.shard.clone().unwrap_or_else(|| ServerUrl::new(""));
         let existed = tokio::fs::try_exists(&path).await.unwrap_or(false);
+        if at.adopted.shard && !existed {
+            return Err(Error::not_found(format!(
+                "adopted shard {} of room {room} (an adopted database is never created)",
+                at.shard
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            )));
+        }
         let context = EncryptionContext::for_room(room);
         // A new shard's data key is made first, so a revoked grant leaves no file behind.
         let mut new_key = match (&self.key_gate, existed) {
             (Some(keys), false) => Some(keys.generate_data_key(room, &context).await?.wrapped),
             _ => None,
         };
-        let pool = self.shard_pool(room, true).await?;
+        let pool = self.shard_pool(room, &path, true).await?;
         let mut tx = pool
             .begin_with("BEGIN IMMEDIATE")
             .await
@@ -697,8 +779,11 @@ impl ShardStore for SqliteShardStore {
             .await
             .map_err(db_err(format!("committing ensure_shard of room {room}")))?;
         Ok(ShardRef {
-            url: ServerUrl::new(format!("sqlite://{}", path.display())),
-            namespace: room.schema_name().as_unquoted().to_string(),
+            url: url.clone(),
+            namespace: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         })
     }
 
@@ -866,15 +951,23 @@ impl ShardStore for SqliteShardStore {
 
     async fn drop_room(&self, scope: &Scope, schema: &RoomSchema) -> Result<()> {
         match scope {
-            Scope::Dedicated(room) => {
-                let path = self.shard_path(room)?;
+            Scope::Dedicated(room, at) => {
+                if at.shard.is_none() {
+                    // Nothing was ever located, so nothing was made.
+                    return Ok(());
+                }
+                let path = self.shard_file(room, at)?;
                 let cached = self
                     .pools
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(room);
+                    .remove(&path);
                 if let Some(pool) = cached {
                     pool.close().await;
+                }
+                if at.adopted.shard {
+                    // The customer's database: roomshard forgets it, and leaves it as it is.
+                    return Ok(());
                 }
                 for suffix in ["", "-wal", "-shm", "-journal"] {
                     let mut p = path.clone().into_os_string();
@@ -990,10 +1083,10 @@ impl ShardStore for SqliteShardStore {
 
     async fn size_bytes(&self, scope: &Scope, schema: &RoomSchema) -> Result<u64> {
         match scope {
-            Scope::Dedicated(room) => {
+            Scope::Dedicated(room, at) => {
                 let pool = self.open_scope(scope).await?;
                 drop(pool);
-                let path = self.shard_path(room)?;
+                let path = self.shard_file(room, at)?;
                 let mut total = 0u64;
                 for suffix in ["", "-wal"] {
                     let mut p = path.clone().into_os_string();

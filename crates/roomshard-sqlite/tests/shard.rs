@@ -73,7 +73,7 @@ async fn bulk_copy_decentralises_and_recentralises_with_parity() {
     seed_two_pooled_rooms(&e, &s).await;
     let alpha = room("alpha");
     let pooled = Scope::Pooled(alpha.clone());
-    let dedicated = Scope::Dedicated(alpha.clone());
+    let dedicated = dedicated(&e.store, &alpha);
     let beta_before = e
         .store
         .parity(&Scope::Pooled(room("beta")), &s)
@@ -88,7 +88,10 @@ async fn bulk_copy_decentralises_and_recentralises_with_parity() {
         "pooled parity counts only alpha's rows"
     );
 
-    e.store.ensure_shard(&alpha, &s).await.unwrap();
+    e.store
+        .ensure_shard(&alpha, &at(&e.store, &alpha), &s)
+        .await
+        .unwrap();
     let outcome = e
         .store
         .copy_room(bulk(&s, pooled.clone(), dedicated.clone()))
@@ -145,7 +148,7 @@ async fn copy_into_missing_shard_is_not_found_and_same_place_is_invalid() {
         .copy_room(bulk(
             &s,
             Scope::Pooled(alpha.clone()),
-            Scope::Dedicated(alpha.clone()),
+            dedicated(&e.store, &alpha),
         ))
         .await
         .unwrap_err();
@@ -165,7 +168,7 @@ async fn copy_into_missing_shard_is_not_found_and_same_place_is_invalid() {
         .copy_room(bulk(
             &s,
             Scope::Pooled(alpha.clone()),
-            Scope::Dedicated(room("beta")),
+            dedicated(&e.store, &room("beta")),
         ))
         .await
         .unwrap_err();
@@ -197,8 +200,11 @@ async fn interrupted_copy_resumes_from_its_last_checkpoint() {
     seed_two_pooled_rooms(&e, &s).await;
     let alpha = room("alpha");
     let pooled = Scope::Pooled(alpha.clone());
-    let dedicated = Scope::Dedicated(alpha.clone());
-    e.store.ensure_shard(&alpha, &s).await.unwrap();
+    let dedicated = dedicated(&e.store, &alpha);
+    e.store
+        .ensure_shard(&alpha, &at(&e.store, &alpha), &s)
+        .await
+        .unwrap();
     let total: u64 = workload("alpha", 1)
         .write_db_sql(std::io::sink())
         .unwrap()
@@ -248,8 +254,11 @@ async fn catch_up_inserts_updates_and_deletes_until_equal() {
     seed_two_pooled_rooms(&e, &s).await;
     let alpha = room("alpha");
     let pooled = Scope::Pooled(alpha.clone());
-    let dedicated = Scope::Dedicated(alpha.clone());
-    e.store.ensure_shard(&alpha, &s).await.unwrap();
+    let dedicated = dedicated(&e.store, &alpha);
+    e.store
+        .ensure_shard(&alpha, &at(&e.store, &alpha), &s)
+        .await
+        .unwrap();
     e.store
         .copy_room(bulk(&s, pooled.clone(), dedicated.clone()))
         .await
@@ -319,8 +328,11 @@ async fn catch_up_recentralises_from_the_shard_and_reports_progress() {
     seed_two_pooled_rooms(&e, &s).await;
     let alpha = room("alpha");
     let pooled = Scope::Pooled(alpha.clone());
-    let dedicated = Scope::Dedicated(alpha.clone());
-    e.store.ensure_shard(&alpha, &s).await.unwrap();
+    let dedicated = dedicated(&e.store, &alpha);
+    e.store
+        .ensure_shard(&alpha, &at(&e.store, &alpha), &s)
+        .await
+        .unwrap();
     e.store
         .copy_room(bulk(&s, pooled.clone(), dedicated.clone()))
         .await
@@ -381,13 +393,16 @@ async fn restore_keep_then_dump_equals_db_sql_writer_byte_for_byte() {
     let e = env(BATCH).await;
     let s = schema();
     let alpha = room("alpha");
-    let scope = Scope::Dedicated(alpha.clone());
+    let scope = dedicated(&e.store, &alpha);
     let w = Workload {
         messages: 3000,
         ..workload("alpha", 9)
     };
     let sql = db_sql(&w);
-    e.store.ensure_shard(&alpha, &s).await.unwrap();
+    e.store
+        .ensure_shard(&alpha, &at(&e.store, &alpha), &s)
+        .await
+        .unwrap();
     let out = e
         .store
         .restore(
@@ -670,12 +685,15 @@ async fn drop_room_is_idempotent_and_scoped() {
     let s = schema();
     seed_two_pooled_rooms(&e, &s).await;
     let alpha = room("alpha");
-    e.store.ensure_shard(&alpha, &s).await.unwrap();
+    e.store
+        .ensure_shard(&alpha, &at(&e.store, &alpha), &s)
+        .await
+        .unwrap();
     e.store
         .copy_room(bulk(
             &s,
             Scope::Pooled(alpha.clone()),
-            Scope::Dedicated(alpha.clone()),
+            dedicated(&e.store, &alpha),
         ))
         .await
         .unwrap();
@@ -683,7 +701,7 @@ async fn drop_room_is_idempotent_and_scoped() {
     assert!(path.exists());
     let size = e
         .store
-        .size_bytes(&Scope::Dedicated(alpha.clone()), &s)
+        .size_bytes(&dedicated(&e.store, &alpha), &s)
         .await
         .unwrap();
     assert!(size > 0);
@@ -697,7 +715,7 @@ async fn drop_room_is_idempotent_and_scoped() {
 
     for _ in 0..2 {
         e.store
-            .drop_room(&Scope::Dedicated(alpha.clone()), &s)
+            .drop_room(&dedicated(&e.store, &alpha), &s)
             .await
             .unwrap();
     }
@@ -707,13 +725,13 @@ async fn drop_room_is_idempotent_and_scoped() {
     assert!(!std::path::Path::new(&wal).exists());
     let err = e
         .store
-        .parity(&Scope::Dedicated(alpha.clone()), &s)
+        .parity(&dedicated(&e.store, &alpha), &s)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     let err = e
         .store
-        .size_bytes(&Scope::Dedicated(alpha.clone()), &s)
+        .size_bytes(&dedicated(&e.store, &alpha), &s)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
@@ -747,9 +765,17 @@ async fn drop_room_is_idempotent_and_scoped() {
     );
 
     // A dropped shard can be created again.
-    e.store.ensure_shard(&alpha, &s).await.unwrap();
+    e.store
+        .ensure_shard(&alpha, &at(&e.store, &alpha), &s)
+        .await
+        .unwrap();
     assert_eq!(
-        counts(&e.store.parity(&Scope::Dedicated(alpha), &s).await.unwrap()),
+        counts(
+            &e.store
+                .parity(&dedicated(&e.store, &alpha), &s)
+                .await
+                .unwrap()
+        ),
         vec![0; 5]
     );
 }
@@ -759,14 +785,20 @@ async fn ensure_is_idempotent_and_refuses_differing_tables() {
     let e = env(BATCH).await;
     let s = schema();
     let alpha = room("alpha");
-    e.store.ensure_shard(&alpha, &s).await.unwrap();
-    e.store.ensure_shard(&alpha, &s).await.unwrap();
+    e.store
+        .ensure_shard(&alpha, &at(&e.store, &alpha), &s)
+        .await
+        .unwrap();
+    e.store
+        .ensure_shard(&alpha, &at(&e.store, &alpha), &s)
+        .await
+        .unwrap();
     e.store.ensure_pooled_tables(&s).await.unwrap();
     e.store.ensure_pooled_tables(&s).await.unwrap();
 
     let pool = e
         .store
-        .pool_for(&Scope::Dedicated(alpha.clone()))
+        .pool_for(&dedicated(&e.store, &alpha))
         .await
         .unwrap();
     sqlx::query("DROP TABLE reactions")
@@ -777,7 +809,11 @@ async fn ensure_is_idempotent_and_refuses_differing_tables() {
         .execute(&pool)
         .await
         .unwrap();
-    let err = e.store.ensure_shard(&alpha, &s).await.unwrap_err();
+    let err = e
+        .store
+        .ensure_shard(&alpha, &at(&e.store, &alpha), &s)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
     // The host's data was not altered to fit.
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('reactions')")
@@ -827,7 +863,7 @@ async fn revoked_key_grant_seals_every_shard_path() {
     let grantee = Grantee::new("mesh-host").unwrap();
     let keys = Arc::new(LocalKeyManager::open(e.dir.path().join("keys"), grantee.clone()).unwrap());
     let alpha = room("alpha");
-    keys.ensure_room_key(&alpha, &BTreeMap::new())
+    keys.ensure_room_key(&alpha, &roomshard_core::KeySpec::default())
         .await
         .unwrap();
     keys.grant(&alpha, &grantee).await.unwrap();
@@ -838,9 +874,12 @@ async fn revoked_key_grant_seals_every_shard_path() {
             .with_key_gate(keys.clone());
     seed_two_pooled_rooms(&e, &s).await;
     let pooled = Scope::Pooled(alpha.clone());
-    let dedicated = Scope::Dedicated(alpha.clone());
+    let dedicated = dedicated(&store, &alpha);
 
-    store.ensure_shard(&alpha, &s).await.unwrap();
+    store
+        .ensure_shard(&alpha, &at(&store, &alpha), &s)
+        .await
+        .unwrap();
     store
         .copy_room(bulk(&s, pooled.clone(), dedicated.clone()))
         .await
@@ -853,7 +892,10 @@ async fn revoked_key_grant_seals_every_shard_path() {
         other => panic!("{what}: expected Sealed, got {other:?}"),
     };
     sealed(
-        store.ensure_shard(&alpha, &s).await.map(drop),
+        store
+            .ensure_shard(&alpha, &at(&store, &alpha), &s)
+            .await
+            .map(drop),
         "ensure_shard",
     );
     sealed(
@@ -897,10 +939,12 @@ async fn revoked_key_grant_seals_every_shard_path() {
     );
     // A room that never had a shard cannot get one while sealed, and leaves no file.
     let beta = room("beta");
-    keys.ensure_room_key(&beta, &BTreeMap::new()).await.unwrap();
+    keys.ensure_room_key(&beta, &roomshard_core::KeySpec::default())
+        .await
+        .unwrap();
     keys.revoke(&beta, &grantee).await.unwrap();
     assert!(matches!(
-        store.ensure_shard(&beta, &s).await,
+        store.ensure_shard(&beta, &at(&store, &beta), &s).await,
         Err(Error::Sealed { .. })
     ));
     assert!(!store.shard_path(&beta).unwrap().exists());

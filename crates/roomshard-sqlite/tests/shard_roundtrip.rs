@@ -5,7 +5,7 @@ mod shard_support;
 
 use proptest::prelude::*;
 use roomshard_bundle::CopyValue;
-use roomshard_core::{IdRemap, LogicalType, RoomSchema, Scope, ShardStore, Table};
+use roomshard_core::{IdRemap, LogicalType, RoomSchema, ShardStore, Table};
 use shard_support::*;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -189,9 +189,12 @@ fn round_trip(schema: &RoomSchema, rows: Vec<Vec<Vec<CopyValue>>>) -> (Vec<u8>, 
     let expected = db_sql_sorted(&id, schema.tables(), rows_out);
     let e = shared_env();
     let room = room(&id);
-    let scope = Scope::Dedicated(room.clone());
+    let scope = dedicated(&e.store, &room);
     let got = runtime().block_on(async {
-        e.store.ensure_shard(&room, schema).await.unwrap();
+        e.store
+            .ensure_shard(&room, &at(&e.store, &room), schema)
+            .await
+            .unwrap();
         e.store
             .restore(
                 &scope,
@@ -243,7 +246,7 @@ fn corrupt_values_are_refused_with_table_and_row() {
     let schema = all_types_schema();
     let e = shared_env();
     let room = room("corrupt-rows");
-    let scope = Scope::Dedicated(room.clone());
+    let scope = dedicated(&e.store, &room);
     let good = "1\tx\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n";
     let bad_fields = [
         "2\tx\t\\N\t2147483648\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n",
@@ -259,7 +262,10 @@ fn corrupt_values_are_refused_with_table_and_row() {
         "2\tx\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N",
     ];
     runtime().block_on(async {
-        e.store.ensure_shard(&room, &schema).await.unwrap();
+        e.store
+            .ensure_shard(&room, &at(&e.store, &room), &schema)
+            .await
+            .unwrap();
         for bad in bad_fields {
             let rows = format!("{good}{bad}").into_bytes();
             let err = e

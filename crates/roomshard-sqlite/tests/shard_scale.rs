@@ -33,7 +33,10 @@ async fn quick_workload_round_trip() {
         .await
         .unwrap();
     let t_restore = t0.elapsed();
-    e.store.ensure_shard(&r, &s).await.unwrap();
+    e.store
+        .ensure_shard(&r, &at(&e.store, &r), &s)
+        .await
+        .unwrap();
     let t0 = Instant::now();
     let out = e
         .store
@@ -43,7 +46,7 @@ async fn quick_workload_round_trip() {
                 scope: Scope::Pooled(r.clone()),
                 server: None,
             },
-            target: Scope::Dedicated(r.clone()),
+            target: dedicated(&e.store, &r),
             pass: CopyPass::Bulk,
             resume_from: None,
             checkpoints: &NoCheckpoints,
@@ -54,16 +57,12 @@ async fn quick_workload_round_trip() {
     let t_copy = t0.elapsed();
     let t0 = Instant::now();
     let a = e.store.parity(&Scope::Pooled(r.clone()), &s).await.unwrap();
-    let b = e
-        .store
-        .parity(&Scope::Dedicated(r.clone()), &s)
-        .await
-        .unwrap();
+    let b = e.store.parity(&dedicated(&e.store, &r), &s).await.unwrap();
     let t_parity = t0.elapsed();
     assert_eq!(a, b);
     let mut sink = DbSqlSink::new(&w.room_id, s.tables());
     e.store
-        .dump(&Scope::Dedicated(r.clone()), &s, &mut sink)
+        .dump(&dedicated(&e.store, &r), &s, &mut sink)
         .await
         .unwrap();
     assert!(sink.out == sql);

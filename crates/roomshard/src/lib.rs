@@ -28,11 +28,11 @@ mod support;
 
 use std::sync::Arc;
 
-use roomshard_core::{Algorithm, BucketSpec, Grantee, Profile, SigningKeyId};
 pub use roomshard_core::{
-    ControlPlane, Error, KeyManager, MediaStore, Placement, PlacementState, ProgressEvent,
-    ProgressSink, Result, RoomId, RoomSchema, ShardStore,
+    Adopted, ControlPlane, Error, KeyManager, Location, MediaStore, Placement, PlacementState,
+    ProgressEvent, ProgressSink, Result, RoomId, RoomSchema, Scope, ShardStore,
 };
+use roomshard_core::{Algorithm, BucketSpec, Grantee, Profile, SigningKeyId};
 pub use support::{now_rfc3339, parity_digest, trusted_key_set_json};
 
 /// The providers and settings every flow runs with: one value per host, shared (`Arc`) across
@@ -60,6 +60,8 @@ impl Roomshard {
     ///
     /// - the bucket spec against the media store's capabilities ([`BucketSpec::unsupported_by`]);
     /// - the `sovereign` profile needs a key manager that grants and revokes (Revoke Mesh);
+    /// - a pinned [`Config::region`] needs every provider to place resources in regions
+    ///   (`regions`): residency is refused at startup, not after a key was made;
     /// - the signing key exists, and its algorithm (from the key manager's public key, P-256 or
     ///   Ed25519) is one the manager declares it can sign with; it becomes
     ///   [`Config::signing_algorithm`], written into manifests and key sets.
@@ -79,6 +81,25 @@ impl Roomshard {
             return Err(Error::unsupported(op, media.name()));
         }
         let key_caps = keys.capabilities();
+        if config.region.is_some() {
+            for (ok, operation, provider) in [
+                (
+                    shards.capabilities().regions,
+                    "ensure_shard.region",
+                    shards.name(),
+                ),
+                (
+                    media.capabilities().regions,
+                    "ensure_bucket.region",
+                    media.name(),
+                ),
+                (key_caps.regions, "ensure_room_key.region", keys.name()),
+            ] {
+                if !ok {
+                    return Err(Error::unsupported(operation, provider));
+                }
+            }
+        }
         if config.profile == Profile::Sovereign {
             for (ok, operation) in [
                 (key_caps.grants, "profile.sovereign.grant"),
@@ -111,6 +132,25 @@ impl Roomshard {
             control,
             schema,
             config,
+        })
+    }
+}
+
+impl Roomshard {
+    /// Where the providers would put `room`'s own shard and bucket, in the configured region:
+    /// the [`Location`] a decentralise (or a dedicated import) records before creating anything.
+    /// No side effect.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when a provider cannot place a resource in the region.
+    pub fn locate(&self, room: &roomshard_core::RoomId) -> Result<Location> {
+        let region = self.config.region.clone();
+        Ok(Location {
+            shard: Some(self.shards.locate_shard(room, region.as_deref())?),
+            bucket: Some(self.media.locate_bucket(room)?),
+            key: None,
+            region,
+            adopted: roomshard_core::Adopted::default(),
         })
     }
 }

@@ -421,10 +421,10 @@ async fn import_into_a_dedicated_shard() {
     assert_eq!(p.state, PlacementState::Sovereign);
     assert!(p.is_sharded && p.media_bucket.is_some() && p.kms_key_ref.is_some());
     let original = dump_text(&a.roomshard, &Scope::Pooled(room("general"))).await;
-    let imported = dump_text(&b.roomshard, &Scope::Dedicated(new.clone())).await;
+    let imported = dump_text(&b.roomshard, &dedicated(&b.roomshard, &new).await).await;
     assert_eq!(with_room(&imported, new.as_str(), "general"), original);
     assert_eq!(
-        objects(&b.roomshard, &Scope::Dedicated(new.clone())).await,
+        objects(&b.roomshard, &dedicated(&b.roomshard, &new).await).await,
         objects(&a.roomshard, &Scope::Pooled(room("general"))).await
     );
     // Nothing landed in the pooled scope.
@@ -717,13 +717,21 @@ impl roomshard_core::ShardStore for SwapOnEnsureShard {
     fn capabilities(&self) -> roomshard_core::ShardCapabilities {
         self.inner.capabilities()
     }
+    fn locate_shard(
+        &self,
+        room: &RoomId,
+        region: Option<&str>,
+    ) -> CoreResult<roomshard_core::ServerUrl> {
+        self.inner.locate_shard(room, region)
+    }
     async fn ensure_shard(
         &self,
         room: &RoomId,
+        at: &roomshard::Location,
         schema: &roomshard::RoomSchema,
     ) -> CoreResult<roomshard_core::ShardRef> {
         std::fs::write(&self.target, &self.replacement).unwrap();
-        self.inner.ensure_shard(room, schema).await
+        self.inner.ensure_shard(room, at, schema).await
     }
     async fn copy_room(
         &self,

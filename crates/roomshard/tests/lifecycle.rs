@@ -115,7 +115,6 @@ async fn decentralise_revoke_rotate_recentralise() {
     let room = seed(&home, &workload("general", 400, 1)).await;
     let other = seed(&home, &workload("random", 50, 2)).await;
     let pooled = Scope::Pooled(room.clone());
-    let dedicated = Scope::Dedicated(room.clone());
     let before = rs.shards.parity(&pooled, &rs.schema).await.unwrap();
     let other_before = rs
         .shards
@@ -148,6 +147,7 @@ async fn decentralise_revoke_rotate_recentralise() {
         out.parity, before,
         "the shard holds exactly the pooled rows"
     );
+    let dedicated = out.placement.dedicated();
     assert_eq!(
         rs.shards.parity(&dedicated, &rs.schema).await.unwrap(),
         before
@@ -401,7 +401,7 @@ async fn interrupted_decentralise_resumes_to_exact_parity() {
     );
     assert_eq!(outcome.parity, before);
     assert_eq!(
-        keys_of(&home, &Scope::Dedicated(room.clone())).await,
+        keys_of(&home, &common::dedicated(rs, &room).await).await,
         media_before
     );
     assert!(rs.control.jobs().await.unwrap().is_empty(), "job forgotten");
@@ -706,7 +706,7 @@ async fn a_stopped_recentralise_goes_forward_or_back() {
             .expect_err("copy back fails");
         failing.fail(None);
         let pooled = Scope::Pooled(room.clone());
-        let dedicated = Scope::Dedicated(room.clone());
+        let dedicated = common::dedicated(&rs, &room).await;
         assert_eq!(
             rs.control.placement(&room).await.unwrap().unwrap().state,
             PlacementState::Recentralising
@@ -826,9 +826,9 @@ impl roomshard::KeyManager for NoRevoke {
     async fn ensure_room_key(
         &self,
         room: &RoomId,
-        tags: &std::collections::BTreeMap<String, String>,
+        spec: &roomshard_core::KeySpec,
     ) -> roomshard::Result<roomshard_core::KeyRef> {
-        self.0.ensure_room_key(room, tags).await
+        self.0.ensure_room_key(room, spec).await
     }
     async fn generate_data_key(
         &self,
@@ -851,4 +851,110 @@ impl roomshard::KeyManager for NoRevoke {
     ) -> roomshard::Result<roomshard_core::PublicKey> {
         self.0.public_key(key).await
     }
+}
+
+/// Bring your own: a customer's database file, bucket and key are adopted — used, recorded as
+/// adopted, never created — and recentralising or aborting leaves them, contents included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopted_resources_are_used_and_never_created_or_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = open(&dir.path().join("home"), 100).await;
+    let rs = &home.roomshard;
+    let room = seed(&home, &workload("acme", 120, 7)).await;
+    let pooled = Scope::Pooled(room.clone());
+    let before = rs.shards.parity(&pooled, &rs.schema).await.unwrap();
+    let media_before = keys_of(&home, &pooled).await;
+
+    // The customer's own: a database file outside the home, a bucket (directory) of their own
+    // name, and the room's key made beforehand.
+    let theirs = dir.path().join("customer").join("acme-db.sqlite3");
+    let shard_url = roomshard_core::ServerUrl::new(format!("sqlite://{}", theirs.display()));
+    let bucket_dir = home.dir().join("media").join("customer").join("acme");
+    std::fs::create_dir_all(&bucket_dir).unwrap();
+    let key = rs
+        .keys
+        .ensure_room_key(&room, &roomshard_core::KeySpec::default())
+        .await
+        .unwrap();
+    let adopt = flows::Adoption {
+        shard: Some(shard_url.clone()),
+        bucket: Some("customer/acme".into()),
+        key: Some(key.id.clone()),
+    };
+    let options = flows::DecentraliseOptions {
+        adopt: adopt.clone(),
+    };
+
+    // Their database does not exist yet: refused, nothing is created, and abort hands every
+    // adopted resource back untouched.
+    let err = flows::decentralise_with(rs, &room, &options, &roomshard_core::NoProgress)
+        .await
+        .expect_err("a missing adopted database");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("never created"), "{err}");
+    assert!(!theirs.exists(), "the adopted database was created");
+    flows::abort(rs, &room).await.unwrap();
+    let p = rs.control.placement(&room).await.unwrap().unwrap();
+    assert_eq!(p.state, PlacementState::Pooled);
+    assert_eq!(p.location(), roomshard_core::Location::default(), "{p:?}");
+    assert!(bucket_dir.is_dir(), "abort removed the adopted bucket");
+    assert!(
+        !rs.keys.cancel_deletion(&room).await.unwrap(),
+        "abort scheduled the adopted key's deletion"
+    );
+    assert_eq!(rs.shards.parity(&pooled, &rs.schema).await.unwrap(), before);
+
+    // Their database exists (an empty SQLite file): adopted, used, recorded.
+    std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
+    std::fs::write(&theirs, b"").unwrap();
+    let out = flows::decentralise_with(rs, &room, &options, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    let p = &out.placement;
+    assert_eq!(p.state, PlacementState::Sovereign);
+    assert!(
+        p.adopted.shard && p.adopted.bucket && p.adopted.key,
+        "{p:?}"
+    );
+    assert_eq!(p.shard_url.as_ref(), Some(&shard_url));
+    assert_eq!(p.media_bucket.as_deref(), Some("customer/acme"));
+    assert_eq!(p.kms_key_ref.as_deref(), Some(key.id.as_str()));
+    assert_eq!(out.parity, before);
+    let theirs_scope = p.dedicated();
+    assert_eq!(keys_of(&home, &theirs_scope).await, media_before);
+    assert!(
+        std::fs::read_dir(&bucket_dir).unwrap().count() > 0,
+        "the objects are in the customer's bucket"
+    );
+    assert!(
+        !home.dir().join("shards/room_acme.sqlite3").exists(),
+        "a shard of roomshard's own was made besides the adopted one"
+    );
+
+    // Recentralise: the room is pooled again, and the customer keeps all three, with the data.
+    flows::recentralise(rs, &room, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(rs.shards.parity(&pooled, &rs.schema).await.unwrap(), before);
+    let p = rs.control.placement(&room).await.unwrap().unwrap();
+    assert_eq!(p.location(), roomshard_core::Location::default());
+    assert!(
+        theirs.is_file(),
+        "recentralise deleted the adopted database"
+    );
+    assert_eq!(
+        rs.shards.parity(&theirs_scope, &rs.schema).await.unwrap(),
+        before,
+        "the adopted database keeps its rows"
+    );
+    assert_eq!(keys_of(&home, &theirs_scope).await, media_before);
+    assert!(
+        !rs.keys.cancel_deletion(&room).await.unwrap(),
+        "recentralise scheduled the adopted key's deletion"
+    );
+    let actions = audit_actions(rs, &room).await;
+    assert!(
+        actions.contains(&"recentralise.finished".to_string()),
+        "{actions:?}"
+    );
 }

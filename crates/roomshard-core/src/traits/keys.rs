@@ -31,20 +31,20 @@ pub trait KeyManager: Send + Sync {
     fn capabilities(&self) -> KeyCapabilities;
 
     /// Makes sure `room` has a key, reachable under the alias [`room_key_alias`] (`room/<id>`;
-    /// a KMS provider writes it `alias/room/<id>`), carrying `tags`.
+    /// a KMS provider writes it `alias/room/<id>`), carrying `spec.tags`, in `spec.region`.
     ///
     /// # Behaviour
     /// - **Idempotent**: an existing key under the alias is returned unchanged (tags are added
     ///   where the backend supports tags); never a second key for one room.
+    /// - With `spec.adopt`, the customer's own key of that reference is used: it must exist and
+    ///   be usable ([`Error::NotFound`] otherwise), it is never created, and it is returned.
+    /// - A pinned `spec.region` the manager cannot keep a key in is [`Error::Unsupported`]
+    ///   (`ensure_room_key.region`), before anything is created.
     /// - A key scheduled for deletion is [`Error::Conflict`].
     ///
     /// # Requires capability
-    /// None.
-    async fn ensure_room_key(
-        &self,
-        room: &RoomId,
-        tags: &BTreeMap<String, String>,
-    ) -> Result<KeyRef>;
+    /// `regions` for a pinned region.
+    async fn ensure_room_key(&self, room: &RoomId, spec: &KeySpec) -> Result<KeyRef>;
 
     /// A fresh 256-bit data key: its plaintext for immediate use and its copy wrapped by the
     /// room key, bound to `context`.
@@ -247,6 +247,18 @@ pub trait KeyManager: Send + Sync {
         let _ = room;
         Err(Error::unsupported("discard_room_key", self.name()))
     }
+}
+
+/// What [`KeyManager::ensure_room_key`] makes (or adopts) for a room.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySpec {
+    /// Tags on the key (cost allocation, the room id).
+    pub tags: BTreeMap<String, String>,
+    /// The region the key must live in, if pinned.
+    pub region: Option<String>,
+    /// A customer's own key to use instead of making one (its provider reference, e.g. a KMS key
+    /// ARN): never created, never scheduled for deletion by roomshard.
+    pub adopt: Option<String>,
 }
 
 /// The alias of `room`'s key: `room/<id>`.

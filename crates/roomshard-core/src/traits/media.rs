@@ -4,7 +4,7 @@ use crate::body::ObjectBody;
 use crate::capabilities::MediaCapabilities;
 use crate::error::{Error, Result};
 use crate::ids::{ObjectKey, RoomId};
-use crate::placement::Scope;
+use crate::placement::{Location, Scope};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -33,21 +33,40 @@ pub trait MediaStore: Send + Sync {
     /// What this store can do. Must be constant for the store's lifetime.
     fn capabilities(&self) -> MediaCapabilities;
 
-    /// Makes sure `room`'s own bucket exists and is configured as `spec` says.
+    /// The name [`ensure_bucket`](Self::ensure_bucket) would give `room`'s own bucket: what a
+    /// placement records **before** anything is created.
     ///
     /// # Behaviour
-    /// - Creates the bucket if missing (its name derived from the room id by the provider's
-    ///   naming rule, e.g. a configured prefix plus the id with `_` mapped to `-` where the
-    ///   backend forbids `_`) and returns it.
+    /// - No side effect; derived by the provider's naming rule (e.g. a configured template plus
+    ///   the id, with `_` mapped to `-` where the backend forbids `_`), the same for the same room
+    ///   while the configuration is unchanged.
+    ///
+    /// # Requires capability
+    /// None.
+    fn locate_bucket(&self, room: &RoomId) -> Result<String>;
+
+    /// Makes sure `room`'s own bucket `at.bucket` exists and is configured as `spec` says.
+    ///
+    /// # Behaviour
+    /// - `at.bucket` is from [`locate_bucket`](Self::locate_bucket) or a customer's own bucket
+    ///   (`at.adopted.bucket`); `None` or a name the store cannot address is [`Error::Invalid`].
+    /// - Creates the bucket if missing — except an adopted one, which must exist
+    ///   ([`Error::NotFound`] otherwise) and is never created — and returns it.
     /// - **Idempotent and converging**: on an existing bucket it applies any setting that differs
     ///   from `spec` and returns the same [`BucketRef`].
     /// - Every `spec` field the store cannot honour is [`Error::Unsupported`] (the operation
-    ///   named by [`BucketSpec::unsupported_by`]), checked before anything is created: a setting
-    ///   is never silently dropped, because a profile may have promised it.
+    ///   named by [`BucketSpec::unsupported_by`], including a pinned `region` without
+    ///   `regions`), checked before anything is created: a setting is never silently dropped,
+    ///   because a profile may have promised it.
     ///
     /// # Requires capability
     /// Per field of `spec`, see [`BucketSpec::unsupported_by`].
-    async fn ensure_bucket(&self, room: &RoomId, spec: &BucketSpec) -> Result<BucketRef>;
+    async fn ensure_bucket(
+        &self,
+        room: &RoomId,
+        at: &Location,
+        spec: &BucketSpec,
+    ) -> Result<BucketRef>;
 
     /// Stores `body` under `key`, replacing any object there.
     ///
@@ -129,7 +148,7 @@ pub trait MediaStore: Send + Sync {
         loop {
             let page = match self.list(scope, &ListRequest::default()).await {
                 Ok(page) => page,
-                Err(Error::NotFound { .. }) if matches!(scope, Scope::Dedicated(_)) => {
+                Err(Error::NotFound { .. }) if matches!(scope, Scope::Dedicated(..)) => {
                     return Ok(());
                 }
                 Err(e) => return Err(e),
@@ -143,15 +162,16 @@ pub trait MediaStore: Send + Sync {
         }
     }
 
-    /// Deletes `room`'s own bucket with every object and version in it.
+    /// Deletes `room`'s own bucket `at.bucket` with every object and version in it.
     ///
     /// # Behaviour
-    /// - **Idempotent**: a missing bucket is `Ok`. Resumable: a drop interrupted halfway is
-    ///   finished by calling it again.
+    /// - **Idempotent**: a missing bucket, or a location without one, is `Ok`. Resumable: a drop
+    ///   interrupted halfway is finished by calling it again.
+    /// - An adopted bucket is the customer's: left as it is, objects included, and `Ok`.
     ///
     /// # Requires capability
     /// None.
-    async fn drop_bucket(&self, room: &RoomId) -> Result<()>;
+    async fn drop_bucket(&self, room: &RoomId, at: &Location) -> Result<()>;
 
     /// Copies an object server-side, within or across scopes, without streaming it through the
     /// caller.
@@ -245,6 +265,8 @@ impl BucketSpec {
             Some("ensure_bucket.versioning")
         } else if !self.tags.is_empty() && !caps.tagging {
             Some("ensure_bucket.tags")
+        } else if self.region.is_some() && !caps.regions {
+            Some("ensure_bucket.region")
         } else {
             None
         }

@@ -44,7 +44,7 @@ pub use control::{
 };
 pub use index::{ConsumerGroup, Delivery, DeliveryTag, Indexer, Lag};
 pub use keys::{
-    DataKey, EncryptionContext, Grant, GrantId, Grantee, KeyManager, KeyRef, KeyVersions,
+    DataKey, EncryptionContext, Grant, GrantId, Grantee, KeyManager, KeyRef, KeySpec, KeyVersions,
     PublicKey, ScheduledDeletion, SecretBytes, SigningKeyId, room_key_alias,
 };
 pub use media::{

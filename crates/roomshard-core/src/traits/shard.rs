@@ -4,7 +4,7 @@ use crate::capabilities::ShardCapabilities;
 use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, ProgressSink};
 use crate::ids::{Identifier, ObjectKey, RoomId, SchemaName};
-use crate::placement::{Scope, ServerUrl};
+use crate::placement::{Location, Scope, ServerUrl};
 use crate::schema::RoomSchema;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,24 +39,47 @@ pub trait ShardStore: Send + Sync {
     /// What this store can do. Must be constant for the store's lifetime.
     fn capabilities(&self) -> ShardCapabilities;
 
-    /// Makes sure `room`'s dedicated shard exists with every table of `schema`.
+    /// Where [`ensure_shard`](Self::ensure_shard) would create `room`'s dedicated shard, pinned
+    /// to `region` if given: the URL a placement records **before** anything is created.
     ///
     /// # Behaviour
-    /// - Creates the shard (schema, file, …) if missing; creates each missing table from its
-    ///   descriptor (columns, types, nullability, primary key — no foreign keys); creates
-    ///   roomshard's own per-shard tables (names starting with
+    /// - No side effect; the same answer for the same room and region while the store's
+    ///   configuration is unchanged.
+    /// - A region the store cannot place a shard in is [`Error::Unsupported`]
+    ///   (`ensure_shard.region`): residency is refused, never silently ignored.
+    ///
+    /// # Requires capability
+    /// `regions` for a `region`.
+    fn locate_shard(&self, room: &RoomId, region: Option<&str>) -> Result<ServerUrl>;
+
+    /// Makes sure `room`'s dedicated shard exists at `at.shard` with every table of `schema`.
+    ///
+    /// # Behaviour
+    /// - `at.shard` is where the placement says the shard is — from
+    ///   [`locate_shard`](Self::locate_shard), or a customer's own database (`at.adopted.shard`).
+    ///   `None`, or a URL this store does not serve, is [`Error::Invalid`].
+    /// - Creates the shard (schema, file, …) if missing — except an adopted one, which must
+    ///   exist ([`Error::NotFound`] otherwise) and is never created; creates each missing table
+    ///   from its descriptor (columns, types, nullability, primary key — no foreign keys);
+    ///   creates roomshard's own per-shard tables (names starting with
     ///   [`RESERVED_TABLE_PREFIX`](crate::RESERVED_TABLE_PREFIX)), and, with
     ///   `transactional_outbox`, the triggers that feed the outbox.
+    /// - A pinned `at.region` the store cannot honour is [`Error::Unsupported`]
+    ///   (`ensure_shard.region`), before anything is created.
     /// - **Idempotent**: on an existing, matching shard it changes nothing and returns `Ok`.
     /// - An existing table whose columns differ from the descriptor is [`Error::Conflict`]; the
     ///   store never alters or drops host data to make it fit.
     /// - Identifiers reach SQL only through [`SchemaName`] and [`Identifier`] quoting.
-    /// - Returns where the shard is ([`ShardRef`]), the same on every call for one room: the
-    ///   placement records it (`shard_url`) instead of the flows making a location up.
+    /// - Returns the shard's reference ([`ShardRef`]), whose `url` equals `at.shard`.
     ///
     /// # Requires capability
-    /// None.
-    async fn ensure_shard(&self, room: &RoomId, schema: &RoomSchema) -> Result<ShardRef>;
+    /// `regions` for a pinned region.
+    async fn ensure_shard(
+        &self,
+        room: &RoomId,
+        at: &Location,
+        schema: &RoomSchema,
+    ) -> Result<ShardRef>;
 
     /// Copies one room's rows from `request.source` into `request.target`: one pass of a
     /// decentralise, recentralise or move.
@@ -126,6 +149,8 @@ pub trait ShardStore: Send + Sync {
     ///
     /// # Behaviour
     /// - **Idempotent**: a missing shard or a room with no pooled rows is `Ok`.
+    /// - An adopted shard (`adopted.shard` in the scope's location) is the customer's: it is
+    ///   left as it is, with its tables and rows, and `Ok` is returned.
     /// - Pooled deletes filter on each table's `room_key_column` and never touch another room.
     /// - Atomic where the backend allows (one transaction): a failure leaves the rows in place.
     ///
@@ -575,9 +600,8 @@ pub struct OutboxEntry {
     pub event: ChangeEvent,
 }
 
-/// Where a room's dedicated shard is, as [`ShardStore::ensure_shard`] made it: what a placement
-/// records, like [`BucketRef`](crate::BucketRef) for a bucket and [`KeyRef`](crate::KeyRef) for a
-/// key.
+/// Where a room's dedicated shard is, as [`ShardStore::ensure_shard`] made it: like
+/// [`BucketRef`](crate::BucketRef) for a bucket and [`KeyRef`](crate::KeyRef) for a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardRef {
     /// The shard's full location, for the placement's `shard_url`: the server and the

@@ -10,11 +10,10 @@ use crate::capabilities::{
 use crate::error::{Error, Result};
 use crate::events::{NoProgress, ProgressEvent};
 use crate::ids::{Identifier, ObjectKey, RoomId};
-use crate::placement::{Scope, ServerUrl};
+use crate::placement::{Location, Scope, ServerUrl};
 use crate::schema::{RoomSchema, Table};
 use async_trait::async_trait;
 use roomshard_verify::format::LogicalType;
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,9 +59,24 @@ impl ShardStore for MinimalShards {
     fn capabilities(&self) -> ShardCapabilities {
         ShardCapabilities::default()
     }
-    async fn ensure_shard(&self, room: &RoomId, _schema: &RoomSchema) -> Result<ShardRef> {
+    fn locate_shard(&self, room: &RoomId, region: Option<&str>) -> Result<ServerUrl> {
+        if region.is_some() {
+            return Err(Error::unsupported("ensure_shard.region", self.name()));
+        }
+        Ok(ServerUrl::new(format!("memory:room_{room}")))
+    }
+    async fn ensure_shard(
+        &self,
+        room: &RoomId,
+        at: &Location,
+        _schema: &RoomSchema,
+    ) -> Result<ShardRef> {
+        let url = at
+            .shard
+            .clone()
+            .ok_or_else(|| Error::invalid("location", "no shard"))?;
         Ok(ShardRef {
-            url: ServerUrl::new(format!("memory:room_{room}")),
+            url,
             namespace: format!("room_{room}"),
         })
     }
@@ -121,12 +135,23 @@ impl MediaStore for MinimalMedia {
     fn capabilities(&self) -> MediaCapabilities {
         MediaCapabilities::default()
     }
-    async fn ensure_bucket(&self, room: &RoomId, spec: &BucketSpec) -> Result<BucketRef> {
+    fn locate_bucket(&self, room: &RoomId) -> Result<String> {
+        Ok(format!("rooms/{room}"))
+    }
+    async fn ensure_bucket(
+        &self,
+        _room: &RoomId,
+        at: &Location,
+        spec: &BucketSpec,
+    ) -> Result<BucketRef> {
         if let Some(op) = spec.unsupported_by(&self.capabilities()) {
             return Err(Error::unsupported(op, self.name()));
         }
         Ok(BucketRef {
-            name: format!("rooms/{room}"),
+            name: at
+                .bucket
+                .clone()
+                .ok_or_else(|| Error::invalid("location", "no bucket"))?,
             region: None,
         })
     }
@@ -161,7 +186,7 @@ impl MediaStore for MinimalMedia {
     async fn usage(&self, _scope: &Scope) -> Result<Usage> {
         Ok(Usage::default())
     }
-    async fn drop_bucket(&self, _room: &RoomId) -> Result<()> {
+    async fn drop_bucket(&self, _room: &RoomId, _at: &Location) -> Result<()> {
         Ok(())
     }
 }
@@ -176,11 +201,7 @@ impl KeyManager for MinimalKeys {
     fn capabilities(&self) -> KeyCapabilities {
         KeyCapabilities::default()
     }
-    async fn ensure_room_key(
-        &self,
-        room: &RoomId,
-        _tags: &BTreeMap<String, String>,
-    ) -> Result<KeyRef> {
+    async fn ensure_room_key(&self, room: &RoomId, _spec: &KeySpec) -> Result<KeyRef> {
         Ok(KeyRef {
             id: format!("local:{room}"),
             alias: room_key_alias(room),
@@ -238,7 +259,7 @@ fn optional_shard_methods_default_to_unsupported() {
     let store = MinimalShards {
         rows: Mutex::new(Vec::new()),
     };
-    let scope = Scope::Dedicated(room());
+    let scope = Scope::Dedicated(room(), Location::default());
     let schema = schema();
     struct NullSink;
     #[async_trait]
@@ -283,7 +304,7 @@ fn optional_shard_methods_default_to_unsupported() {
 
 #[test]
 fn optional_media_key_and_index_methods_default_to_unsupported() {
-    let scope = Scope::Dedicated(room());
+    let scope = Scope::Dedicated(room(), Location::default());
     let key = ObjectKey::new("a.png").expect("valid");
     let grantee = Grantee::new("mesh").expect("valid");
     let signer = SigningKeyId::new("p256-1").expect("valid");
@@ -298,7 +319,9 @@ fn optional_media_key_and_index_methods_default_to_unsupported() {
             "presign_get",
         );
         assert_unsupported(
-            media.ensure_bucket(&room(), &BucketSpec::default()).await,
+            media
+                .ensure_bucket(&room(), &Location::default(), &BucketSpec::default())
+                .await,
             "ensure_bucket.lifecycle_ia_days",
         );
 
@@ -370,14 +393,22 @@ fn copy_request_refuses_renames_and_self_copies() {
         progress: &NoProgress,
     };
     let other = RoomId::new("other").expect("valid");
-    let rename = request(Scope::Pooled(room()), None, Scope::Dedicated(other));
+    let rename = request(
+        Scope::Pooled(room()),
+        None,
+        Scope::Dedicated(other, Location::default()),
+    );
     assert!(matches!(rename.validate(), Err(Error::Invalid { .. })));
-    let onto_itself = request(Scope::Dedicated(room()), None, Scope::Dedicated(room()));
+    let onto_itself = request(
+        Scope::Dedicated(room(), Location::default()),
+        None,
+        Scope::Dedicated(room(), Location::default()),
+    );
     assert!(matches!(onto_itself.validate(), Err(Error::Invalid { .. })));
     let moving = request(
-        Scope::Dedicated(room()),
+        Scope::Dedicated(room(), Location::default()),
         Some(ServerUrl::new("postgres://db2/mesh")),
-        Scope::Dedicated(room()),
+        Scope::Dedicated(room(), Location::default()),
     );
     assert!(moving.validate().is_ok());
 
@@ -396,7 +427,11 @@ fn copy_request_refuses_renames_and_self_copies() {
     let sink = Saving(&saved);
     let outcome = block_on(store.copy_room(CopyRequest {
         checkpoints: &sink,
-        ..request(Scope::Pooled(room()), None, Scope::Dedicated(room()))
+        ..request(
+            Scope::Pooled(room()),
+            None,
+            Scope::Dedicated(room(), Location::default()),
+        )
     }))
     .expect("copies");
     assert_eq!(outcome.rows_written, 1);

@@ -3,7 +3,8 @@
 
 use roomshard_bundle::{CopyValue, DbSqlWriter};
 use roomshard_core::{
-    Bytes, DumpSink, DumpSource, Error, Result, RoomId, TableDescriptor, async_trait,
+    Bytes, DumpSink, DumpSource, Error, Location, Result, RoomId, Scope, ShardStore,
+    TableDescriptor, async_trait,
 };
 use roomshard_example_mesh::{Media, Workload};
 use roomshard_sqlite::{SqliteShardStore, open_global};
@@ -242,4 +243,17 @@ pub fn workload_sql_sorted(w: &Workload) -> Vec<u8> {
         .map(|t| w.rows(t).expect("table").collect())
         .collect();
     db_sql_sorted(&w.room_id, schema.tables(), rows)
+}
+
+/// Where `store` puts `room`'s shard, as a placement records it before `ensure_shard`.
+pub fn at(store: &SqliteShardStore, room: &RoomId) -> Location {
+    Location {
+        shard: Some(store.locate_shard(room, None).expect("locate_shard")),
+        ..Location::default()
+    }
+}
+
+/// `room`'s dedicated scope in `store`.
+pub fn dedicated(store: &SqliteShardStore, room: &RoomId) -> Scope {
+    Scope::Dedicated(room.clone(), at(store, room))
 }

@@ -40,7 +40,8 @@ pub async fn abort(rs: &Roomshard, room: &RoomId) -> Result<AbortOutcome> {
         PlacementState::Provisioning | PlacementState::Copying | PlacementState::Cutover => {
             // Flip first: the pooled copy was authoritative all along, and from here on no
             // router sends anything to the half-made shard. The decentralise job record stays
-            // as the marker of the unfinished cleanup, which decentralise refuses to start over.
+            // as the marker of the unfinished cleanup, which decentralise refuses to start over,
+            // and the placement keeps naming the half-made resources until they are gone.
             if rs.control.job(room, JobKind::Decentralise).await?.is_none() {
                 save_marker(rs, room).await?;
             }
@@ -49,13 +50,13 @@ pub async fn abort(rs: &Roomshard, room: &RoomId) -> Result<AbortOutcome> {
                 PlacementState::Pooled,
                 "decentralise.aborted",
                 serde_json::json!({}),
-                clear_own_resources,
+                |_| {},
             )
             .await?;
-            remove_half_made(rs, room).await?;
+            remove_half_made(rs, &mut placement).await?;
         }
         PlacementState::Pooled if rs.control.job(room, JobKind::Decentralise).await?.is_some() => {
-            remove_half_made(rs, room).await?;
+            remove_half_made(rs, &mut placement).await?;
         }
         PlacementState::Recentralising => {
             // Forget the job first, so a recentralise run after a crash in the middle of this
@@ -97,24 +98,40 @@ async fn save_marker(rs: &Roomshard, room: &RoomId) -> Result<()> {
         .await
 }
 
-/// A placement's fields naming the room's own resources, cleared when it is pooled again.
+/// A placement's fields naming the room's own resources, cleared once those are removed.
 pub(crate) fn clear_own_resources(p: &mut Placement) {
     p.shard_url = None;
     p.media_bucket = None;
     p.kms_key_ref = None;
     p.profile = Profile::Standard;
     p.region = None;
+    p.adopted = roomshard_core::Adopted::default();
 }
 
-/// Removes what an aborted decentralise made — the room's shard, bucket and key (nothing is
-/// encrypted under that key that is not also in the pooled copy) — then the job record.
-async fn remove_half_made(rs: &Roomshard, room: &RoomId) -> Result<()> {
+/// Drops the shard and the bucket the placement records (adopted ones are left as they are);
+/// returns that location, for the key's turn.
+pub(crate) async fn drop_shard_and_bucket(
+    rs: &Roomshard,
+    placement: &Placement,
+) -> Result<roomshard_core::Location> {
+    let at = placement.location();
     rs.shards
-        .drop_room(&Scope::Dedicated(room.clone()), &rs.schema)
+        .drop_room(&placement.dedicated(), &rs.schema)
         .await?;
-    rs.media.drop_bucket(room).await?;
+    rs.media.drop_bucket(&placement.room, &at).await?;
+    Ok(at)
+}
+
+/// Removes what an aborted decentralise made at the location its placement recorded — the
+/// room's shard, bucket and key (nothing is encrypted under that key that is not also in the
+/// pooled copy), never an adopted one — then forgets the location and the job record.
+async fn remove_half_made(rs: &Roomshard, placement: &mut Placement) -> Result<()> {
+    let room = &placement.room.clone();
+    let at = drop_shard_and_bucket(rs, placement).await?;
     let caps = rs.keys.capabilities();
-    let key = if caps.discard_room_key {
+    let key = if at.adopted.key {
+        "kept (adopted)"
+    } else if caps.discard_room_key {
         rs.keys.discard_room_key(room).await?;
         "discarded"
     } else if caps.schedule_deletion {
@@ -130,11 +147,18 @@ async fn remove_half_made(rs: &Roomshard, room: &RoomId) -> Result<()> {
     } else {
         "kept (the key manager can neither discard nor delete keys)"
     };
-    rs.control.delete_job(room, JobKind::Decentralise).await?;
-    rs.audit(
+    let kept = |adopted: bool| if adopted { "kept (adopted)" } else { "dropped" };
+    rs.move_placement(
+        placement,
+        PlacementState::Pooled,
         "decentralise.abort_finished",
-        Some(room),
-        serde_json::json!({ "shard": "dropped", "bucket": "dropped", "key": key }),
+        serde_json::json!({
+            "shard": kept(at.adopted.shard),
+            "bucket": kept(at.adopted.bucket),
+            "key": key,
+        }),
+        clear_own_resources,
     )
-    .await
+    .await?;
+    rs.control.delete_job(room, JobKind::Decentralise).await
 }

@@ -13,8 +13,8 @@
 //! the placement says `sovereign`.
 
 use roomshard_core::{
-    CopyPass, Error, JobKind, Parity, Phase, Placement, PlacementState, ProgressEvent,
-    ProgressSink, Result, RoomId, Scope,
+    Adopted, CopyPass, Error, JobKind, KeySpec, Parity, Phase, Placement, PlacementState,
+    ProgressEvent, ProgressSink, Result, RoomId, Scope, ServerUrl,
 };
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +113,27 @@ pub async fn plan(rs: &Roomshard, room: &RoomId) -> Result<Plan> {
     })
 }
 
+/// A customer's own resources for a room to use instead of new ones (bring your own): each is
+/// checked to exist, used, recorded in the placement as adopted, and never created or deleted —
+/// recentralise and abort leave it, with its contents, as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Adoption {
+    /// An existing database / schema / file, in the shard store's URL form.
+    pub shard: Option<ServerUrl>,
+    /// An existing bucket, by name.
+    pub bucket: Option<String>,
+    /// An existing key, by the key manager's reference (a KMS key ARN).
+    pub key: Option<String>,
+}
+
+/// How to decentralise.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecentraliseOptions {
+    /// Resources to adopt instead of creating (default: create all three). Read when the
+    /// decentralise starts; a resumed one keeps what its placement recorded.
+    pub adopt: Adoption,
+}
+
 /// Decentralises `room`, or resumes the decentralise a crash interrupted; on a room already
 /// sovereign it returns its latest receipt.
 ///
@@ -123,6 +144,19 @@ pub async fn plan(rs: &Roomshard, room: &RoomId) -> Result<Plan> {
 pub async fn decentralise(
     rs: &Roomshard,
     room: &RoomId,
+    progress: &dyn ProgressSink,
+) -> Result<DecentraliseOutcome> {
+    decentralise_with(rs, room, &DecentraliseOptions::default(), progress).await
+}
+
+/// [`decentralise`] with options (adopting a customer's own shard, bucket or key).
+///
+/// # Errors
+/// As [`decentralise`]; [`Error::NotFound`] for an adopted resource that does not exist.
+pub async fn decentralise_with(
+    rs: &Roomshard,
+    room: &RoomId,
+    options: &DecentraliseOptions,
     progress: &dyn ProgressSink,
 ) -> Result<DecentraliseOutcome> {
     if rs.control.placement(room).await?.is_none() {
@@ -171,21 +205,48 @@ pub async fn decentralise(
         _ => {}
     }
     let pooled = Scope::Pooled(room.clone());
-    let dedicated = Scope::Dedicated(room.clone());
 
-    // 1. Plan (only when starting: a resumed job already has its plan behind it).
+    // 1. Plan (only when starting: a resumed job already has its plan behind it), and record
+    //    where the room's own resources will be *before* any is made, so a crash or an abort
+    //    from here on knows exactly what may exist.
     let plan = if placement.state == PlacementState::Pooled {
         let plan = plan(rs, room).await?;
         let profile = rs.config.profile;
         let region = rs.config.region.clone();
+        let adopt = &options.adopt;
+        let shard_url = match &adopt.shard {
+            Some(url) => url.clone(),
+            None => rs.shards.locate_shard(room, region.as_deref())?,
+        };
+        let bucket = match &adopt.bucket {
+            Some(name) => name.clone(),
+            None => rs.media.locate_bucket(room)?,
+        };
+        let adopted = Adopted {
+            shard: adopt.shard.is_some(),
+            bucket: adopt.bucket.is_some(),
+            key: adopt.key.is_some(),
+        };
+        let key = adopt.key.clone();
         rs.move_placement(
             &mut placement,
             PlacementState::Provisioning,
             "decentralise.started",
-            serde_json::json!({ "rows": plan.rows, "objects": plan.objects, "media_bytes": plan.media_bytes }),
+            serde_json::json!({
+                "rows": plan.rows,
+                "objects": plan.objects,
+                "media_bytes": plan.media_bytes,
+                "shard": shard_url.to_string(),
+                "bucket": bucket,
+                "adopted": adopted,
+            }),
             |p| {
                 p.profile = profile;
                 p.region = region;
+                p.shard_url = Some(shard_url);
+                p.media_bucket = Some(bucket);
+                p.kms_key_ref = key;
+                p.adopted = adopted;
             },
         )
         .await?;
@@ -211,7 +272,8 @@ pub async fn decentralise(
         // again within the window cancels that and reuses the key (its alias stays the room's,
         // and nothing encrypted under it was lost), rather than minting a second key for one
         // room. A key manager that cannot cancel surfaces the conflict from ensure_room_key.
-        if rs.keys.capabilities().cancel_deletion {
+        let at = placement.location();
+        if rs.keys.capabilities().cancel_deletion && !at.adopted.key {
             match rs.keys.cancel_deletion(room).await {
                 Ok(true) => {
                     rs.audit("key.deletion_cancelled", Some(room), serde_json::json!({}))
@@ -223,15 +285,33 @@ pub async fn decentralise(
         }
         let key = rs
             .keys
-            .ensure_room_key(room, &std::collections::BTreeMap::new())
+            .ensure_room_key(
+                room,
+                &KeySpec {
+                    region: at.region.clone(),
+                    adopt: at.key.clone().filter(|_| at.adopted.key),
+                    ..KeySpec::default()
+                },
+            )
             .await?;
         if rs.keys.capabilities().grants {
             rs.keys.grant(room, &rs.config.grantee).await?;
         }
-        let bucket = rs.media.ensure_bucket(room, &rs.config.bucket_spec).await?;
-        let shard_url = rs.shards.ensure_shard(room, &rs.schema).await?.url;
+        let mut spec = rs.config.bucket_spec.clone();
+        spec.region = at.region.clone();
+        let bucket = rs.media.ensure_bucket(room, &at, &spec).await?;
+        let shard = rs.shards.ensure_shard(room, &at, &rs.schema).await?;
+        if Some(&shard.url) != at.shard.as_ref() || Some(&bucket.name) != at.bucket.as_ref() {
+            return Err(Error::corrupt(
+                format!("provisioning room {room}"),
+                format!(
+                    "the providers made {} and {:?}, not the recorded {:?} and {:?}",
+                    shard.url, bucket.name, at.shard, at.bucket
+                ),
+            ));
+        }
         let detail = serde_json::json!({
-            "shard": shard_url.to_string(),
+            "shard": shard.url.to_string(),
             "bucket": bucket.name,
             "key": key.id,
         });
@@ -241,13 +321,13 @@ pub async fn decentralise(
             "decentralise.provisioned",
             detail,
             |p| {
-                p.shard_url = Some(shard_url);
-                p.media_bucket = Some(bucket.name);
                 p.kms_key_ref = Some(key.id);
             },
         )
         .await?;
     }
+
+    let dedicated = placement.dedicated();
 
     // 3. Copy while the pooled room stays writable: bulk, then catch-up passes until the delta
     //    is small. 4. Cutover: read-only, final catch-up, parity; parity failing reopens writes.

@@ -32,9 +32,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use roomshard_core::{
-    DumpSource, Error, IdMap, IdRemap, ImportRecord, ImportState, KeyRewrite, ObjectBody, Phase,
-    Placement, PlacementChange, PlacementState, Profile, ProgressEvent, ProgressSink, PutOptions,
-    RemapPolicy, Result, RoomId, Scope, TableCount, TableDescriptor, async_trait,
+    Adopted, DumpSource, Error, IdMap, IdRemap, ImportRecord, ImportState, KeyRewrite, KeySpec,
+    ObjectBody, Phase, Placement, PlacementChange, PlacementState, Profile, ProgressEvent,
+    ProgressSink, PutOptions, RemapPolicy, Result, RoomId, Scope, TableCount, TableDescriptor,
+    async_trait,
 };
 use roomshard_verify::archive::{ArchiveReader, EntrySink};
 use roomshard_verify::copy::END_LINE as COPY_END_LINE;
@@ -558,16 +559,26 @@ async fn load_and_commit(
             let mut tags = BTreeMap::new();
             tags.insert("roomshard:room".to_string(), new_room.to_string());
             tags.insert("roomshard:import".to_string(), record.id.clone());
-            let key = rs.keys.ensure_room_key(new_room, &tags).await?;
+            let at = rs.locate(new_room)?;
+            let key = rs
+                .keys
+                .ensure_room_key(
+                    new_room,
+                    &KeySpec {
+                        tags,
+                        region: at.region.clone(),
+                        adopt: None,
+                    },
+                )
+                .await?;
             // A manager without grants lets its principal use every key it holds.
             if rs.keys.capabilities().grants {
                 rs.keys.grant(new_room, &rs.config.grantee).await?;
             }
-            let bucket = rs
-                .media
-                .ensure_bucket(new_room, &rs.config.bucket_spec)
-                .await?;
-            let shard = rs.shards.ensure_shard(new_room, &rs.schema).await?;
+            let mut spec = rs.config.bucket_spec.clone();
+            spec.region = at.region.clone();
+            let bucket = rs.media.ensure_bucket(new_room, &at, &spec).await?;
+            let shard = rs.shards.ensure_shard(new_room, &at, &rs.schema).await?;
             let p = Placement {
                 room: new_room.clone(),
                 is_sharded: PlacementState::Sovereign.serves_from_shard(),
@@ -576,11 +587,12 @@ async fn load_and_commit(
                 kms_key_ref: Some(key.id),
                 profile: rs.config.profile,
                 region: rs.config.region.clone().or(bucket.region),
+                adopted: Adopted::default(),
                 state: PlacementState::Sovereign,
                 version: 1,
             };
             (
-                Scope::Dedicated(new_room.clone()),
+                p.dedicated(),
                 IdRemap {
                     ids: RemapPolicy::Keep,
                     media_keys: Some(rewrite.clone()),
@@ -1168,10 +1180,13 @@ async fn roll_back(rs: &Roomshard, record: &ImportRecord) -> Result<()> {
     let pooled = Scope::Pooled(room.clone());
     rs.shards.drop_room(&pooled, &rs.schema).await?;
     rs.media.purge(&pooled).await?;
+    // Where a dedicated import of this room put (or would put) its shard and bucket: no
+    // placement names them yet, and an import never adopts (`locate` is what it used).
+    let at = rs.locate(room)?;
     rs.shards
-        .drop_room(&Scope::Dedicated(room.clone()), &rs.schema)
+        .drop_room(&Scope::Dedicated(room.clone(), at.clone()), &rs.schema)
         .await?;
-    rs.media.drop_bucket(room).await?;
+    rs.media.drop_bucket(room, &at).await?;
     // A dedicated import made the room's key (and its grant) before writing anything; no
     // placement names the room yet, so nothing else depends on that key.
     if rs.keys.capabilities().discard_room_key {

@@ -11,7 +11,9 @@ pub mod rotate;
 
 pub use abort::{AbortOutcome, abort};
 pub use access::{regrant, revoke};
-pub use decentralise::{DecentraliseOutcome, Plan, decentralise, plan};
+pub use decentralise::{
+    Adoption, DecentraliseOptions, DecentraliseOutcome, Plan, decentralise, decentralise_with, plan,
+};
 pub use export::{ExportOptions, ExportOutcome, export, export_to_dir};
 pub use import::{
     ArchiveSource, ImportOptions, ImportOutcome, ImportTarget, ReaderFn, import_archive,

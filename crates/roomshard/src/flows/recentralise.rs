@@ -61,8 +61,7 @@ pub async fn recentralise(
             let (objects, _) = media_totals(rs, &pooled).await?;
             remove_own_resources(
                 rs,
-                room,
-                &placement,
+                &mut placement,
                 rows.iter().map(|t| t.rows).sum(),
                 objects,
                 progress,
@@ -79,7 +78,7 @@ pub async fn recentralise(
         }
     }
     let pooled = Scope::Pooled(room.clone());
-    let dedicated = Scope::Dedicated(room.clone());
+    let dedicated = placement.dedicated();
     let job = JobState::load(rs, room, JobKind::Recentralise).await?;
     let counts = rs.shards.row_counts(&dedicated, &rs.schema).await?;
     let (objects, bytes) = media_totals(rs, &dedicated).await?;
@@ -135,14 +134,13 @@ pub async fn recentralise(
         PlacementState::Pooled,
         "recentralise.pooled",
         serde_json::json!({}),
-        super::abort::clear_own_resources,
+        |_| {},
     )
     .await?;
 
     remove_own_resources(
         rs,
-        room,
-        &placement,
+        &mut placement,
         target.tables.iter().map(|t| t.rows).sum(),
         objects,
         progress,
@@ -153,22 +151,21 @@ pub async fn recentralise(
     Ok(placement)
 }
 
-/// The cleanup after the flip to pooled: drops the shard and the bucket, schedules the key's
-/// deletion, and records `recentralise.finished`. Every step is idempotent, so a run that
-/// crashed halfway through it is finished by calling [`recentralise`] again.
+/// The cleanup after the flip to pooled, at the location the placement still records: drops
+/// the shard and the bucket, schedules the key's deletion (adopted ones are left as they are),
+/// then forgets the location with `recentralise.finished`. Every step is idempotent, so a run
+/// that crashed halfway through it is finished by calling [`recentralise`] again.
 async fn remove_own_resources(
     rs: &Roomshard,
-    room: &RoomId,
-    placement: &Placement,
+    placement: &mut Placement,
     rows: u64,
     objects: u64,
     progress: &dyn ProgressSink,
 ) -> Result<()> {
     progress.emit(ProgressEvent::Phase(Phase::Cleanup));
-    let dedicated = Scope::Dedicated(room.clone());
-    rs.shards.drop_room(&dedicated, &rs.schema).await?;
-    rs.media.drop_bucket(room).await?;
-    let deletion = if rs.keys.capabilities().schedule_deletion {
+    let room = &placement.room.clone();
+    let at = super::abort::drop_shard_and_bucket(rs, placement).await?;
+    let deletion = if rs.keys.capabilities().schedule_deletion && !at.adopted.key {
         match rs.keys.schedule_deletion(room, KEY_DELETION_DAYS).await {
             Ok(d) => Some(d.deletion_at_unix_ms),
             // Already scheduled by an earlier, interrupted run.
@@ -178,15 +175,20 @@ async fn remove_own_resources(
     } else {
         None
     };
-    rs.audit(
+    let version = placement.version;
+    rs.move_placement(
+        placement,
+        PlacementState::Pooled,
         "recentralise.finished",
-        Some(room),
         serde_json::json!({
             "rows": rows,
             "objects": objects,
             "key_deletion_at_unix_ms": deletion,
-            "version": placement.version,
+            "adopted_kept": at.adopted,
+            "pooled_version": version,
         }),
+        super::abort::clear_own_resources,
     )
-    .await
+    .await?;
+    Ok(())
 }

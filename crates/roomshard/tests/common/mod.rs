@@ -12,8 +12,8 @@ use roomshard::{RoomId, RoomSchema, Roomshard};
 use roomshard_bundle::{CopyValue, DbSqlWriter};
 use roomshard_core::{
     BucketRef, BucketSpec, DumpSink, DumpSource, Error, GetObject, IdRemap, ListPage, ListRequest,
-    MediaCapabilities, MediaStore, ObjectBody, ObjectKey, ObjectMeta, PutOptions, RemapPolicy,
-    Result, Scope, TableDescriptor, Usage, async_trait,
+    Location, MediaCapabilities, MediaStore, ObjectBody, ObjectKey, ObjectMeta, PutOptions,
+    RemapPolicy, Result, Scope, TableDescriptor, Usage, async_trait,
 };
 use roomshard_example_mesh::{Media, Workload};
 use std::sync::Arc;
@@ -325,9 +325,17 @@ impl MediaStore for FailingMedia {
     fn capabilities(&self) -> MediaCapabilities {
         self.inner.capabilities()
     }
-    async fn ensure_bucket(&self, room: &RoomId, spec: &BucketSpec) -> Result<BucketRef> {
+    fn locate_bucket(&self, room: &RoomId) -> Result<String> {
+        self.inner.locate_bucket(room)
+    }
+    async fn ensure_bucket(
+        &self,
+        room: &RoomId,
+        at: &Location,
+        spec: &BucketSpec,
+    ) -> Result<BucketRef> {
         self.check("ensure_bucket")?;
-        self.inner.ensure_bucket(room, spec).await
+        self.inner.ensure_bucket(room, at, spec).await
     }
     async fn put(
         &self,
@@ -386,8 +394,17 @@ impl MediaStore for FailingMedia {
     ) -> Result<roomshard_core::SignedUrl> {
         self.inner.presign_get(scope, key, expires_in).await
     }
-    async fn drop_bucket(&self, room: &RoomId) -> Result<()> {
+    async fn drop_bucket(&self, room: &RoomId, at: &Location) -> Result<()> {
         self.check("drop_bucket")?;
-        self.inner.drop_bucket(room).await
+        self.inner.drop_bucket(room, at).await
+    }
+}
+
+/// `room`'s dedicated scope: where its placement says, or else where the providers would put
+/// it (a room that was never placed).
+pub async fn dedicated(rs: &Roomshard, room: &RoomId) -> Scope {
+    match rs.control.placement(room).await.unwrap() {
+        Some(p) if p.shard_url.is_some() => p.dedicated(),
+        _ => Scope::Dedicated(room.clone(), rs.locate(room).unwrap()),
     }
 }
