@@ -1568,3 +1568,58 @@ fn an_ed25519_home_signs_exports_and_receipts_that_verify_here_and_with_openssl(
         describe(&out)
     );
 }
+
+#[test]
+fn decentralise_adopts_a_customers_own_database_and_recentralise_leaves_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    seed_general(&|args: &[&str], code: i32| cli(args, code), &home);
+    let theirs = tmp.path().join("customer/general.sqlite3");
+    let adopt = format!("--adopt-shard=sqlite://{}", theirs.display());
+    // Their database does not exist: refused, nothing made, and abort takes the room back.
+    let out = cli(&["decentralise", "general", "--home", s(&home), &adopt], 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("never created"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!theirs.exists(), "the adopted database was created");
+    cli(&["abort", "general", "--home", s(&home)], 0);
+
+    fs::create_dir_all(theirs.parent().unwrap()).unwrap();
+    fs::write(&theirs, b"").unwrap();
+    let plan = cli(
+        &[
+            "decentralise",
+            "general",
+            "--home",
+            s(&home),
+            &adopt,
+            "--plan",
+        ],
+        0,
+    );
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.contains("adopt shard sqlite://"), "{plan}");
+    assert!(!plan.contains("create shard"), "{plan}");
+    cli(&["decentralise", "general", "--home", s(&home), &adopt], 0);
+    let entry = room_entry(&home, "general").expect("placement");
+    assert_eq!(entry["state"], "sovereign", "{entry}");
+    assert_eq!(entry["adopted"]["shard"], true, "{entry}");
+    assert_eq!(
+        entry["shard_url"],
+        format!("sqlite://{}", theirs.display()),
+        "{entry}"
+    );
+    assert!(!home.join("shards/room_general.sqlite3").exists());
+    let filled = fs::metadata(&theirs).unwrap().len();
+    assert!(filled > 0, "the rows went into the customer's database");
+
+    cli(&["recentralise", "general", "--home", s(&home)], 0);
+    assert_eq!(room_entry(&home, "general").unwrap()["state"], "pooled");
+    assert!(
+        theirs.is_file() && fs::metadata(&theirs).unwrap().len() > 0,
+        "recentralise deleted or emptied the customer's database"
+    );
+    cli(&["audit", "verify", "--home", s(&home)], 0);
+}

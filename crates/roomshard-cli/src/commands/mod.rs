@@ -226,6 +226,7 @@ pub fn placement_json(p: &Placement) -> serde_json::Value {
         "key_ref": p.kms_key_ref,
         "region": p.region,
         "shard_url": p.shard_url.as_ref().map(|u| u.redacted()),
+        "adopted": p.adopted,
         "version": p.version,
     })
 }

@@ -47,12 +47,44 @@ pub struct DecentraliseArgs {
     /// Rows per copy batch (each batch is committed and checkpointed).
     #[arg(long)]
     pub batch_rows: Option<usize>,
+    /// Use this existing database as the room's shard instead of creating one (bring your own;
+    /// never created or deleted), in the shard store's URL form, e.g.
+    /// sqlite:///srv/acme/acme.sqlite3.
+    #[arg(long, value_name = "URL")]
+    pub adopt_shard: Option<String>,
+    /// Use this existing bucket (for a directory store: DIR/NAME under the media root) instead
+    /// of creating one; never created or deleted.
+    #[arg(long, value_name = "NAME")]
+    pub adopt_bucket: Option<String>,
+    /// Use this existing key (the key manager's reference, e.g. a KMS key ARN) instead of
+    /// creating one; never created or scheduled for deletion.
+    #[arg(long, value_name = "REF")]
+    pub adopt_key: Option<String>,
     /// Also write the Sovereignty Receipt to this file.
     #[arg(long)]
     pub receipt_out: Option<PathBuf>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+impl DecentraliseArgs {
+    /// The resources to adopt, checked (a shard URL must be a provider URL; it is never echoed
+    /// with its secrets).
+    fn adoption(&self) -> Result<flows::Adoption, CliError> {
+        let shard = match &self.adopt_shard {
+            None => None,
+            Some(text) => {
+                let url = roomshard_core::ProviderUrl::parse(text, "--adopt-shard")?;
+                Some(roomshard_core::ServerUrl::new(url.expose()))
+            }
+        };
+        Ok(flows::Adoption {
+            shard,
+            bucket: self.adopt_bucket.clone(),
+            key: self.adopt_key.clone(),
+        })
+    }
 }
 
 /// Prints a receipt: what it says (verified against the home's published key set), then the
@@ -72,6 +104,7 @@ pub fn decentralise(args: &DecentraliseArgs) -> Result<ExitCode, CliError> {
     if args.batch_rows == Some(0) {
         return Err(super::usage("--batch-rows must be at least 1"));
     }
+    let adopt = args.adoption()?;
     block_on(async {
         let home = open_home(&args.home, Create::No, args.batch_rows).await?;
         let rs = &home.roomshard;
@@ -82,7 +115,16 @@ pub fn decentralise(args: &DecentraliseArgs) -> Result<ExitCode, CliError> {
             } else {
                 outln!("plan to decentralise room {}:", plan.room);
                 for a in &plan.assets {
-                    outln!("  create {a}");
+                    let adopted = match a.split(' ').next() {
+                        Some("shard") => adopt.shard.as_ref().map(|u| format!("shard {u}")),
+                        Some("bucket") => adopt.bucket.as_ref().map(|b| format!("bucket {b}")),
+                        Some("key") => adopt.key.as_ref().map(|k| format!("key {k}")),
+                        _ => None,
+                    };
+                    match adopted {
+                        Some(what) => outln!("  adopt {what} (yours: never created or deleted)"),
+                        None => outln!("  create {a}"),
+                    }
                 }
                 outln!(
                     "  copy {} rows, {} objects ({})",
@@ -101,7 +143,8 @@ pub fn decentralise(args: &DecentraliseArgs) -> Result<ExitCode, CliError> {
             return Ok(ExitCode::SUCCESS);
         }
         let bars = Bars::new(&format!("decentralise {}", args.room));
-        let outcome = flows::decentralise(rs, &args.room, &bars).await?;
+        let options = flows::DecentraliseOptions { adopt };
+        let outcome = flows::decentralise_with(rs, &args.room, &options, &bars).await?;
         bars.finish();
         if let Some(path) = &args.receipt_out {
             write_file(path, outcome.receipt.as_bytes())?;
