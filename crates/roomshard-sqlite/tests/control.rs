@@ -784,3 +784,66 @@ async fn a_locked_database_is_a_retryable_unavailable() {
         .await
         .expect("after release");
 }
+
+/// A database made by a build that knew only migration 1 (placements without the `adopted_*`
+/// columns) upgrades in place: its placements read back, as not adopted, and can change.
+#[tokio::test]
+#[allow(clippy::unwrap_used)]
+async fn a_version_1_database_upgrades_and_keeps_its_placements() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("global.sqlite3");
+    let v1 = include_str!("../migrations/control/0001_init.sql");
+    {
+        let p = pool(&path).await;
+        sqlx::raw_sql(v1).execute(&p).await.unwrap();
+        sqlx::query(
+            "CREATE TABLE roomshard_migrations (version INTEGER NOT NULL PRIMARY KEY, \
+             applied_at TEXT NOT NULL, sha256 TEXT NOT NULL)",
+        )
+        .execute(&p)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO roomshard_migrations VALUES (1, '2026-11-01T00:00:00Z', ?)")
+            .bind(hex::encode(Sha256::digest(v1.as_bytes())))
+            .execute(&p)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO roomshard_placements (room, is_sharded, shard_url, media_bucket, \
+             kms_key_ref, profile, region, state, version) VALUES ('old', 1, \
+             'sqlite:///srv/shards/room_old.sqlite3', 'rooms/old', 'local:room/old', \
+             'sovereign', NULL, 'sovereign', 5)",
+        )
+        .execute(&p)
+        .await
+        .unwrap();
+        p.close().await;
+    }
+    let cp = SqliteControlPlane::new(pool(&path).await);
+    cp.migrate().await.expect("upgrade to the current schema");
+    let old = cp.placement(&room("old")).await.unwrap().expect("kept");
+    assert_eq!(old.version, 5);
+    assert!(old.adopted.is_none(), "{old:?}");
+    assert_eq!(old.media_bucket.as_deref(), Some("rooms/old"));
+    let mut next = old.clone();
+    next.adopted.key = true;
+    next.version = 6;
+    cp.change_placement(
+        PlacementChange::Update {
+            next: &next,
+            expected_version: 5,
+        },
+        &entry("test", 1, Some("old")),
+    )
+    .await
+    .unwrap();
+    assert!(
+        cp.placement(&room("old"))
+            .await
+            .unwrap()
+            .unwrap()
+            .adopted
+            .key
+    );
+}

@@ -779,6 +779,15 @@ async fn construction_checks_settings_against_capabilities() {
         matches!(&err, Error::Unsupported { operation: "ensure_bucket.lifecycle_ia_days", provider } if provider == "local"),
         "{err}"
     );
+    // A pinned region needs every provider to place resources in regions; the embedded ones
+    // have none, so residency is refused at startup (the shard store is asked first).
+    let mut config = rs.config.clone();
+    config.region = Some("eu-central-1".into());
+    let err = build(config, rs.keys.clone()).await.expect_err("region");
+    assert!(
+        matches!(&err, Error::Unsupported { operation: "ensure_shard.region", provider } if provider == "sqlite"),
+        "{err}"
+    );
     // A key manager that cannot revoke cannot serve the sovereign profile.
     let no_revoke: Arc<dyn roomshard::KeyManager> = Arc::new(NoRevoke(rs.keys.clone()));
     let err = build(rs.config.clone(), no_revoke.clone())
