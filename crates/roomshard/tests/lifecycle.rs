@@ -967,3 +967,83 @@ async fn adopted_resources_are_used_and_never_created_or_deleted() {
         "{actions:?}"
     );
 }
+
+/// `flows::verify_audit`: an intact log holds every recorded receipt's anchor and a head noted
+/// earlier; an unknown head is reported as a cut tail; a handed-in receipt of another key set is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_audit_checks_the_chain_receipt_anchors_and_an_expected_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = open(dir.path(), 100).await;
+    let rs = &home.roomshard;
+    let room = seed(&home, &workload("general", 40, 3)).await;
+    let out = flows::decentralise(rs, &room, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    let trusted =
+        TrustedKeys::from_json(&std::fs::read(home.trusted_keys_path()).unwrap()).unwrap();
+    let held = vec![("kept.json".to_string(), out.receipt.as_bytes().to_vec())];
+    let first = flows::verify_audit(
+        rs,
+        &trusted,
+        &flows::AuditCheckOptions {
+            expect_head: None,
+            receipts: held.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(first.intact(), "{first:?}");
+    assert!(
+        first.anchors.len() >= 2 && first.anchors.iter().all(|a| a.problem.is_none()),
+        "the recorded and the handed-in receipt both anchor: {first:?}"
+    );
+    // The head noted now is found later, after more entries.
+    flows::rotate(rs, &room).await.unwrap();
+    let later = flows::verify_audit(
+        rs,
+        &trusted,
+        &flows::AuditCheckOptions {
+            expect_head: Some(first.head.clone()),
+            receipts: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        later.intact() && later.expected_head_seq == Some(first.rows),
+        "{later:?}"
+    );
+    let cut = flows::verify_audit(
+        rs,
+        &trusted,
+        &flows::AuditCheckOptions {
+            expect_head: Some("0".repeat(64)),
+            receipts: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let (_, why) = cut.broken.expect("an unknown head");
+    assert!(why.contains("removed from its end"), "{why}");
+    // A receipt checked against a key set that did not sign it is refused.
+    let other = tempfile::tempdir().unwrap();
+    let other_home = open(other.path(), 100).await;
+    let strangers =
+        TrustedKeys::from_json(&std::fs::read(other_home.trusted_keys_path()).unwrap()).unwrap();
+    let err = flows::verify_audit(
+        rs,
+        &strangers,
+        &flows::AuditCheckOptions {
+            expect_head: None,
+            receipts: held,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert!(
+        err.to_string().contains("not a receipt of this home"),
+        "{err}"
+    );
+}

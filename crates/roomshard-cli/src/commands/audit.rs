@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use roomshard_core::{AuditAnchor, RoomId};
+use roomshard::flows;
+use roomshard_core::{Error, RoomId};
 
 use super::{
     CliError, Create, block_on, open_home, parse_room, print_json, read_trusted_keys, usage,
@@ -64,59 +65,34 @@ pub fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
     match command {
         AuditCommand::Verify(args) => block_on(async {
             let home = open_home(&args.home, Create::No, None).await?;
-            let held = held_anchors(&home, &args.receipt)?;
-            let control = &home.roomshard.control;
-            let mut v = control.verify_audit().await?;
-            let log = control.audit_log(None).await?;
-            let mut expected_at = None;
-            if let (Some(expected), None) = (&args.expect_head, &v.broken) {
-                match log.iter().find(|r| &r.hash == expected) {
-                    Some(record) => expected_at = Some(record.seq),
-                    None => {
-                        v.broken = Some((
-                            v.rows + 1,
-                            format!(
-                                "the expected head {expected} is not in the chain: entries were \
-                                 removed from its end (or this is another log)"
-                            ),
-                        ))
+            let mut receipts = Vec::new();
+            for file in &args.receipt {
+                let bytes = std::fs::read(file)
+                    .map_err(|e| usage(format!("reading {}: {e}", file.display())))?;
+                receipts.push((file.display().to_string(), bytes));
+            }
+            let trusted = read_trusted_keys(&home.trusted_keys_path())?;
+            let options = flows::AuditCheckOptions {
+                expect_head: args.expect_head.clone(),
+                receipts,
+            };
+            let v = flows::verify_audit(&home.roomshard, &trusted, &options)
+                .await
+                .map_err(|e| match e {
+                    // A handed-in receipt that is not this home's is a refusal, not a usage
+                    // error: the operation ran and says no.
+                    Error::Invalid { what, detail } => {
+                        CliError::Failed(format!("{what}: {detail}"))
                     }
-                }
-            }
-            // Anchors: the receipts the home recorded, then the ones held elsewhere.
-            let mut anchors = Vec::new();
-            for placement in control.placements().await? {
-                for r in control.receipts(&placement.room).await? {
-                    if let Some(anchor) = receipt_anchor(r.envelope.as_bytes())? {
-                        let source = format!(
-                            "recorded {} receipt of room {} (version {})",
-                            r.reason, r.room, r.version
-                        );
-                        anchors.push((source, anchor));
-                    }
-                }
-            }
-            anchors.extend(held);
-            let mut checked = Vec::new();
-            for (source, anchor) in &anchors {
-                let problem = roomshard_core::check_audit_anchor(&log, anchor);
-                if let (Some(p), None) = (&problem, &v.broken) {
-                    v.broken = Some((anchor.seq, format!("{source}: {p}")));
-                }
-                checked.push(serde_json::json!({
-                    "source": source,
-                    "seq": anchor.seq,
-                    "hash": anchor.hash,
-                    "problem": problem,
-                }));
-            }
+                    other => other.into(),
+                })?;
             if args.json {
                 print_json(&serde_json::json!({
-                    "intact": v.broken.is_none(),
+                    "intact": v.intact(),
                     "rows": v.rows,
                     "head": v.head,
-                    "expected_head_seq": expected_at,
-                    "anchors": checked,
+                    "expected_head_seq": v.expected_head_seq,
+                    "anchors": v.anchors,
                     "broken": v.broken.as_ref().map(|(seq, why)| {
                         serde_json::json!({ "seq": seq, "problem": why })
                     }),
@@ -129,7 +105,7 @@ pub fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
                             "audit log intact: {} entries, head {}; {} receipt anchors hold",
                             v.rows,
                             v.head,
-                            checked.len()
+                            v.anchors.len()
                         );
                     }
                     Ok(ExitCode::SUCCESS)
@@ -164,47 +140,4 @@ pub fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }),
     }
-}
-
-/// The audit anchor a receipt envelope carries, read without checking its signature (for the
-/// receipts the home recorded itself); `None` for a receipt from before anchors were added.
-fn receipt_anchor(envelope: &[u8]) -> Result<Option<AuditAnchor>, CliError> {
-    let predicate = roomshard_verify::dsse::receipt_predicate_unverified(envelope)
-        .map_err(|e| CliError::Failed(format!("a recorded receipt does not parse: {e}")))?;
-    Ok(predicate.audit)
-}
-
-/// The anchors of the receipts given with `--receipt`, each verified against the home's key set
-/// at its issue time (an expired receipt still anchors the log as it was when issued).
-fn held_anchors(
-    home: &roomshard::home::Home,
-    files: &[PathBuf],
-) -> Result<Vec<(String, AuditAnchor)>, CliError> {
-    if files.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys = read_trusted_keys(&home.trusted_keys_path())?;
-    let mut out = Vec::new();
-    for file in files {
-        let bytes =
-            std::fs::read(file).map_err(|e| usage(format!("reading {}: {e}", file.display())))?;
-        let issued = roomshard_verify::dsse::receipt_predicate_unverified(&bytes)
-            .map_err(|e| CliError::Failed(format!("{}: not a receipt: {e}", file.display())))?
-            .issued;
-        let verified =
-            roomshard_verify::dsse::verify_receipt(&bytes, &keys, &issued).map_err(|e| {
-                CliError::Failed(format!(
-                    "{}: not a receipt of this home: {e}",
-                    file.display()
-                ))
-            })?;
-        let anchor = verified.predicate.audit.ok_or_else(|| {
-            CliError::Failed(format!(
-                "{}: the receipt carries no audit anchor (issued before receipts had one)",
-                file.display()
-            ))
-        })?;
-        out.push((format!("receipt {}", file.display()), anchor));
-    }
-    Ok(out)
 }

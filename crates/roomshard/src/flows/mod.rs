@@ -2,6 +2,7 @@
 
 pub mod abort;
 pub mod access;
+pub mod audit;
 mod copy;
 pub mod decentralise;
 pub mod export;
@@ -11,6 +12,7 @@ pub mod rotate;
 
 pub use abort::{AbortOutcome, abort};
 pub use access::{regrant, revoke};
+pub use audit::{AnchorCheck, AuditCheck, AuditCheckOptions, verify_audit};
 pub use decentralise::{
     Adoption, DecentraliseOptions, DecentraliseOutcome, Plan, decentralise, decentralise_with, plan,
 };
