@@ -235,3 +235,47 @@ impl Roomshard {
         Ok(envelope)
     }
 }
+
+/// A scope as audit entries record it: kind, room and, for a dedicated scope, its shard (URL
+/// redacted: a PostgreSQL shard URL may carry a password, and the audit log is printed) and
+/// bucket. `Scope`'s own serialisation keeps the URL whole, for the control plane only.
+pub(crate) fn scope_detail(scope: &roomshard_core::Scope) -> serde_json::Value {
+    match scope {
+        roomshard_core::Scope::Pooled(room) => {
+            serde_json::json!({ "scope": "pooled", "room": room.as_str() })
+        }
+        roomshard_core::Scope::Dedicated(room, at) => serde_json::json!({
+            "scope": "dedicated",
+            "room": room.as_str(),
+            "shard": at.shard.as_ref().map(|u| u.redacted()),
+            "bucket": at.bucket,
+            "adopted": at.adopted,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod scope_detail_tests {
+    use super::scope_detail;
+    use roomshard_core::{Location, RoomId, Scope, ServerUrl};
+
+    #[test]
+    fn an_audit_detail_never_carries_a_shard_password() {
+        let at = Location {
+            shard: Some(ServerUrl::new(
+                "postgres://mesh:hunter2@db1/mesh?schema=room_general",
+            )),
+            bucket: Some("mesh-room-general".into()),
+            ..Location::default()
+        };
+        let room = RoomId::new("general").expect("room");
+        let detail = scope_detail(&Scope::Dedicated(room.clone(), at)).to_string();
+        assert!(!detail.contains("hunter2"), "{detail}");
+        assert!(detail.contains("postgres://mesh:***@db1/mesh"), "{detail}");
+        assert!(detail.contains("mesh-room-general"), "{detail}");
+        assert_eq!(
+            scope_detail(&Scope::Pooled(room)).to_string(),
+            r#"{"room":"general","scope":"pooled"}"#
+        );
+    }
+}

@@ -275,7 +275,7 @@ async fn export_into<S: ArchiveSink>(
         "export.finished",
         Some(room),
         serde_json::json!({
-            "scope": scope,
+            "scope": crate::support::scope_detail(&scope),
             "manifest_sha256": outcome.manifest_sha256,
             "archive_sha256": outcome.archive_sha256,
             "archive_bytes": outcome.archive_bytes,

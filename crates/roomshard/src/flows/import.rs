@@ -691,7 +691,7 @@ async fn load_and_commit(
             "source_instance": manifest.source_instance,
             "manifest_sha256": record.manifest_sha256,
             "signer_key_id": record.signer_key_id,
-            "scope": scope,
+            "scope": crate::support::scope_detail(&scope),
             "rows": restored.tables.iter().map(|t| t.rows).sum::<u64>(),
             "objects": objects,
             "remapped_ids": restored.id_maps.iter().map(|m| m.changes.len()).sum::<usize>(),
