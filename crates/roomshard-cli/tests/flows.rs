@@ -55,6 +55,15 @@ fn stdout_json(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{}", describe(out)))
 }
 
+/// Asserts that a command's stderr says `text`, showing the whole output otherwise.
+fn assert_stderr_has(out: &Output, text: &str) {
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(text),
+        "stderr lacks {text:?}: {}",
+        describe(out)
+    );
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -424,11 +433,7 @@ fn demo_end_to_end() {
     cli(&["audit", "list", "--home", s(&d.join("home"))], 0);
     // A previous demo directory is refused without --force; any other non-empty one always.
     let out = cli(&["demo", "--dir", s(&d)], 2);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--force"),
-        "{}",
-        describe(&out)
-    );
+    assert_stderr_has(&out, "--force");
     let other = tmp.path().join("other");
     fs::create_dir_all(&other).unwrap();
     fs::write(other.join("precious.txt"), "keep me").unwrap();
@@ -545,11 +550,7 @@ fn tampered_import_is_refused_and_leaves_nothing() {
         cli(&args, code)
     };
     let out = import_again(&[], 1);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--allow-duplicate"),
-        "{}",
-        describe(&out)
-    );
+    assert_stderr_has(&out, "--allow-duplicate");
     let copies = rooms_json(&b).len();
     let out = import_again(&["--allow-duplicate"], 0);
     // `source` is free in this home, so the copy keeps the bundle's own id.
@@ -1140,11 +1141,7 @@ fn audit_verify_detects_a_truncated_tail_by_receipt_anchors_and_expect_head() {
         ],
         1,
     );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not a receipt of this home"),
-        "{}",
-        describe(&out)
-    );
+    assert_stderr_has(&out, "not a receipt of this home");
 }
 
 #[test]
@@ -1181,11 +1178,7 @@ fn export_refuses_overwrite_without_force_leaves_no_empty_dir_and_receipt_out_is
     let archive = out_dir.join("room_general.tar.zst");
     let before = fs::read(&archive).unwrap();
     let out = export(&[], 2);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--force"),
-        "{}",
-        describe(&out)
-    );
+    assert_stderr_has(&out, "--force");
     assert_eq!(
         fs::read(&archive).unwrap(),
         before,
@@ -1207,21 +1200,13 @@ fn export_refuses_overwrite_without_force_leaves_no_empty_dir_and_receipt_out_is
             ],
             2,
         );
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("issues no receipt"),
-            "{}",
-            describe(&out)
-        );
+        assert_stderr_has(&out, "issues no receipt");
         assert!(!receipt.exists());
     }
     assert_eq!(room_entry(&home, "general").unwrap()["state"], "sovereign");
     // A sovereign room has no job to abort: refused, saying so, and left as it was.
     let out = cli(&["abort", "general", "--home", s(&home)], 1);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("nothing to abort"),
-        "{}",
-        describe(&out)
-    );
+    assert_stderr_has(&out, "nothing to abort");
     assert_eq!(room_entry(&home, "general").unwrap()["state"], "sovereign");
     // A failing export (no such room) into a new directory leaves no directory behind.
     let fresh = tmp.path().join("fresh");
@@ -1562,11 +1547,7 @@ fn an_ed25519_home_signs_exports_and_receipts_that_verify_here_and_with_openssl(
         ],
         1,
     );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is ed25519, not ecdsa-p256-sha256"),
-        "{}",
-        describe(&out)
-    );
+    assert_stderr_has(&out, "is ed25519, not ecdsa-p256-sha256");
 }
 
 #[test]
@@ -1578,11 +1559,7 @@ fn decentralise_adopts_a_customers_own_database_and_recentralise_leaves_it() {
     let adopt = format!("--adopt-shard=sqlite://{}", theirs.display());
     // Their database does not exist: refused, nothing made, and abort takes the room back.
     let out = cli(&["decentralise", "general", "--home", s(&home), &adopt], 1);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("never created"),
-        "{}",
-        describe(&out)
-    );
+    assert_stderr_has(&out, "never created");
     assert!(!theirs.exists(), "the adopted database was created");
     cli(&["abort", "general", "--home", s(&home)], 0);
 
