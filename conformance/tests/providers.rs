@@ -55,18 +55,32 @@ async fn sqlite_shard_store_conforms() {
     let global = roomshard_sqlite::open_global(&dir.path().join("global.db"))
         .await
         .expect("open global database");
-    let store = SqliteShardStore::open(global, &dir.path().join("shards")).expect("open store");
+    let store =
+        SqliteShardStore::open(global.clone(), &dir.path().join("shards")).expect("open store");
     store
         .ensure_pooled_tables(&fixture_schema().expect("fixture schema"))
         .await
         .expect("shared tables");
+    // A second store of its own (another shard directory), for the two-store round trip.
+    let peer = SqliteShardStore::open(global, &dir.path().join("peer-shards")).expect("peer");
     let config = ShardSuiteConfig {
         pooled_tables: true,
         room_prefix: None,
+        peer: Some(Arc::new(peer)),
     };
     let report = run_shard_suite(&store, &config).await;
     println!("{report}");
     assert_eq!(report.failures(), 0, "{report}");
+    let round_trip = report
+        .checks
+        .iter()
+        .find(|c| c.name == "a_dump_restores_into_another_store_and_back")
+        .expect("the two-store check runs");
+    assert_eq!(
+        round_trip.outcome,
+        roomshard_conformance::suite::Outcome::Passed,
+        "with a peer it applies: {report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

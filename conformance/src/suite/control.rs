@@ -78,7 +78,8 @@ async fn actions(cp: &dyn ControlPlane, room: &RoomId) -> Result<Vec<String>, Fa
 /// "Both are stored or neither is": insert (`AlreadyExists` twice), compare-and-swap update
 /// (`Conflict` on a stale version, `Invalid` when the version does not grow, `NotFound` without
 /// a placement), delete (`Conflict` on a stale version, idempotent when missing) — and exactly
-/// the changes that happened have an audit entry.
+/// the changes that happened have an audit entry. Every field reads back as written: location,
+/// adoption and provider names included (a placement is where flows find a room again).
 pub async fn placement_changes_are_compare_and_swap_with_their_audit_entry(
     cp: &dyn ControlPlane,
     config: &ControlSuiteConfig,
@@ -101,6 +102,26 @@ pub async fn placement_changes_are_compare_and_swap_with_their_audit_entry(
     let stale = p.clone();
     p.transition(PlacementState::Provisioning)
         .map_err(|e| Failure::new(format!("transition: {e}")))?;
+    // What a decentralise records before creating anything: every field must come back.
+    p.shard_url = Some(roomshard_core::ServerUrl::new(
+        "postgres://u:pw@db2/mesh?schema=room_x",
+    ));
+    p.media_bucket = Some("mesh-room-x".to_string());
+    p.kms_key_ref = Some("arn:aws:kms:eu-west-1:1:key/x".to_string());
+    p.region = Some("eu-west-1".to_string());
+    p.adopted = roomshard_core::Adopted {
+        shard: false,
+        bucket: true,
+        key: true,
+    };
+    let name = |n: &str| {
+        roomshard_core::ProviderName::new(n).map_err(|e| Failure::new(format!("name: {e}")))
+    };
+    p.providers = roomshard_core::ProviderNames {
+        shards: name("db2")?,
+        media: name("acme")?,
+        keys: name("acme-kms")?,
+    };
     let update = |next, expected_version| PlacementChange::Update {
         next,
         expected_version,
@@ -108,6 +129,10 @@ pub async fn placement_changes_are_compare_and_swap_with_their_audit_entry(
     cp.change_placement(update(&p, stale.version), &entry("cf.update", &room))
         .await
         .context("compare-and-swap update")?;
+    let stored = cp.placement(&room).await.context("placement")?;
+    ensure(stored.as_ref() == Some(&p), || {
+        format!("updated to {p:?}, read back {stored:?}")
+    })?;
     let mut loser = stale.clone();
     loser.version += 1;
     loser.media_bucket = Some("other".to_string());

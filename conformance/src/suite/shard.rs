@@ -12,10 +12,10 @@ use roomshard_core::{
     TableCount, TableDescriptor, async_trait,
 };
 use sha2::{Digest, Sha256};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// What the shard suite needs to know beyond the trait.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ShardSuiteConfig {
     /// Whether the store's pooled scope has the shared tables of [`fixture_schema`] (the host
     /// creates shared tables, not `ShardStore`; a test calls the provider's own setup first).
@@ -23,6 +23,21 @@ pub struct ShardSuiteConfig {
     pub pooled_tables: bool,
     /// Prefix of the room ids the suite creates (default `cf`).
     pub room_prefix: Option<String>,
+    /// A second store — another instance, another server, or another provider altogether —
+    /// for the two-store round trip ([`a_dump_restores_into_another_store_and_back`]): what a
+    /// host relies on when it registers several shard stores and moves a room between them.
+    /// Without it that check is not applicable.
+    pub peer: Option<Arc<dyn ShardStore>>,
+}
+
+impl std::fmt::Debug for ShardSuiteConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardSuiteConfig")
+            .field("pooled_tables", &self.pooled_tables)
+            .field("room_prefix", &self.room_prefix)
+            .field("peer", &self.peer.as_ref().map(|p| p.name().to_string()))
+            .finish()
+    }
 }
 
 impl ShardSuiteConfig {
@@ -232,7 +247,7 @@ impl RecordingCheckpoints {
 /// The checks of the shard suite, in the order [`run_shard_suite`] runs them.
 pub fn shard_checks() -> Vec<CheckSpec<dyn ShardStore, ShardSuiteConfig>> {
     checks!(dyn ShardStore, ShardSuiteConfig;
-        locate_shard_is_pure_and_ensure_shard_goes_there, an_adopted_shard_is_never_created_or_dropped, a_pinned_region_is_refused_without_regions, ensure_shard_is_idempotent_and_refuses_a_different_table, restore_then_dump_round_trips_every_type, restore_refuses_bad_dumps_all_or_nothing, restore_keep_collision_is_a_conflict, restore_on_collision_remaps_and_rewrites_references, restore_rewrites_media_keys, dump_stops_on_a_sink_error, parity_counts_and_checksums_match_the_dump, bulk_copy_is_checkpointed_and_converges, copy_refuses_bad_requests, catch_up_makes_the_target_equal, copy_resumes_after_a_failed_checkpoint, cross_server_copy, drop_room_is_idempotent_and_room_scoped, size_bytes_of_a_shard, route_names_tables, outbox_reads_and_trims,
+        locate_shard_is_pure_and_ensure_shard_goes_there, an_adopted_shard_is_never_created_or_dropped, a_pinned_region_is_refused_without_regions, ensure_shard_is_idempotent_and_refuses_a_different_table, restore_then_dump_round_trips_every_type, restore_refuses_bad_dumps_all_or_nothing, restore_keep_collision_is_a_conflict, restore_on_collision_remaps_and_rewrites_references, restore_rewrites_media_keys, dump_stops_on_a_sink_error, parity_counts_and_checksums_match_the_dump, bulk_copy_is_checkpointed_and_converges, copy_refuses_bad_requests, catch_up_makes_the_target_equal, copy_resumes_after_a_failed_checkpoint, cross_server_copy, a_dump_restores_into_another_store_and_back, drop_room_is_idempotent_and_room_scoped, size_bytes_of_a_shard, route_names_tables, outbox_reads_and_trims,
     )
 }
 
@@ -242,6 +257,107 @@ pub async fn run_shard_suite(
     config: &ShardSuiteConfig,
 ) -> Report {
     run_checks("shard", store.name(), &shard_checks(), store, config).await
+}
+
+/// A [`MemorySource`] replaying what a [`MemorySink`] collected.
+fn replay(sink: &MemorySink) -> MemorySource {
+    MemorySource {
+        tables: sink
+            .tables
+            .iter()
+            .map(|(name, bytes, _)| (name.clone(), vec![Bytes::from(bytes.clone())]))
+            .collect(),
+        next: 0,
+        current: None,
+    }
+}
+
+/// Two stores agree on rows (the contract's "byte-for-byte comparable across providers"): a
+/// dedicated shard's dump, restored by `config.peer` into its own shard for the same room, has
+/// equal parity (counts, and checksums where both compute them); dumped back from the peer
+/// into a fresh shard here, equal again. A host moving a room between two registered stores
+/// (`roomshard::registry`) does exactly this.
+pub async fn a_dump_restores_into_another_store_and_back(
+    store: &dyn ShardStore,
+    config: &ShardSuiteConfig,
+) -> CheckResult {
+    let Some(peer) = config.peer.as_deref() else {
+        return Ok(Verdict::NotApplicable(
+            "no peer store configured (ShardSuiteConfig::peer)".into(),
+        ));
+    };
+    for s in [store, peer] {
+        let caps = s.capabilities();
+        if !(caps.dump && caps.restore) {
+            return Ok(Verdict::NotApplicable(format!(
+                "{} lacks `dump` or `restore`",
+                s.name()
+            )));
+        }
+    }
+    let schema = schema()?;
+    let room = new_shard(store, config).await?;
+    let here = dedicated(store, &room)?;
+    seed(
+        store,
+        &here,
+        room.as_str(),
+        base_of(&room),
+        &IdRemap::default(),
+    )
+    .await
+    .context("seeding the shard")?;
+    let original = parity(store, &here).await?;
+    let (_, dumped) = dump_tables(store, &here).await?;
+
+    let there = dedicated(peer, &room)?;
+    let Scope::Dedicated(_, there_at) = &there else {
+        return Err(Failure::new("dedicated() gave a pooled scope"));
+    };
+    peer.ensure_shard(&room, there_at, &schema)
+        .await
+        .context("ensure_shard on the peer")?;
+    peer.restore(&there, &schema, &mut replay(&dumped), &IdRemap::default())
+        .await
+        .context("restoring the dump on the peer")?;
+    let on_peer = parity(peer, &there).await?;
+    let both_hash = store.capabilities().parity_checksums && peer.capabilities().parity_checksums;
+    let compare = |a: &Parity, b: &Parity, what: &str| -> Result<(), Failure> {
+        ensure(rows_of(a) == rows_of(b), || {
+            format!("{what}: row counts {:?} vs {:?}", rows_of(a), rows_of(b))
+        })?;
+        if both_hash {
+            ensure(a.mismatched_tables(b).is_empty(), || {
+                format!("{what}: checksums differ in {:?}", a.mismatched_tables(b))
+            })?;
+        }
+        Ok(())
+    };
+    compare(&original, &on_peer, "restored on the peer")?;
+
+    let (_, back) = dump_tables(peer, &there).await?;
+    store
+        .drop_room(&here, &schema)
+        .await
+        .context("drop_room of the original")?;
+    store
+        .ensure_shard(&room, &located(store, &room)?, &schema)
+        .await
+        .context("ensure_shard again")?;
+    store
+        .restore(&here, &schema, &mut replay(&back), &IdRemap::default())
+        .await
+        .context("restoring the peer's dump back")?;
+    compare(
+        &original,
+        &parity(store, &here).await?,
+        "back from the peer",
+    )?;
+    peer.drop_room(&there, &schema)
+        .await
+        .context("drop_room on the peer")?;
+    store.drop_room(&here, &schema).await.context("drop_room")?;
+    Ok(Verdict::Passed)
 }
 
 /// Where `store` puts `room`'s shard (its own `locate_shard`, no region): what a placement would

@@ -288,6 +288,7 @@ async fn served() -> Served {
         profile: Profile::Sovereign,
         region: None,
         adopted: Default::default(),
+        providers: Default::default(),
         state: PlacementState::Sovereign,
         version: 4,
     };

@@ -49,7 +49,10 @@ pub use events::{
     ChangeEvent, ChangeKind, EventId, NoProgress, Phase, ProgressEvent, ProgressSink,
 };
 pub use ids::{Identifier, ObjectKey, RoomId, SchemaName};
-pub use placement::{Adopted, Location, Placement, PlacementState, Profile, Scope, ServerUrl};
+pub use placement::{
+    Adopted, Location, Placement, PlacementState, Profile, ProviderName, ProviderNames, Scope,
+    ServerUrl,
+};
 pub use schema::{RESERVED_TABLE_PREFIX, RoomSchema, Table};
 pub use traits::*;
 pub use urls::ProviderUrl;

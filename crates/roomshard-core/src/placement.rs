@@ -112,6 +112,116 @@ impl Adopted {
     }
 }
 
+/// The name under which a host registered a provider (`default`, `db2`, `acme-bucket`), as a
+/// placement records it.
+///
+/// Names, not URLs, go into placements: a provider's URL may carry a secret and may change (a
+/// password rotated, a server renamed) while the rooms on it stay where they are. A name is
+/// 1–63 characters of `a-z`, `0-9`, `-` and `_`, starting with a letter or digit, so it is safe
+/// in a column, a log line and a CLI flag alike.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProviderName(String);
+
+impl ProviderName {
+    /// The providers the host was constructed with: the ones that also serve pooled rooms.
+    pub const DEFAULT: &'static str = "default";
+
+    /// Checks and wraps a name.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an empty or longer than 63-character name, or one with a character
+    /// outside `a-z 0-9 - _` (or starting with `-`/`_`).
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && name.as_bytes()[0].is_ascii_alphanumeric();
+        if ok {
+            Ok(ProviderName(name))
+        } else {
+            Err(Error::invalid(
+                "provider name",
+                format!(
+                    "{name:?}: use 1-63 characters of a-z, 0-9, '-' and '_', starting with a \
+                     letter or digit"
+                ),
+            ))
+        }
+    }
+
+    /// `default`.
+    pub fn default_name() -> Self {
+        ProviderName(Self::DEFAULT.to_string())
+    }
+
+    /// Whether this is `default`.
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ProviderName {
+    fn default() -> Self {
+        Self::default_name()
+    }
+}
+
+impl TryFrom<String> for ProviderName {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        ProviderName::new(s)
+    }
+}
+
+impl From<ProviderName> for String {
+    fn from(n: ProviderName) -> String {
+        n.0
+    }
+}
+
+impl FromStr for ProviderName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        ProviderName::new(s)
+    }
+}
+
+impl fmt::Display for ProviderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which registered provider of each kind holds a room's dedicated resources.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProviderNames {
+    /// The shard store of the room's own shard.
+    #[serde(default)]
+    pub shards: ProviderName,
+    /// The media store of the room's own bucket.
+    #[serde(default)]
+    pub media: ProviderName,
+    /// The key manager of the room's key.
+    #[serde(default)]
+    pub keys: ProviderName,
+}
+
+impl ProviderNames {
+    /// Whether all three are `default`.
+    pub fn is_default(&self) -> bool {
+        self.shards.is_default() && self.media.is_default() && self.keys.is_default()
+    }
+}
+
 /// A connection URL or DSN for a server (`postgres://user:secret@db1/mesh`).
 ///
 /// It may carry a password, so `Debug` and `Display` hide the userinfo's password
@@ -344,6 +454,11 @@ pub struct Placement {
     /// Which of the shard, bucket and key are the customer's own (never created or deleted).
     #[serde(default)]
     pub adopted: Adopted,
+    /// Which of the host's registered providers hold the room's dedicated shard, bucket and
+    /// key (all [`ProviderName::DEFAULT`] unless a decentralise chose others): how a host with
+    /// several database servers, or its own bucket beside a customer's, finds them again.
+    #[serde(default)]
+    pub providers: ProviderNames,
     /// Where the room is in its life.
     pub state: PlacementState,
     /// Bumped on every change: writers compare-and-swap on it, so concurrent updates conflict
@@ -363,6 +478,7 @@ impl Placement {
             profile: Profile::Standard,
             region: None,
             adopted: Adopted::default(),
+            providers: ProviderNames::default(),
             state: PlacementState::Pooled,
             version: 0,
         }
@@ -517,6 +633,34 @@ mod tests {
         }
         assert!("Sovereign".parse::<Profile>().is_err());
         assert!("".parse::<PlacementState>().is_err());
+    }
+
+    #[test]
+    fn provider_names_are_checked_and_default_to_default() {
+        for good in ["default", "db2", "acme-bucket", "eu_1", "9"] {
+            assert_eq!(ProviderName::new(good).expect("valid").as_str(), good);
+        }
+        for bad in [
+            "",
+            "DB2",
+            "-x",
+            "_x",
+            "a b",
+            "a/b",
+            "db2;drop",
+            &"a".repeat(64),
+        ] {
+            let err = ProviderName::new(bad).expect_err("refused").to_string();
+            assert!(err.contains("provider name"), "{bad:?}: {err}");
+        }
+        // A placement stored before providers were named reads as all-default.
+        let room = RoomId::new("r1").expect("room id");
+        let mut json = serde_json::to_value(Placement::pooled(room)).expect("serialises");
+        json.as_object_mut().expect("an object").remove("providers");
+        let p: Placement = serde_json::from_value(json).expect("reads without providers");
+        assert!(p.providers.is_default());
+        let bad = serde_json::json!({"shards": "Nope"});
+        assert!(serde_json::from_value::<ProviderNames>(bad).is_err());
     }
 
     #[test]

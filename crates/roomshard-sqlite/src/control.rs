@@ -19,8 +19,8 @@
 use roomshard_core::{
     Adopted, AuditEntry, AuditRecord, AuditVerification, ControlPlane, CopyCheckpoint, CopyJob,
     Error, IdMap, ImportHold, ImportRecord, ImportState, JobKind, Placement, PlacementChange,
-    PlacementState, Profile, ReceiptRecord, Result, RoomId, ServerUrl, async_trait,
-    verify_audit_chain,
+    PlacementState, Profile, ProviderName, ProviderNames, ReceiptRecord, Result, RoomId, ServerUrl,
+    async_trait, verify_audit_chain,
 };
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteRow;
@@ -44,7 +44,24 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: include_str!("../migrations/control/0002_adopted.sql"),
     },
+    Migration {
+        version: 3,
+        sql: include_str!("../migrations/control/0003_providers.sql"),
+    },
 ];
+
+/// A query of every placement column (what [`placement_from_row`] reads) followed by `$tail`,
+/// as one literal: sqlx takes only static SQL, so the column list is written once here.
+macro_rules! select_placements {
+    ($tail:literal) => {
+        concat!(
+            "SELECT room, is_sharded, shard_url, media_bucket, kms_key_ref, profile, region, \
+             adopted_shard, adopted_bucket, adopted_key, shards_provider, media_provider, \
+             keys_provider, state, version FROM roomshard_placements ",
+            $tail
+        )
+    };
+}
 
 /// The control plane on SQLite: placements, copy jobs, imports, the audit log and receipts,
 /// in `roomshard_*` tables of the host's global database.
@@ -139,27 +156,21 @@ impl ControlPlane for SqliteControlPlane {
     }
 
     async fn placement(&self, room: &RoomId) -> Result<Option<Placement>> {
-        let row = sqlx::query(
-            "SELECT room, is_sharded, shard_url, media_bucket, kms_key_ref, profile, region, \
-             adopted_shard, adopted_bucket, adopted_key, state, version FROM roomshard_placements WHERE room = ?",
-        )
-        .bind(room.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| db_error("placement", e))?;
+        let row = sqlx::query(select_placements!("WHERE room = ?"))
+            .bind(room.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error("placement", e))?;
         row.as_ref().map(placement_from_row).transpose()
     }
 
     async fn placements_page(&self, after: Option<&RoomId>, limit: u32) -> Result<Vec<Placement>> {
-        let rows = sqlx::query(
-            "SELECT room, is_sharded, shard_url, media_bucket, kms_key_ref, profile, region, \
-             adopted_shard, adopted_bucket, adopted_key, state, version FROM roomshard_placements WHERE room > ? ORDER BY room LIMIT ?",
-        )
-        .bind(after.map_or("", |r| r.as_str()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| db_error("placements", e))?;
+        let rows = sqlx::query(select_placements!("WHERE room > ? ORDER BY room LIMIT ?"))
+            .bind(after.map_or("", |r| r.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error("placements", e))?;
         rows.iter().map(placement_from_row).collect()
     }
 
@@ -755,7 +766,8 @@ async fn apply_placement_change(
                 sqlx::query(
                     "INSERT INTO roomshard_placements (is_sharded, shard_url, media_bucket, \
                      kms_key_ref, profile, region, adopted_shard, adopted_bucket, adopted_key, \
-                     state, version, room) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     shards_provider, media_provider, keys_provider, state, version, room) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ),
                 p,
             )?
@@ -773,8 +785,8 @@ async fn apply_placement_change(
                 sqlx::query(
                     "UPDATE roomshard_placements SET is_sharded = ?, shard_url = ?, \
                      media_bucket = ?, kms_key_ref = ?, profile = ?, region = ?, \
-                     adopted_shard = ?, adopted_bucket = ?, adopted_key = ?, state = ?, \
-                     version = ? WHERE room = ? AND version = ?",
+                     adopted_shard = ?, adopted_bucket = ?, adopted_key = ?, shards_provider = ?, \
+                     media_provider = ?, keys_provider = ?, state = ?, version = ? WHERE room = ? AND version = ?",
                 ),
                 p,
             )?
@@ -821,8 +833,8 @@ async fn apply_placement_change(
 }
 
 /// Binds a placement's fields in the column order both placement writes use (`is_sharded`,
-/// `shard_url`, `media_bucket`, `kms_key_ref`, `profile`, `region`, the three `adopted_*`,
-/// `state`, `version`).
+/// `shard_url`, `media_bucket`, `kms_key_ref`, `profile`, `region`, the three `adopted_*`, the
+/// three `*_provider`, `state`, `version`).
 fn bind_placement<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     p: &Placement,
@@ -837,6 +849,9 @@ fn bind_placement<'q>(
         .bind(p.adopted.shard)
         .bind(p.adopted.bucket)
         .bind(p.adopted.key)
+        .bind(p.providers.shards.as_str().to_string())
+        .bind(p.providers.media.as_str().to_string())
+        .bind(p.providers.keys.as_str().to_string())
         .bind(p.state.as_str())
         .bind(to_i64("placement version", p.version)?))
 }
@@ -952,11 +967,20 @@ fn placement_from_row(row: &SqliteRow) -> Result<Placement> {
             bucket: get(row, "adopted_bucket")?,
             key: get(row, "adopted_key")?,
         },
+        providers: ProviderNames {
+            shards: provider_name(get(row, "shards_provider")?)?,
+            media: provider_name(get(row, "media_provider")?)?,
+            keys: provider_name(get(row, "keys_provider")?)?,
+        },
         state: state
             .parse::<PlacementState>()
             .map_err(|e| Error::corrupt("stored placement", e.to_string()))?,
         version: to_u64("placement version", get(row, "version")?)?,
     })
+}
+
+fn provider_name(name: String) -> Result<ProviderName> {
+    ProviderName::new(name).map_err(|e| Error::corrupt("stored placement", e.to_string()))
 }
 
 fn job_from_row(row: &SqliteRow) -> Result<CopyJob> {

@@ -72,7 +72,7 @@ async fn migrate_twice_is_idempotent_and_uses_its_own_ledger() {
             .expect("ledger");
     assert_eq!(
         applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
-        vec![1, 2],
+        vec![1, 2, 3],
         "each migration applied once, in order"
     );
     assert!(applied.iter().all(|(_, sha)| sha.len() == 64));
@@ -825,9 +825,14 @@ async fn a_version_1_database_upgrades_and_keeps_its_placements() {
     let old = cp.placement(&room("old")).await.unwrap().expect("kept");
     assert_eq!(old.version, 5);
     assert!(old.adopted.is_none(), "{old:?}");
+    assert!(
+        old.providers.is_default(),
+        "rows from before migration 3 were on the default providers: {old:?}"
+    );
     assert_eq!(old.media_bucket.as_deref(), Some("rooms/old"));
     let mut next = old.clone();
     next.adopted.key = true;
+    next.providers.shards = "db2".parse().unwrap();
     next.version = 6;
     cp.change_placement(
         PlacementChange::Update {
@@ -845,5 +850,15 @@ async fn a_version_1_database_upgrades_and_keeps_its_placements() {
             .unwrap()
             .adopted
             .key
+    );
+    assert_eq!(
+        cp.placement(&room("old"))
+            .await
+            .unwrap()
+            .unwrap()
+            .providers
+            .shards
+            .as_str(),
+        "db2"
     );
 }

@@ -24,10 +24,12 @@
 pub mod flows;
 #[cfg(feature = "embedded")]
 pub mod home;
+pub mod registry;
 mod support;
 
 use std::sync::Arc;
 
+pub use registry::{Providers, Registry};
 pub use roomshard_core::{
     Adopted, ControlPlane, Error, KeyManager, Location, MediaStore, Placement, PlacementState,
     ProgressEvent, ProgressSink, Result, RoomId, RoomSchema, Scope, ShardStore,
@@ -47,6 +49,9 @@ pub struct Roomshard {
     pub keys: Arc<dyn KeyManager>,
     /// roomshard's own records (placements, jobs, imports, audit, receipts).
     pub control: Arc<dyn ControlPlane>,
+    /// More providers under names, beside the `default` ones above ([`registry`]); empty
+    /// unless the host registers some with [`Roomshard::with_shards`] and its siblings.
+    pub registry: Registry,
     /// The host's room tables.
     pub schema: RoomSchema,
     /// Settings.
@@ -130,6 +135,7 @@ impl Roomshard {
             media,
             keys,
             control,
+            registry: Registry::default(),
             schema,
             config,
         })
@@ -144,10 +150,21 @@ impl Roomshard {
     /// # Errors
     /// [`Error::Unsupported`] when a provider cannot place a resource in the region.
     pub fn locate(&self, room: &roomshard_core::RoomId) -> Result<Location> {
+        self.locate_on(
+            room,
+            &self.providers_for(&roomshard_core::ProviderNames::default())?,
+        )
+    }
+
+    /// [`locate`](Self::locate) on the given providers (a decentralise onto a registered one).
+    ///
+    /// # Errors
+    /// As [`locate`](Self::locate).
+    pub fn locate_on(&self, room: &roomshard_core::RoomId, on: &Providers) -> Result<Location> {
         let region = self.config.region.clone();
         Ok(Location {
-            shard: Some(self.shards.locate_shard(room, region.as_deref())?),
-            bucket: Some(self.media.locate_bucket(room)?),
+            shard: Some(on.shards.locate_shard(room, region.as_deref())?),
+            bucket: Some(on.media.locate_bucket(room)?),
             key: None,
             region,
             adopted: roomshard_core::Adopted::default(),
@@ -162,6 +179,7 @@ impl std::fmt::Debug for Roomshard {
             .field("media", &self.media.name())
             .field("keys", &self.keys.name())
             .field("control", &self.control.name())
+            .field("registry", &self.registry)
             .field("schema", &self.schema.version())
             .field("config", &self.config)
             .finish()

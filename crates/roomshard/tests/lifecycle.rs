@@ -892,6 +892,7 @@ async fn adopted_resources_are_used_and_never_created_or_deleted() {
     };
     let options = flows::DecentraliseOptions {
         adopt: adopt.clone(),
+        ..flows::DecentraliseOptions::default()
     };
 
     // Their database does not exist yet: refused, nothing is created, and abort hands every
@@ -1045,5 +1046,243 @@ async fn verify_audit_checks_the_chain_receipt_anchors_and_an_expected_head() {
     assert!(
         err.to_string().contains("not a receipt of this home"),
         "{err}"
+    );
+}
+
+/// Every file under `dir` (recursively), relative, sorted.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    common::files_under(dir)
+        .iter()
+        .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .collect()
+}
+
+/// Whether some file of `files` is under `sub/` and names `room`.
+fn holds(files: &[String], sub: &str, room: &str) -> bool {
+    files
+        .iter()
+        .any(|f| f.starts_with(&format!("{sub}/")) && f.contains(room))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_on_a_registered_provider_lives_there_from_decentralise_to_recentralise() {
+    use roomshard_core::KeyManager as _;
+    let dir = tempfile::tempdir().unwrap();
+    let home = open(&dir.path().join("home"), 25).await;
+    // A second set of providers ("east": its own shard directory, media directory and key
+    // directory — what a second database server, a customer's bucket and their KMS would be).
+    let east = open(&dir.path().join("east"), 25).await;
+    // East's bucket fails its third put once: the cross-store media copy must resume.
+    let east_media = Arc::new(common::FailingMedia::new(east.roomshard.media.clone(), 3));
+    let registered = home
+        .roomshard
+        .clone()
+        .with_shards("east", east.shards.clone())
+        .unwrap()
+        .with_media("east", east_media.clone())
+        .unwrap()
+        .with_keys("east", east.keys.clone())
+        .unwrap();
+    let rs = &registered;
+
+    // Registration refuses `default`, a taken name and a malformed one.
+    for (name, kind) in [
+        ("default", "exists"),
+        ("east", "exists"),
+        ("East!", "provider name"),
+    ] {
+        let err = rs
+            .clone()
+            .with_shards(name, east.shards.clone())
+            .expect_err("refused");
+        assert!(err.to_string().contains(kind), "{name}: {err}");
+    }
+
+    let west_room = seed(&home, &workload("west1", 60, 1)).await;
+    let room = seed(&home, &workload("east1", 90, 2)).await;
+    let pooled = Scope::Pooled(room.clone());
+    let before = rs.shards.parity(&pooled, &rs.schema).await.unwrap();
+    let media_before = keys_of(&home, &pooled).await;
+    let east_files_before = tree(east.dir());
+
+    // An unknown provider name is refused before anything is recorded or made.
+    let nowhere = flows::DecentraliseOptions {
+        providers: roomshard_core::ProviderNames {
+            shards: "nowhere".parse().unwrap(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let err = flows::decentralise_with(rs, &room, &nowhere, &roomshard_core::NoProgress)
+        .await
+        .expect_err("unknown provider");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("default, east"), "{err}");
+    let p = rs.control.placement(&room).await.unwrap().unwrap();
+    assert_eq!(p.state, PlacementState::Pooled, "{p:?}");
+    assert_eq!(p.location(), roomshard_core::Location::default());
+
+    // West on the default providers, east on "east".
+    flows::decentralise(rs, &west_room, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    let names = roomshard_core::ProviderNames {
+        shards: "east".parse().unwrap(),
+        media: "east".parse().unwrap(),
+        keys: "east".parse().unwrap(),
+    };
+    let options = flows::DecentraliseOptions {
+        providers: names.clone(),
+        ..Default::default()
+    };
+    let err = flows::decentralise_with(rs, &room, &options, &roomshard_core::NoProgress)
+        .await
+        .expect_err("the third put into east's bucket fails");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    let p = rs.control.placement(&room).await.unwrap().unwrap();
+    assert_eq!(p.state, PlacementState::Copying, "{p:?}");
+    assert_eq!(p.providers, names, "recorded before anything was made");
+    let out = flows::decentralise_with(rs, &room, &options, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    assert!(out.resumed);
+    assert_eq!(out.placement.state, PlacementState::Sovereign);
+    assert_eq!(out.placement.providers, names, "recorded in the placement");
+    assert_eq!(
+        rs.control
+            .placement(&room)
+            .await
+            .unwrap()
+            .unwrap()
+            .providers,
+        names,
+        "and stored by the control plane"
+    );
+    assert_eq!(
+        out.parity.tables.iter().map(|t| t.rows).sum::<u64>(),
+        rows(&before)
+    );
+    assert_eq!(
+        out.parity.mismatched_tables(&before),
+        Vec::<String>::new(),
+        "rows crossed stores unchanged (dump streamed into restore)"
+    );
+    // Everything of the east room is under east's directories, nothing of it under home's.
+    let east_files: Vec<String> = tree(east.dir())
+        .into_iter()
+        .filter(|f| !east_files_before.contains(f))
+        .collect();
+    for sub in ["shards", "media", "keys"] {
+        assert!(holds(&east_files, sub, "east1"), "{sub}: {east_files:?}");
+    }
+    let home_files = tree(home.dir());
+    assert!(
+        !home_files
+            .iter()
+            .any(|f| f.contains("east1") && !f.starts_with("tmp/")),
+        "{home_files:?}"
+    );
+    assert!(holds(&home_files, "shards", "west1"), "{home_files:?}");
+    let dedicated = out.placement.dedicated();
+    assert_eq!(
+        east.roomshard
+            .media
+            .list(&dedicated, &ListRequest::default())
+            .await
+            .unwrap()
+            .objects
+            .len(),
+        media_before.len(),
+        "every object copied (get → put across stores)"
+    );
+
+    // A host without the registration cannot reach the room and says why.
+    std::fs::create_dir_all(dir.path().join("out-unregistered")).unwrap();
+    let err = flows::export_to_dir(
+        &home.roomshard,
+        &room,
+        &dir.path().join("out-unregistered"),
+        &flows::ExportOptions::default(),
+        &roomshard_core::NoProgress,
+    )
+    .await
+    .expect_err("east is not registered there");
+    assert!(err.to_string().contains("\"east\""), "{err}");
+
+    // Export reads the east shard and bucket, and the export verifies.
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let (archive, _, exported) = flows::export_to_dir(
+        rs,
+        &room,
+        &out_dir,
+        &flows::ExportOptions::default(),
+        &roomshard_core::NoProgress,
+    )
+    .await
+    .unwrap();
+    let trusted =
+        TrustedKeys::from_json(&std::fs::read(home.trusted_keys_path()).unwrap()).unwrap();
+    let report = roomshard_verify::verify_reader(
+        std::fs::File::open(&archive).unwrap(),
+        trusted,
+        roomshard_verify::VerifyOptions::default(),
+    );
+    assert!(report.valid, "{report:?}");
+    assert_eq!(exported.objects as usize, media_before.len());
+
+    // Revoke, re-grant and rotate act on east's key manager.
+    flows::revoke(rs, &room).await.unwrap();
+    assert!(
+        east.keys.list_grants(&room).await.unwrap().is_empty(),
+        "the grant in east's key manager is gone"
+    );
+    flows::regrant(rs, &room).await.unwrap();
+    assert_eq!(east.keys.list_grants(&room).await.unwrap().len(), 1);
+    let (rotated, _) = flows::rotate(rs, &room).await.unwrap();
+    assert_eq!(
+        rs.control
+            .placement(&room)
+            .await
+            .unwrap()
+            .unwrap()
+            .kms_key_ref,
+        Some(rotated.id.clone())
+    );
+    assert!(
+        home.keys
+            .list_grants(&room)
+            .await
+            .map_or(true, |g| g.is_empty()),
+        "the default key manager never held a grant on the east room"
+    );
+
+    // Recentralise brings rows and objects back into the home's pooled store and removes the
+    // room's shard and bucket from east.
+    let p = flows::recentralise(rs, &room, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(p.state, PlacementState::Pooled);
+    assert!(
+        p.providers.is_default(),
+        "forgotten with the location: {p:?}"
+    );
+    let after = rs.shards.parity(&pooled, &rs.schema).await.unwrap();
+    assert_eq!(after.mismatched_tables(&before), Vec::<String>::new());
+    assert_eq!(keys_of(&home, &pooled).await, media_before);
+    let left: Vec<String> = tree(east.dir())
+        .into_iter()
+        .filter(|f| f.contains("east1") && !f.starts_with("keys/"))
+        .collect();
+    assert!(left.is_empty(), "east still holds {left:?}");
+    // West was never touched.
+    assert_eq!(
+        rs.control
+            .placement(&west_room)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        PlacementState::Sovereign
     );
 }

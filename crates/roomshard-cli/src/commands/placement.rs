@@ -143,7 +143,10 @@ pub fn decentralise(args: &DecentraliseArgs) -> Result<ExitCode, CliError> {
             return Ok(ExitCode::SUCCESS);
         }
         let bars = Bars::new(&format!("decentralise {}", args.room));
-        let options = flows::DecentraliseOptions { adopt };
+        let options = flows::DecentraliseOptions {
+            adopt,
+            ..flows::DecentraliseOptions::default()
+        };
         let outcome = flows::decentralise_with(rs, &args.room, &options, &bars).await?;
         bars.finish();
         if let Some(path) = &args.receipt_out {

@@ -106,6 +106,7 @@ pub(crate) fn clear_own_resources(p: &mut Placement) {
     p.profile = Profile::Standard;
     p.region = None;
     p.adopted = roomshard_core::Adopted::default();
+    p.providers = roomshard_core::ProviderNames::default();
 }
 
 /// Drops the shard and the bucket the placement records (adopted ones are left as they are);
@@ -115,10 +116,11 @@ pub(crate) async fn drop_shard_and_bucket(
     placement: &Placement,
 ) -> Result<roomshard_core::Location> {
     let at = placement.location();
-    rs.shards
+    let own = rs.own_providers(placement)?;
+    own.shards
         .drop_room(&placement.dedicated(), &rs.schema)
         .await?;
-    rs.media.drop_bucket(&placement.room, &at).await?;
+    own.media.drop_bucket(&placement.room, &at).await?;
     Ok(at)
 }
 
@@ -128,15 +130,15 @@ pub(crate) async fn drop_shard_and_bucket(
 async fn remove_half_made(rs: &Roomshard, placement: &mut Placement) -> Result<()> {
     let room = &placement.room.clone();
     let at = drop_shard_and_bucket(rs, placement).await?;
-    let caps = rs.keys.capabilities();
+    let keys = rs.own_providers(placement)?.keys;
+    let caps = keys.capabilities();
     let key = if at.adopted.key {
         "kept (adopted)"
     } else if caps.discard_room_key {
-        rs.keys.discard_room_key(room).await?;
+        keys.discard_room_key(room).await?;
         "discarded"
     } else if caps.schedule_deletion {
-        match rs
-            .keys
+        match keys
             .schedule_deletion(room, crate::flows::recentralise::KEY_DELETION_DAYS)
             .await
         {

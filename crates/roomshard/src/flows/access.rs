@@ -17,7 +17,10 @@ use crate::Roomshard;
 /// which cannot be revoked for one room); [`Error::NotFound`] for an unknown room.
 pub async fn revoke(rs: &Roomshard, room: &RoomId) -> Result<Placement> {
     let mut placement = sovereign_or_sealed(rs, room).await?;
-    rs.keys.revoke(room, &rs.config.grantee).await?;
+    rs.own_providers(&placement)?
+        .keys
+        .revoke(room, &rs.config.grantee)
+        .await?;
     if placement.state != PlacementState::Sealed {
         rs.move_placement(
             &mut placement,
@@ -38,7 +41,10 @@ pub async fn revoke(rs: &Roomshard, room: &RoomId) -> Result<Placement> {
 /// As [`revoke`].
 pub async fn regrant(rs: &Roomshard, room: &RoomId) -> Result<(Placement, String)> {
     let mut placement = sovereign_or_sealed(rs, room).await?;
-    rs.keys.grant(room, &rs.config.grantee).await?;
+    rs.own_providers(&placement)?
+        .keys
+        .grant(room, &rs.config.grantee)
+        .await?;
     if placement.state == PlacementState::Sealed {
         rs.move_placement(
             &mut placement,

@@ -14,12 +14,13 @@
 
 use roomshard_core::{
     Adopted, CopyPass, Error, JobKind, KeySpec, Parity, Phase, Placement, PlacementState,
-    ProgressEvent, ProgressSink, Result, RoomId, Scope, ServerUrl,
+    ProgressEvent, ProgressSink, ProviderNames, Result, RoomId, Scope, ServerUrl,
 };
 use serde::{Deserialize, Serialize};
 
 use super::copy::{
-    JobState, bulk_copy_media, copy_pass, media_difference, media_totals, reconcile_media, sealed,
+    JobState, Side, bulk_copy_media, copy_pass, media_difference, media_totals, reconcile_media,
+    replace_rows, sealed,
 };
 use crate::Roomshard;
 use crate::support::parity_digest;
@@ -81,7 +82,7 @@ pub async fn plan(rs: &Roomshard, room: &RoomId) -> Result<Plan> {
     let scope = Scope::Pooled(room.clone());
     let parity = rs.shards.parity(&scope, &rs.schema).await?;
     let rows: u64 = parity.tables.iter().map(|t| t.rows).sum();
-    let (objects, media_bytes) = media_totals(rs, &scope).await?;
+    let (objects, media_bytes) = media_totals(Side::pooled(rs, &scope)).await?;
     if rows == 0 && objects == 0 {
         return Err(Error::not_found(format!(
             "room {room} (no rows and no objects in the shared store)"
@@ -132,6 +133,10 @@ pub struct DecentraliseOptions {
     /// Resources to adopt instead of creating (default: create all three). Read when the
     /// decentralise starts; a resumed one keeps what its placement recorded.
     pub adopt: Adoption,
+    /// Which registered providers ([`crate::registry`]) get the room's own shard, bucket and
+    /// key (default: the `default` ones). Checked and recorded in the placement when the
+    /// decentralise starts; a resumed one keeps what its placement recorded.
+    pub providers: ProviderNames,
 }
 
 /// Decentralises `room`, or resumes the decentralise a crash interrupted; on a room already
@@ -193,7 +198,8 @@ pub async fn decentralise_with(
         }
         PlacementState::Sovereign if existing_job.is_none() => {
             // Already done: answer with the receipt of the current placement.
-            let parity = rs.shards.parity(&placement.scope(), &rs.schema).await?;
+            let own = rs.own_providers(&placement)?;
+            let parity = own.shards.parity(&placement.scope(), &rs.schema).await?;
             let receipt = receipt_for(rs, &placement, &parity).await?;
             return Ok(DecentraliseOutcome {
                 placement,
@@ -214,13 +220,15 @@ pub async fn decentralise_with(
         let profile = rs.config.profile;
         let region = rs.config.region.clone();
         let adopt = &options.adopt;
+        let names = options.providers.clone();
+        let target = rs.providers_for(&names)?;
         let shard_url = match &adopt.shard {
             Some(url) => url.clone(),
-            None => rs.shards.locate_shard(room, region.as_deref())?,
+            None => target.shards.locate_shard(room, region.as_deref())?,
         };
         let bucket = match &adopt.bucket {
             Some(name) => name.clone(),
-            None => rs.media.locate_bucket(room)?,
+            None => target.media.locate_bucket(room)?,
         };
         let adopted = Adopted {
             shard: adopt.shard.is_some(),
@@ -239,8 +247,10 @@ pub async fn decentralise_with(
                 "shard": shard_url.to_string(),
                 "bucket": bucket,
                 "adopted": adopted,
+                "providers": names,
             }),
             |p| {
+                p.providers = names.clone();
                 p.profile = profile;
                 p.region = region;
                 p.shard_url = Some(shard_url);
@@ -254,8 +264,9 @@ pub async fn decentralise_with(
     } else {
         None
     };
+    let own = rs.own_providers(&placement)?;
     let job = JobState::load(rs, room, JobKind::Decentralise).await?;
-    let (objects_total, bytes_total) = media_totals(rs, &pooled).await?;
+    let (objects_total, bytes_total) = media_totals(Side::pooled(rs, &pooled)).await?;
     if let Some(plan) = &plan {
         progress.emit(ProgressEvent::Planned {
             tables: rs.schema.tables().len() as u64,
@@ -273,8 +284,8 @@ pub async fn decentralise_with(
         // and nothing encrypted under it was lost), rather than minting a second key for one
         // room. A key manager that cannot cancel surfaces the conflict from ensure_room_key.
         let at = placement.location();
-        if rs.keys.capabilities().cancel_deletion && !at.adopted.key {
-            match rs.keys.cancel_deletion(room).await {
+        if own.keys.capabilities().cancel_deletion && !at.adopted.key {
+            match own.keys.cancel_deletion(room).await {
                 Ok(true) => {
                     rs.audit("key.deletion_cancelled", Some(room), serde_json::json!({}))
                         .await?;
@@ -283,7 +294,7 @@ pub async fn decentralise_with(
                 Err(e) => return Err(e),
             }
         }
-        let key = rs
+        let key = own
             .keys
             .ensure_room_key(
                 room,
@@ -294,13 +305,13 @@ pub async fn decentralise_with(
                 },
             )
             .await?;
-        if rs.keys.capabilities().grants {
-            rs.keys.grant(room, &rs.config.grantee).await?;
+        if own.keys.capabilities().grants {
+            own.keys.grant(room, &rs.config.grantee).await?;
         }
         let mut spec = rs.config.bucket_spec.clone();
         spec.region = at.region.clone();
-        let bucket = rs.media.ensure_bucket(room, &at, &spec).await?;
-        let shard = rs.shards.ensure_shard(room, &at, &rs.schema).await?;
+        let bucket = own.media.ensure_bucket(room, &at, &spec).await?;
+        let shard = own.shards.ensure_shard(room, &at, &rs.schema).await?;
         if Some(&shard.url) != at.shard.as_ref() || Some(&bucket.name) != at.bucket.as_ref() {
             return Err(Error::corrupt(
                 format!("provisioning room {room}"),
@@ -328,6 +339,12 @@ pub async fn decentralise_with(
     }
 
     let dedicated = placement.dedicated();
+    let from = Side::pooled(rs, &pooled);
+    let to = Side::on(&own, &dedicated);
+    // Rows move with the store's own resumable copy when the shard is in the pooled store;
+    // onto another registered store they move as one dump → restore inside the read-only
+    // cutover (media still copies while the room stays writable).
+    let same_store = from.same_shard_store(&to);
 
     // 3. Copy while the pooled room stays writable: bulk, then catch-up passes until the delta
     //    is small. 4. Cutover: read-only, final catch-up, parity; parity failing reopens writes.
@@ -342,30 +359,18 @@ pub async fn decentralise_with(
                 .snapshot()
                 .checkpoint
                 .filter(|c| c.pass == CopyPass::Bulk);
-            copy_pass(
-                rs,
-                &pooled,
-                &dedicated,
-                CopyPass::Bulk,
-                resume,
-                &job,
-                progress,
-            )
-            .await?;
-            bulk_copy_media(rs, &pooled, &dedicated, &job, objects_total, progress).await?;
+            if same_store {
+                copy_pass(rs, from, to, CopyPass::Bulk, resume, &job, progress).await?;
+            }
+            bulk_copy_media(from, to, &job, objects_total, progress).await?;
             progress.emit(ProgressEvent::Phase(Phase::CatchUp));
             for _ in 0..MAX_CATCH_UP_PASSES {
-                let changed = copy_pass(
-                    rs,
-                    &pooled,
-                    &dedicated,
-                    CopyPass::CatchUp,
-                    None,
-                    &job,
-                    progress,
-                )
-                .await?
-                    + reconcile_media(rs, &pooled, &dedicated).await?;
+                let rows = if same_store {
+                    copy_pass(rs, from, to, CopyPass::CatchUp, None, &job, progress).await?
+                } else {
+                    0
+                };
+                let changed = rows + reconcile_media(from, to).await?;
                 if changed <= rs.config.cutover_threshold_rows {
                     break;
                 }
@@ -380,22 +385,17 @@ pub async fn decentralise_with(
             .await?;
         }
         progress.emit(ProgressEvent::Phase(Phase::Cutover));
-        copy_pass(
-            rs,
-            &pooled,
-            &dedicated,
-            CopyPass::CatchUp,
-            None,
-            &job,
-            progress,
-        )
-        .await?;
-        reconcile_media(rs, &pooled, &dedicated).await?;
+        if same_store {
+            copy_pass(rs, from, to, CopyPass::CatchUp, None, &job, progress).await?;
+        } else {
+            replace_rows(rs, from, to, progress).await?;
+        }
+        reconcile_media(from, to).await?;
         progress.emit(ProgressEvent::Phase(Phase::Parity));
         let source = rs.shards.parity(&pooled, &rs.schema).await?;
-        let target = rs.shards.parity(&dedicated, &rs.schema).await?;
+        let target = own.shards.parity(&dedicated, &rs.schema).await?;
         let tables = source.mismatched_tables(&target);
-        let media = media_difference(rs, &pooled, &dedicated).await?;
+        let media = media_difference(from, to).await?;
         if tables.is_empty() && media.is_none() {
             rs.move_placement(
                 &mut placement,
@@ -427,7 +427,7 @@ pub async fn decentralise_with(
 
     // 5. Receipt, then cleanup of the pooled copy (the shard is authoritative now).
     progress.emit(ProgressEvent::Phase(Phase::Receipt));
-    let parity = rs.shards.parity(&dedicated, &rs.schema).await?;
+    let parity = own.shards.parity(&dedicated, &rs.schema).await?;
     let receipt = receipt_for(rs, &placement, &parity).await?;
     progress.emit(ProgressEvent::Phase(Phase::Cleanup));
     rs.shards.drop_room(&pooled, &rs.schema).await?;

@@ -38,7 +38,7 @@ use roomshard_verify::names::media_paths;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::Roomshard;
+use crate::{Providers, Roomshard};
 
 /// How to export.
 #[derive(Clone, Debug, Default)]
@@ -169,7 +169,7 @@ async fn export_into<S: ArchiveSink>(
     options: &ExportOptions,
     progress: &dyn ProgressSink,
 ) -> Result<ExportOutcome> {
-    let scope = export_scope(rs, room).await?;
+    let (scope, on) = export_scope(rs, room).await?;
     let created_at = options
         .created_at
         .clone()
@@ -179,9 +179,9 @@ async fn export_into<S: ArchiveSink>(
     // 1. Rows → spooled db.sql.
     progress.emit(ProgressEvent::Phase(Phase::Copy));
     let (spool, sql_size, row_counts) =
-        spool_db_sql(rs, &scope, room, &tables, options, progress).await?;
+        spool_db_sql(rs, &on, &scope, room, &tables, options, progress).await?;
     let rows: u64 = row_counts.iter().sum();
-    let usage = rs.media.usage(&scope).await?;
+    let usage = on.media.usage(&scope).await?;
     progress.emit(ProgressEvent::Planned {
         tables: tables.len() as u64,
         rows,
@@ -226,7 +226,7 @@ async fn export_into<S: ArchiveSink>(
         })
     });
 
-    let feed = feed_media(rs, &scope, media_tx, usage.objects, progress);
+    let feed = feed_media(&on, &scope, media_tx, usage.objects, progress);
     let sign = async {
         let manifest_bytes = manifest_rx.await.map_err(|_| stopped())?;
         progress.emit(ProgressEvent::Phase(Phase::Receipt));
@@ -290,12 +290,15 @@ async fn export_into<S: ArchiveSink>(
     Ok(outcome)
 }
 
-/// The scope holding the room's authoritative copy now (see the module docs).
-async fn export_scope(rs: &Roomshard, room: &RoomId) -> Result<Scope> {
+/// The scope holding the room's authoritative copy now (see the module docs), and the
+/// providers holding it: the placement's own for a dedicated scope, the default ones otherwise.
+async fn export_scope(rs: &Roomshard, room: &RoomId) -> Result<(Scope, Providers)> {
+    let defaults = rs.providers_for(&roomshard_core::ProviderNames::default())?;
     match rs.control.placement(room).await? {
         Some(p) if p.state == PlacementState::Sealed => Err(Error::Sealed { room: room.clone() }),
         // Pooled, provisioning, copying, cutover: pooled; sovereign, recentralising: dedicated.
-        Some(p) => Ok(p.scope()),
+        Some(p) if p.is_sharded => Ok((p.scope(), rs.own_providers(&p)?)),
+        Some(p) => Ok((p.scope(), defaults)),
         None => {
             // A room roomshard has never seen is pooled, if it exists at all.
             let scope = Scope::Pooled(room.clone());
@@ -303,7 +306,7 @@ async fn export_scope(rs: &Roomshard, room: &RoomId) -> Result<Scope> {
             let has_rows = counts.iter().any(|t| t.rows > 0);
             let has_objects = rs.media.usage(&scope).await?.objects > 0;
             if has_rows || has_objects {
-                Ok(scope)
+                Ok((scope, defaults))
             } else {
                 Err(Error::not_found(format!("room {room}")))
             }
@@ -364,6 +367,7 @@ impl DumpSink for SpoolSink<'_> {
 /// size and the row counts in schema order.
 async fn spool_db_sql(
     rs: &Roomshard,
+    on: &Providers,
     scope: &Scope,
     room: &RoomId,
     tables: &[TableDescriptor],
@@ -405,7 +409,7 @@ async fn spool_db_sql(
         table: String::new(),
         done: 0,
     };
-    let dumped = rs.shards.dump(scope, &rs.schema, &mut sink).await;
+    let dumped = on.shards.dump(scope, &rs.schema, &mut sink).await;
     drop(sink);
     let written = writer.await.map_err(join_err)?;
     match (dumped, written) {
@@ -430,7 +434,7 @@ enum MediaMsg {
 /// names) and streams each into the archive writer in ascending entry-path order. Returns the
 /// objects and bytes sent. Memory: the keys of the room (at most the format's entry limit).
 async fn feed_media(
-    rs: &Roomshard,
+    on: &Providers,
     scope: &Scope,
     tx: mpsc::Sender<MediaMsg>,
     planned_objects: u64,
@@ -439,7 +443,7 @@ async fn feed_media(
     let mut keys: Vec<ObjectKey> = Vec::new();
     let mut page_token = None;
     loop {
-        let page = rs
+        let page = on
             .media
             .list(
                 scope,
@@ -461,7 +465,7 @@ async fn feed_media(
     order.sort();
     let (mut objects, mut bytes) = (0u64, 0u64);
     for (path, key) in order {
-        let mut got = rs.media.get(scope, &key).await?;
+        let mut got = on.media.get(scope, &key).await?;
         tx.send(MediaMsg::Start {
             path,
             size: got.meta.size,

@@ -588,6 +588,9 @@ async fn load_and_commit(
                 profile: rs.config.profile,
                 region: rs.config.region.clone().or(bucket.region),
                 adopted: Adopted::default(),
+                // A dedicated import lands on the default providers (the ones it made
+                // everything with above).
+                providers: roomshard_core::ProviderNames::default(),
                 state: PlacementState::Sovereign,
                 version: 1,
             };

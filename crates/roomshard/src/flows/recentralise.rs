@@ -16,7 +16,8 @@ use roomshard_core::{
 };
 
 use super::copy::{
-    JobState, bulk_copy_media, copy_pass, media_difference, media_totals, reconcile_media, sealed,
+    JobState, Side, bulk_copy_media, copy_pass, media_difference, media_totals, reconcile_media,
+    replace_rows, sealed,
 };
 use crate::Roomshard;
 
@@ -58,7 +59,7 @@ pub async fn recentralise(
             let job = JobState::load(rs, room, JobKind::Recentralise).await?;
             let pooled = Scope::Pooled(room.clone());
             let rows = rs.shards.row_counts(&pooled, &rs.schema).await?;
-            let (objects, _) = media_totals(rs, &pooled).await?;
+            let (objects, _) = media_totals(Side::pooled(rs, &pooled)).await?;
             remove_own_resources(
                 rs,
                 &mut placement,
@@ -79,9 +80,12 @@ pub async fn recentralise(
     }
     let pooled = Scope::Pooled(room.clone());
     let dedicated = placement.dedicated();
+    let own = rs.own_providers(&placement)?;
+    let from = Side::on(&own, &dedicated);
+    let to = Side::pooled(rs, &pooled);
     let job = JobState::load(rs, room, JobKind::Recentralise).await?;
-    let counts = rs.shards.row_counts(&dedicated, &rs.schema).await?;
-    let (objects, bytes) = media_totals(rs, &dedicated).await?;
+    let counts = own.shards.row_counts(&dedicated, &rs.schema).await?;
+    let (objects, bytes) = media_totals(from).await?;
     progress.emit(ProgressEvent::Planned {
         tables: counts.len() as u64,
         rows: counts.iter().map(|t| t.rows).sum(),
@@ -94,35 +98,24 @@ pub async fn recentralise(
         .snapshot()
         .checkpoint
         .filter(|c| c.pass == CopyPass::Bulk);
-    copy_pass(
-        rs,
-        &dedicated,
-        &pooled,
-        CopyPass::Bulk,
-        resume,
-        &job,
-        progress,
-    )
-    .await?;
-    bulk_copy_media(rs, &dedicated, &pooled, &job, objects, progress).await?;
+    if from.same_shard_store(&to) {
+        copy_pass(rs, from, to, CopyPass::Bulk, resume, &job, progress).await?;
+    }
+    bulk_copy_media(from, to, &job, objects, progress).await?;
     progress.emit(ProgressEvent::Phase(Phase::CatchUp));
-    copy_pass(
-        rs,
-        &dedicated,
-        &pooled,
-        CopyPass::CatchUp,
-        None,
-        &job,
-        progress,
-    )
-    .await?;
-    reconcile_media(rs, &dedicated, &pooled).await?;
+    if from.same_shard_store(&to) {
+        copy_pass(rs, from, to, CopyPass::CatchUp, None, &job, progress).await?;
+    } else {
+        // From another registered store: one dump streamed into the pooled store's restore.
+        replace_rows(rs, from, to, progress).await?;
+    }
+    reconcile_media(from, to).await?;
 
     progress.emit(ProgressEvent::Phase(Phase::Parity));
-    let source = rs.shards.parity(&dedicated, &rs.schema).await?;
+    let source = own.shards.parity(&dedicated, &rs.schema).await?;
     let target = rs.shards.parity(&pooled, &rs.schema).await?;
     let tables = source.mismatched_tables(&target);
-    let media = media_difference(rs, &dedicated, &pooled).await?;
+    let media = media_difference(from, to).await?;
     if !tables.is_empty() || media.is_some() {
         return Err(Error::conflict(format!(
             "room {room}: parity fails after copying back (tables {tables:?}, media {media:?}); \
@@ -165,8 +158,9 @@ async fn remove_own_resources(
     progress.emit(ProgressEvent::Phase(Phase::Cleanup));
     let room = &placement.room.clone();
     let at = super::abort::drop_shard_and_bucket(rs, placement).await?;
-    let deletion = if rs.keys.capabilities().schedule_deletion && !at.adopted.key {
-        match rs.keys.schedule_deletion(room, KEY_DELETION_DAYS).await {
+    let keys = rs.own_providers(placement)?.keys;
+    let deletion = if keys.capabilities().schedule_deletion && !at.adopted.key {
+        match keys.schedule_deletion(room, KEY_DELETION_DAYS).await {
             Ok(d) => Some(d.deletion_at_unix_ms),
             // Already scheduled by an earlier, interrupted run.
             Err(Error::Conflict { .. }) => None,

@@ -25,7 +25,7 @@ pub async fn rotate(rs: &Roomshard, room: &RoomId) -> Result<(KeyRef, String)> {
             )));
         }
     }
-    let key = rs.keys.rotate(room).await?;
+    let key = rs.own_providers(&placement)?.keys.rotate(room).await?;
     let key_id = key.id.clone();
     // A new version of the placement, so the receipt supersedes the previous one.
     let expected = placement.version;
