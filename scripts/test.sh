@@ -11,7 +11,17 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's banner shows the free space, so a run that runs out of disk says where.
+step() { printf '\n==> %s   [%s free]\n' "$*" "$(df -h --output=avail . | tail -1 | tr -d ' ')"; }
+# ROOMSHARD_FREE_DISK=1 (set by .ci/run): delete each build once its step is done — the later
+# steps build elsewhere (wasm/target, fuzz/target, target/release) — so peak disk is one build,
+# not the sum. Off by default: locally the builds are the cache of the next run.
+free_build() {
+  if [ "${ROOMSHARD_FREE_DISK:-0}" = 1 ]; then
+    printf '    freeing %s (%s)\n' "$1" "$(du -sh "$1" 2>/dev/null | cut -f1)"
+    rm -rf "$1"
+  fi
+}
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -32,15 +42,18 @@ cargo package --workspace --exclude roomshard-benches --exclude roomshard-intero
 
 step "cargo test (workspace)"
 cargo test --workspace --locked
+free_build target/debug
 
 step "WASM verifier: build with the rustc 1.63 toolchain and run the vectors under Node"
 bash wasm/build.sh
 (cd wasm && cargo test --locked)
 (cd tests/node && node --test)
+free_build wasm/target
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   step "fuzz verify_archive for ${FUZZ_SECONDS}s (seed ${FUZZ_SEED:-1})"
   FUZZ_SEED="${FUZZ_SEED:-1}" bash fuzz/run.sh "$FUZZ_SECONDS"
+  free_build fuzz/target
 fi
 
 step "benchmark smoke (--quick)"
