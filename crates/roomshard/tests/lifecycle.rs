@@ -1064,6 +1064,116 @@ fn holds(files: &[String], sub: &str, room: &str) -> bool {
         .any(|f| f.starts_with(&format!("{sub}/")) && f.contains(room))
 }
 
+/// A shard store that passes everything on to `inner`, except that while `fail_dump` is set its
+/// `dump` fails after the first table: a source lost midway through a cross-store copy.
+struct DumpFailsMidway {
+    inner: Arc<dyn roomshard_core::ShardStore>,
+    fail_dump: std::sync::atomic::AtomicBool,
+}
+
+/// The sink [`DumpFailsMidway`] hands its inner store: refuses the second table.
+struct FirstTableOnly<'a> {
+    sink: &'a mut dyn roomshard_core::DumpSink,
+    tables: usize,
+}
+
+#[roomshard_core::async_trait]
+impl roomshard_core::DumpSink for FirstTableOnly<'_> {
+    async fn begin_table(
+        &mut self,
+        table: &roomshard_core::TableDescriptor,
+    ) -> roomshard_core::Result<()> {
+        self.tables += 1;
+        if self.tables > 1 {
+            return Err(Error::unavailable(
+                "test shard store",
+                true,
+                std::io::Error::other("lost the source midway"),
+            ));
+        }
+        self.sink.begin_table(table).await
+    }
+    async fn rows(&mut self, chunk: bytes::Bytes) -> roomshard_core::Result<()> {
+        self.sink.rows(chunk).await
+    }
+    async fn end_table(&mut self, rows: u64) -> roomshard_core::Result<()> {
+        self.sink.end_table(rows).await
+    }
+}
+
+#[roomshard_core::async_trait]
+impl roomshard_core::ShardStore for DumpFailsMidway {
+    fn name(&self) -> &str {
+        "dump-fails-midway"
+    }
+    fn capabilities(&self) -> roomshard_core::ShardCapabilities {
+        self.inner.capabilities()
+    }
+    fn locate_shard(
+        &self,
+        room: &RoomId,
+        region: Option<&str>,
+    ) -> roomshard_core::Result<roomshard_core::ServerUrl> {
+        self.inner.locate_shard(room, region)
+    }
+    async fn ensure_shard(
+        &self,
+        room: &RoomId,
+        at: &roomshard_core::Location,
+        schema: &roomshard::RoomSchema,
+    ) -> roomshard_core::Result<roomshard_core::ShardRef> {
+        self.inner.ensure_shard(room, at, schema).await
+    }
+    async fn copy_room(
+        &self,
+        request: roomshard_core::CopyRequest<'_>,
+    ) -> roomshard_core::Result<roomshard_core::CopyOutcome> {
+        self.inner.copy_room(request).await
+    }
+    async fn parity(
+        &self,
+        scope: &Scope,
+        schema: &roomshard::RoomSchema,
+    ) -> roomshard_core::Result<Parity> {
+        self.inner.parity(scope, schema).await
+    }
+    async fn row_counts(
+        &self,
+        scope: &Scope,
+        schema: &roomshard::RoomSchema,
+    ) -> roomshard_core::Result<Vec<roomshard_core::TableCount>> {
+        self.inner.row_counts(scope, schema).await
+    }
+    async fn drop_room(
+        &self,
+        scope: &Scope,
+        schema: &roomshard::RoomSchema,
+    ) -> roomshard_core::Result<()> {
+        self.inner.drop_room(scope, schema).await
+    }
+    async fn dump(
+        &self,
+        scope: &Scope,
+        schema: &roomshard::RoomSchema,
+        sink: &mut dyn roomshard_core::DumpSink,
+    ) -> roomshard_core::Result<Vec<roomshard_core::TableCount>> {
+        if self.fail_dump.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut first = FirstTableOnly { sink, tables: 0 };
+            return self.inner.dump(scope, schema, &mut first).await;
+        }
+        self.inner.dump(scope, schema, sink).await
+    }
+    async fn restore(
+        &self,
+        scope: &Scope,
+        schema: &roomshard::RoomSchema,
+        source: &mut dyn roomshard_core::DumpSource,
+        remap: &IdRemap,
+    ) -> roomshard_core::Result<roomshard_core::RestoreOutcome> {
+        self.inner.restore(scope, schema, source, remap).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_on_a_registered_provider_lives_there_from_decentralise_to_recentralise() {
     use roomshard_core::KeyManager as _;
@@ -1074,10 +1184,15 @@ async fn a_room_on_a_registered_provider_lives_there_from_decentralise_to_recent
     let east = open(&dir.path().join("east"), 25).await;
     // East's bucket fails its third put once: the cross-store media copy must resume.
     let east_media = Arc::new(common::FailingMedia::new(east.roomshard.media.clone(), 3));
+    // And east's shard store can lose its source midway through a dump (used at recentralise).
+    let east_shards = Arc::new(DumpFailsMidway {
+        inner: east.shards.clone(),
+        fail_dump: std::sync::atomic::AtomicBool::new(false),
+    });
     let registered = home
         .roomshard
         .clone()
-        .with_shards("east", east.shards.clone())
+        .with_shards("east", east_shards.clone())
         .unwrap()
         .with_media("east", east_media.clone())
         .unwrap()
@@ -1259,6 +1374,31 @@ async fn a_room_on_a_registered_provider_lives_there_from_decentralise_to_recent
 
     // Recentralise brings rows and objects back into the home's pooled store and removes the
     // room's shard and bucket from east.
+    // A dump from east that fails after its first table leaves nothing in the pooled tables
+    // (the restore is all or nothing and never takes a cut stream for the end), and the shard
+    // still serves; the next recentralise converges.
+    east_shards
+        .fail_dump
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = flows::recentralise(rs, &room, &roomshard_core::NoProgress)
+        .await
+        .expect_err("east's dump fails midway");
+    assert!(
+        matches!(err, Error::Unavailable { .. }) && err.to_string().contains("test shard store"),
+        "the dump's own error is the one reported: {err}"
+    );
+    assert_eq!(
+        rows(&rs.shards.parity(&pooled, &rs.schema).await.unwrap()),
+        0,
+        "no row of the cut dump reached the pooled tables"
+    );
+    assert_eq!(
+        rs.control.placement(&room).await.unwrap().unwrap().state,
+        PlacementState::Recentralising
+    );
+    east_shards
+        .fail_dump
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let p = flows::recentralise(rs, &room, &roomshard_core::NoProgress)
         .await
         .unwrap();
