@@ -161,6 +161,12 @@ impl Cluster {
         self.port
     }
 
+    /// `postgres://postgres@127.0.0.1:PORT/DB`: the URL roomshard's `--control`/`--shards` and
+    /// sqlx take for database `db` of this cluster.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
     /// The connection options every client tool takes: `-h 127.0.0.1 -p PORT -U postgres`.
     pub fn client_args(&self) -> [String; 6] {
         [
