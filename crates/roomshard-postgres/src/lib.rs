@@ -9,8 +9,13 @@
 //!   (UTC, ISO dates, hex `bytea`, shortest floats), so COPY text is the same on every server.
 
 mod control;
+mod restore;
+mod session;
+mod shard;
+mod sql;
 
 pub use control::PgControlPlane;
+pub use shard::{DEFAULT_BATCH_ROWS, META_TABLE, PgShardStore};
 
 use roomshard_core::{Error, ProviderUrl, Result};
 use sqlx::PgPool;

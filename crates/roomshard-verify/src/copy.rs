@@ -340,7 +340,19 @@ pub fn format_float8(v: f64) -> String {
     } else if v.is_infinite() {
         if v > 0.0 { "Infinity" } else { "-Infinity" }.to_string()
     } else if v != 0.0 && (v.abs() < 1e-4 || v.abs() >= 1e15) {
-        format!("{v:e}")
+        // PostgreSQL's spelling of the exponent: a sign and at least two digits (`1e+20`,
+        // `1.5e-07`), so a dump from PostgreSQL and one from any other store are the same bytes.
+        let text = format!("{v:e}");
+        match text.split_once('e') {
+            Some((mantissa, exp)) => {
+                let (sign, digits) = match exp.strip_prefix('-') {
+                    Some(d) => ('-', d),
+                    None => ('+', exp),
+                };
+                format!("{mantissa}e{sign}{digits:0>2}")
+            }
+            None => text,
+        }
     } else {
         format!("{v}")
     }
@@ -363,6 +375,46 @@ pub fn parse_float8(s: &str) -> Option<f64> {
         return None;
     }
     s.parse().ok().filter(|v: &f64| v.is_finite())
+}
+
+/// Checks that `value` (an unescaped, non-NULL COPY value) is `ty`'s canonical spelling, as the
+/// writer and every store write it: what a restore must accept, and all it may accept, so every
+/// provider refuses the same rows with the same words.
+///
+/// # Errors
+/// A sentence naming the value and the expected form.
+pub fn check_value(ty: crate::format::LogicalType, value: &str) -> Result<(), String> {
+    use crate::format::LogicalType as T;
+    let ok = match ty {
+        T::Text => true,
+        T::Int8 => parse_int(value).is_some(),
+        T::Int4 => matches!(parse_int(value), Some(v) if i32::try_from(v).is_ok()),
+        T::Bool => matches!(value, "t" | "f"),
+        T::Float8 => parse_float8(value).is_some(),
+        T::Timestamptz => is_timestamptz(value),
+        T::Bytea => parse_bytea(value).is_some(),
+        T::Uuid => is_uuid(value),
+        T::Jsonb => {
+            return serde_json::from_str::<serde::de::IgnoredAny>(value)
+                .map(|_| ())
+                .map_err(|e| format!("jsonb is not a JSON document: {e}"));
+        }
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match ty {
+        T::Int8 => format!("{value:?} is not an int8"),
+        T::Int4 => format!("{value:?} is not an int4"),
+        T::Bool => format!("{value:?} is not a bool (t or f)"),
+        T::Float8 => format!("{value:?} is not a float8"),
+        T::Timestamptz => {
+            format!("{value:?} is not a timestamptz (YYYY-MM-DD HH:MM:SS[.ffffff]+00)")
+        }
+        T::Bytea => "bytea is not \\x followed by pairs of hex digits".to_string(),
+        T::Uuid => format!("{value:?} is not a uuid (8-4-4-4-12 hex digits)"),
+        T::Text | T::Jsonb => format!("{value:?} is not valid"),
+    })
 }
 
 /// Reads a decimal integer (`-?[0-9]+`, no `+`, no spaces).
@@ -564,8 +616,13 @@ mod tests {
         assert_eq!(format_float8(1.5), "1.5");
         assert_eq!(format_float8(0.1), "0.1");
         assert_eq!(format_float8(-0.0), "-0");
-        assert_eq!(format_float8(1e300), "1e300");
-        assert_eq!(format_float8(1e-7), "1e-7");
+        assert_eq!(format_float8(1e300), "1e+300");
+        assert_eq!(format_float8(1e-7), "1e-07");
+        assert_eq!(format_float8(-1.5e20), "-1.5e+20");
+        assert_eq!(format_float8(1.234e-100), "1.234e-100");
+        assert_eq!(format_float8(1e15), "1e+15");
+        assert_eq!(format_float8(999999999999999.0), "999999999999999");
+        assert_eq!(format_float8(0.0001), "0.0001");
         assert_eq!(format_float8(f64::NAN), "NaN");
         assert_eq!(format_float8(f64::INFINITY), "Infinity");
         assert_eq!(format_float8(f64::NEG_INFINITY), "-Infinity");

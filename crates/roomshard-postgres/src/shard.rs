@@ -1,0 +1,1190 @@
+//! [`PgShardStore`]: pooled rooms in the host's shared tables, dedicated rooms in one schema
+//! `room_<id>` each, on one PostgreSQL server.
+
+use crate::session::{Mode, Session};
+use crate::sql::{Ns, TableSql, db_err, normalise_copy_out, q};
+use futures::TryStreamExt;
+use roomshard_core::{
+    Bytes, CopyCheckpoint, CopyOutcome, CopyPass, CopyRequest, DumpSink, DumpSource,
+    EncryptionContext, Error, IdRemap, Identifier, KeyManager, Location, Namespace, Parity,
+    ProgressEvent, ProviderUrl, RestoreOutcome, Result, RoomId, RoomSchema, RouteHandle, Scope,
+    ServerUrl, ShardCapabilities, ShardRef, ShardStore, TableCount, TableCursor, TableParity,
+    async_trait,
+};
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool, Row};
+use std::sync::Arc;
+
+/// Default rows per copy batch (one target transaction and one checkpoint per batch).
+pub const DEFAULT_BATCH_ROWS: usize = 10_000;
+/// Rough size of a dump chunk.
+const DUMP_CHUNK_BYTES: usize = 64 * 1024;
+/// The reserved per-shard table holding roomshard's own metadata (the wrapped data key).
+pub const META_TABLE: &str = "roomshard_meta";
+/// The `roomshard_meta` key of the wrapped data key.
+const WRAPPED_KEY: &str = "wrapped_data_key";
+
+/// A [`ShardStore`] on PostgreSQL.
+///
+/// - [`Scope::Pooled`] is the host's shared tables in one schema of the store's database
+///   (`public` unless [`with_shared_schema`](Self::with_shared_schema) says otherwise), every
+///   statement filtered on each table's room key column.
+/// - [`Scope::Dedicated`] is the schema its [`Location`] names:
+///   `postgres://user@host:port/db?schema=room_<id>`. [`locate_shard`](ShardStore::locate_shard)
+///   names `room_<id>` on this store's own server, from a validated [`RoomId`] only. A location
+///   on another server, or (unless adopted) naming another schema than the room's, is refused:
+///   a placement cannot point the store at an arbitrary schema. An adopted schema (a customer's
+///   own, `adopted.shard`) must exist and is never created or dropped.
+///
+/// URLs recorded in placements never carry the password: the store's pool has it, the control
+/// plane does not need it.
+///
+/// Names reach SQL only quoted ([`Identifier`], [`roomshard_core::SchemaName`]); the store never
+/// sets `search_path`. Every connection runs with fixed session settings (UTC, ISO dates, hex
+/// `bytea`, shortest floats: see [`connect`](crate::connect)), so `COPY … TO STDOUT` writes the
+/// codec's text byte for byte.
+///
+/// # Key gate, and what it is not
+/// With [`with_key_gate`](Self::with_key_gate), a dedicated schema holds a data key wrapped by
+/// the room's key (in `roomshard_meta`) and every operation on it first unwraps that key through
+/// the [`KeyManager`], so a revoked grant makes every shard path [`Error::Sealed`]. The rows are
+/// not encrypted by roomshard: whoever can log in to the database can read them. Use the
+/// server's own encryption at rest (and its roles) where that matters.
+pub struct PgShardStore {
+    pool: PgPool,
+    /// The server as placements record it: `postgres://user@host:port/db`, no password, no query.
+    base: String,
+    shared: Identifier,
+    batch_rows: usize,
+    key_gate: Option<Arc<dyn KeyManager>>,
+}
+
+impl std::fmt::Debug for PgShardStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgShardStore")
+            .field("server", &self.base)
+            .field("shared_schema", &self.shared.as_str())
+            .field("batch_rows", &self.batch_rows)
+            .field(
+                "key_gate",
+                &self.key_gate.as_ref().map(|k| k.name().to_string()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` as placements record it: scheme `postgres`, the password removed, no query.
+pub(crate) fn server_base(url: &str) -> String {
+    let without_query = url.split_once('?').map_or(url, |(b, _)| b);
+    let rest = without_query
+        .strip_prefix("postgresql://")
+        .or_else(|| without_query.strip_prefix("postgres://"))
+        .unwrap_or(without_query);
+    let rest = match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{user}@{host}")
+        }
+        None => rest.to_string(),
+    };
+    format!("postgres://{}", rest.trim_end_matches('/'))
+}
+
+impl PgShardStore {
+    /// The store over `pool`, a pool of the server and database `url` names (see
+    /// [`connect`](crate::connect)); its shared tables are in schema `public`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if `url` is not a `postgres://` URL.
+    pub fn new(pool: PgPool, url: &ProviderUrl) -> Result<Self> {
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(url.unknown_scheme(&["postgres", "postgresql"]));
+        }
+        Ok(PgShardStore {
+            pool,
+            base: server_base(url.expose()),
+            shared: Identifier::new("public")?,
+            batch_rows: DEFAULT_BATCH_ROWS,
+            key_gate: None,
+        })
+    }
+
+    /// Puts the host's shared tables in `schema` instead of `public`.
+    pub fn with_shared_schema(mut self, schema: Identifier) -> Self {
+        self.shared = schema;
+        self
+    }
+
+    /// Sets the rows per copy batch (at least 1): smaller batches checkpoint more often, larger
+    /// ones copy faster.
+    pub fn with_batch_rows(mut self, n: usize) -> Self {
+        self.batch_rows = n.max(1);
+        self
+    }
+
+    /// Gates every dedicated shard on the room's key (see the type's docs).
+    pub fn with_key_gate(mut self, keys: Arc<dyn KeyManager>) -> Self {
+        self.key_gate = Some(keys);
+        self
+    }
+
+    /// The pool, for the host's own queries (name tables with [`RouteHandle::qualify`]).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The server as placements record it (`postgres://user@host:port/db`).
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    /// Creates the host's shared tables (as a host without roomshard would have them) from the
+    /// descriptors, each with an index on its room key column and primary key, so pooled rooms
+    /// can be seeded, copied and filtered efficiently.
+    ///
+    /// # Behaviour
+    /// Idempotent; an existing table whose columns differ is [`Error::Conflict`].
+    pub async fn ensure_pooled_tables(&self, schema: &RoomSchema) -> Result<()> {
+        let ns = Ns::ident(&self.shared);
+        let mut s = Session::begin(&self.pool, Mode::Write, "ensure_pooled_tables").await?;
+        advisory_lock(s.conn(), &format!("pooled:{}", ns.name)).await?;
+        q(format!("CREATE SCHEMA IF NOT EXISTS {}", ns.quoted))
+            .execute(s.conn())
+            .await
+            .map_err(db_err("creating the shared schema"))?;
+        for desc in schema.tables() {
+            let t = TableSql::new(desc)?;
+            if table_state(s.conn(), &ns, &t).await? == TableState::Missing {
+                q(t.create_sql(&ns))
+                    .execute(s.conn())
+                    .await
+                    .map_err(db_err(format!("creating table {}", desc.name)))?;
+            }
+            let index = format!(
+                "CREATE INDEX IF NOT EXISTS \"{}__roomshard_room\" ON {} ({}, {})",
+                t.ident.as_str(),
+                t.at(&ns),
+                t.room_col(),
+                t.order_by(None)
+            );
+            q(index)
+                .execute(s.conn())
+                .await
+                .map_err(db_err(format!("indexing table {}", desc.name)))?;
+        }
+        s.commit("ensure_pooled_tables").await
+    }
+
+    /// The namespace of a scope, checked: the shared schema for a pooled room; for a dedicated
+    /// one, the schema its location names on this server.
+    fn ns(&self, scope: &Scope) -> Result<Ns> {
+        match scope {
+            Scope::Pooled(_) => Ok(Ns::ident(&self.shared)),
+            Scope::Dedicated(room, at) => self.shard_ns(room, at),
+        }
+    }
+
+    /// The schema a dedicated location names (see the type's docs for what is refused).
+    pub(crate) fn shard_ns(&self, room: &RoomId, at: &Location) -> Result<Ns> {
+        let url = at.shard.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "shard location",
+                format!("dedicated room {room} has no shard location (locate_shard first)"),
+            )
+        })?;
+        let parsed = ProviderUrl::parse(url.expose(), "shard location")?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(parsed.unknown_scheme(&["postgres", "postgresql"]));
+        }
+        if server_base(url.expose()) != self.base {
+            return Err(Error::invalid(
+                "shard location",
+                format!(
+                    "{url} is not on this store's server {} (register a store for that server)",
+                    self.base
+                ),
+            ));
+        }
+        let own = room.schema_name();
+        let schema = parsed
+            .query("schema")
+            .ok_or_else(|| Error::invalid("shard location", format!("{url} names no ?schema=")))?;
+        if schema == own.as_unquoted() {
+            return Ok(Ns::schema(&own));
+        }
+        // An adopted shard too is the room's own schema (made by the customer in advance);
+        // a database elsewhere is another store, registered under its own name.
+        Err(Error::invalid(
+            "shard location",
+            format!(
+                "{url} names schema {schema:?}, not room {room}'s own {}",
+                own.as_unquoted()
+            ),
+        ))
+    }
+
+    /// Unwraps the shard's data key if the gate is set; the key manager's error (Sealed for a
+    /// revoked grant) is returned unchanged.
+    async fn check_gate(&self, conn: &mut PgConnection, room: &RoomId, ns: &Ns) -> Result<()> {
+        let Some(keys) = &self.key_gate else {
+            return Ok(());
+        };
+        let wrapped = read_wrapped_key(conn, ns).await?.ok_or_else(|| {
+            Error::corrupt(
+                format!("dedicated shard of room {room}"),
+                "no wrapped data key in roomshard_meta; run ensure_shard with the key gate set",
+            )
+        })?;
+        keys.decrypt_data_key(room, &wrapped, &EncryptionContext::for_room(room))
+            .await?;
+        Ok(())
+    }
+
+    /// Opens a session on `scope`: the namespace checked, a dedicated schema found (NotFound)
+    /// and its gate passed, every schema table present (NotFound) and matching (Conflict).
+    async fn open(
+        &self,
+        scope: &Scope,
+        schema: &RoomSchema,
+        mode: Mode,
+        what: &str,
+    ) -> Result<(Session, Ns, Vec<TableSql>)> {
+        let ns = self.ns(scope)?;
+        let tables = schema
+            .tables()
+            .iter()
+            .map(TableSql::new)
+            .collect::<Result<Vec<_>>>()?;
+        let mut s = Session::begin(&self.pool, mode, what).await?;
+        if let Scope::Dedicated(room, _) = scope {
+            if !schema_exists(s.conn(), &ns).await? {
+                return Err(Error::not_found(format!("dedicated shard of room {room}")));
+            }
+            self.check_gate(s.conn(), room, &ns).await?;
+        }
+        for t in &tables {
+            match table_state(s.conn(), &ns, t).await? {
+                TableState::Missing => {
+                    return Err(Error::not_found(format!(
+                        "table {} of {scope}",
+                        t.desc.name
+                    )));
+                }
+                TableState::Matches => {}
+            }
+        }
+        Ok((s, ns, tables))
+    }
+
+    /// Streams one table's rows (COPY text, primary-key order, in the codec's subset) to `each`.
+    async fn copy_out(
+        conn: &mut PgConnection,
+        ns: &Ns,
+        t: &TableSql,
+        room: Option<&RoomId>,
+        mut each: impl FnMut(Vec<u8>) -> Result<()>,
+    ) -> Result<u64> {
+        let sql = t.copy_out_sql(ns, room)?;
+        let mut stream = conn
+            .copy_out_raw(&sql)
+            .await
+            .map_err(db_err(format!("reading table {}", t.desc.name)))?;
+        let mut rows = 0u64;
+        let mut chunk: Vec<u8> = Vec::with_capacity(DUMP_CHUNK_BYTES + 4096);
+        while let Some(bytes) = stream
+            .try_next()
+            .await
+            .map_err(db_err(format!("reading table {}", t.desc.name)))?
+        {
+            chunk.extend_from_slice(&bytes);
+            if chunk.len() >= DUMP_CHUNK_BYTES {
+                let mut full =
+                    std::mem::replace(&mut chunk, Vec::with_capacity(DUMP_CHUNK_BYTES + 4096));
+                rows += normalise_copy_out(&mut full);
+                each(full)?;
+            }
+        }
+        if !chunk.is_empty() {
+            rows += normalise_copy_out(&mut chunk);
+            each(chunk)?;
+        }
+        Ok(rows)
+    }
+}
+
+/// Takes a transaction-scoped advisory lock named `name` (hashed into PostgreSQL's 64-bit lock
+/// space under a roomshard prefix), so two processes doing the same provisioning serialise.
+pub(crate) async fn advisory_lock(conn: &mut PgConnection, name: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("roomshard:{name}"))
+        .execute(conn)
+        .await
+        .map_err(db_err(format!("locking {name}")))?;
+    Ok(())
+}
+
+/// Whether a table exists as the descriptor says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TableState {
+    Missing,
+    Matches,
+}
+
+/// Compares an existing table's columns (name, type, nullability, in order) with the
+/// descriptor's: missing, matching, or [`Error::Conflict`] naming the first difference.
+pub(crate) async fn table_state(
+    conn: &mut PgConnection,
+    ns: &Ns,
+    t: &TableSql,
+) -> Result<TableState> {
+    let rows = sqlx::query(
+        "SELECT column_name::text, data_type::text, is_nullable::text \
+         FROM information_schema.columns \
+         WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+    )
+    .bind(&ns.name)
+    .bind(t.ident.as_str())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err(format!("reading the columns of {}", t.desc.name)))?;
+    if rows.is_empty() {
+        return Ok(TableState::Missing);
+    }
+    let found: Vec<(String, String, bool)> = rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<String, _>(0)?,
+                r.try_get::<String, _>(1)?,
+                r.try_get::<String, _>(2)? == "YES",
+            ))
+        })
+        .collect::<std::result::Result<_, sqlx::Error>>()
+        .map_err(db_err(format!("reading the columns of {}", t.desc.name)))?;
+    let wanted: Vec<(String, String, bool)> = t
+        .desc
+        .columns
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                crate::sql::pg_type(c.logical_type).to_string(),
+                c.nullable,
+            )
+        })
+        .collect();
+    if found != wanted {
+        return Err(Error::conflict(format!(
+            "table {}.{} exists with columns {found:?}, the schema declares {wanted:?}",
+            ns.name, t.desc.name
+        )));
+    }
+    Ok(TableState::Matches)
+}
+
+async fn schema_exists(conn: &mut PgConnection, ns: &Ns) -> Result<bool> {
+    sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+    )
+    .bind(&ns.name)
+    .fetch_one(conn)
+    .await
+    .map_err(db_err(format!("looking for schema {}", ns.name)))
+}
+
+async fn read_wrapped_key(conn: &mut PgConnection, ns: &Ns) -> Result<Option<Vec<u8>>> {
+    let exists = sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+         WHERE table_schema = $1 AND table_name = 'roomshard_meta')",
+    )
+    .bind(&ns.name)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err("reading roomshard_meta"))?;
+    if !exists {
+        return Ok(None);
+    }
+    q(format!(
+        "SELECT \"value\" FROM {}.\"roomshard_meta\" WHERE \"key\" = $1",
+        ns.quoted
+    ))
+    .bind(WRAPPED_KEY)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err("reading roomshard_meta"))?
+    .map(|r| r.try_get::<Vec<u8>, _>(0))
+    .transpose()
+    .map_err(db_err("reading roomshard_meta"))
+}
+
+/// The room filter of a scope: pooled reads and writes filter on the room key column.
+fn room_filter(scope: &Scope) -> Option<&RoomId> {
+    match scope {
+        Scope::Pooled(room) => Some(room),
+        Scope::Dedicated(..) => None,
+    }
+}
+
+/// `"a"."k" = $n` conditions binding a room filter, or nothing.
+fn filter_sql(t: &TableSql, alias: &str, room: Option<&RoomId>, param: usize) -> String {
+    match room {
+        Some(_) => format!(" AND {alias}.{} = ${param}", t.room_col()),
+        None => String::new(),
+    }
+}
+
+/// A cursor's key texts, as bound parameters.
+fn bind_keys<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    keys: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for k in keys {
+        query = query.bind(k.as_str());
+    }
+    query
+}
+
+/// The key texts of a cursor as checkpoints store them (COPY text form of each value).
+fn escape_keys(keys: Vec<String>) -> Vec<String> {
+    keys.into_iter()
+        .map(|k| {
+            let mut s = String::new();
+            roomshard_verify::copy::push_text(&mut s, &k);
+            s
+        })
+        .collect()
+}
+
+/// The raw key values of a checkpoint's cursor (its COPY text form undone).
+fn unescape_keys(t: &TableSql, keys: &[String]) -> Result<Vec<String>> {
+    if keys.len() != t.pk.len() {
+        return Err(Error::invalid(
+            "copy checkpoint",
+            format!(
+                "cursor of table {} has {} key values, the key has {} columns",
+                t.desc.name,
+                keys.len(),
+                t.pk.len()
+            ),
+        ));
+    }
+    keys.iter()
+        .map(|k| {
+            let mut values = roomshard_verify::copy::parse_row(k.as_bytes()).map_err(|f| {
+                Error::invalid("copy checkpoint", format!("cursor key: {}", f.describe()))
+            })?;
+            match (values.pop(), values.is_empty()) {
+                (Some(Some(v)), true) => Ok(v),
+                _ => Err(Error::invalid(
+                    "copy checkpoint",
+                    "a cursor key is NULL or holds a tab",
+                )),
+            }
+        })
+        .collect()
+}
+
+struct CopyCtx<'a> {
+    pass: CopyPass,
+    checkpoints: &'a dyn roomshard_core::CheckpointSink,
+    progress: &'a dyn roomshard_core::ProgressSink,
+    tables_done: Vec<String>,
+    rows_written: u64,
+    rows_deleted: u64,
+}
+
+impl CopyCtx<'_> {
+    async fn save(&self, current: Option<TableCursor>) -> Result<()> {
+        self.checkpoints
+            .save(&CopyCheckpoint {
+                pass: self.pass,
+                tables_done: self.tables_done.clone(),
+                current,
+                provider_state: None,
+            })
+            .await
+    }
+}
+
+/// Both sides of a same-server copy of one table.
+struct Pair<'a> {
+    t: &'a TableSql,
+    src: &'a Ns,
+    src_room: Option<&'a RoomId>,
+    dst: &'a Ns,
+    dst_room: Option<&'a RoomId>,
+    room: &'a RoomId,
+}
+
+impl PgShardStore {
+    /// Bulk: `INSERT … SELECT … ORDER BY pk LIMIT n ON CONFLICT DO UPDATE` per key range, one
+    /// transaction and one checkpoint per batch. The rows never leave the server.
+    async fn bulk_table(
+        &self,
+        ctx: &mut CopyCtx<'_>,
+        p: &Pair<'_>,
+        mut after: Option<Vec<String>>,
+        mut rows_done: u64,
+    ) -> Result<()> {
+        let t = p.t;
+        let total = {
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(db_err(format!("counting table {}", t.desc.name)))?;
+            let mut query = q(t.count_sql(p.src, p.src_room.is_some()));
+            if let Some(room) = p.src_room {
+                query = query.bind(room.as_str());
+            }
+            let n: i64 = query
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_err(format!("counting table {}", t.desc.name)))?
+                .try_get(0)
+                .map_err(db_err("counting"))?;
+            u64::try_from(n).unwrap_or(0)
+        };
+        let batch = i64::try_from(self.batch_rows).unwrap_or(i64::MAX);
+        loop {
+            // $1 batch size, $2 room (if filtered), then the cursor's key values.
+            let mut next = 2;
+            let room_cond = filter_sql(t, "s", p.src_room, next);
+            if p.src_room.is_some() {
+                next += 1;
+            }
+            let cursor_cond = match &after {
+                Some(_) => format!(" AND {}", t.after_cursor(Some("s"), next)),
+                None => String::new(),
+            };
+            let sql = format!(
+                "WITH batch AS (SELECT {cols} FROM {src} AS s WHERE TRUE{room_cond}{cursor_cond} \
+                 ORDER BY {order} LIMIT $1), \
+                 ins AS (INSERT INTO {dst} ({plain}) SELECT {plain} FROM batch {upsert}) \
+                 SELECT (SELECT count(*) FROM batch), \
+                 (SELECT ARRAY[{keys}] FROM batch AS s ORDER BY {desc} LIMIT 1)",
+                cols = t.col_list(Some("s")),
+                src = t.at(p.src),
+                order = t.order_by(Some("s")),
+                desc = t.order_by_desc(Some("s")),
+                dst = t.at(p.dst),
+                plain = t.col_list(None),
+                upsert = t.on_conflict_update(),
+                keys = t.pk_as_text(Some("s")),
+            );
+            let mut s = Session::begin(&self.pool, Mode::Write, "a copy batch").await?;
+            let mut query = q(sql).bind(batch);
+            if let Some(room) = p.src_room {
+                query = query.bind(room.as_str());
+            }
+            let row = bind_keys(query, after.as_deref().unwrap_or(&[]))
+                .fetch_one(s.conn())
+                .await
+                .map_err(db_err(format!("copying a batch of {}", t.desc.name)))?;
+            s.commit(&format!("a batch of {}", t.desc.name)).await?;
+            let n: i64 = row.try_get(0).map_err(db_err("reading a batch result"))?;
+            let last: Option<Vec<String>> =
+                row.try_get(1).map_err(db_err("reading a batch result"))?;
+            let n = u64::try_from(n).unwrap_or(0);
+            let Some(last) = last else { break };
+            ctx.rows_written += n;
+            rows_done += n;
+            ctx.save(Some(TableCursor {
+                table: t.desc.name.clone(),
+                after_key: escape_keys(last.clone()),
+                rows_done,
+            }))
+            .await?;
+            ctx.progress.emit(ProgressEvent::Rows {
+                table: t.desc.name.clone(),
+                done: rows_done,
+                total: Some(total),
+            });
+            if n < self.batch_rows as u64 {
+                break;
+            }
+            after = Some(last);
+        }
+        Ok(())
+    }
+
+    /// Catch-up: per key range of the source (`batch_rows` keys), upsert the source rows whose
+    /// content differs from the target's (compared as row text) and delete the target's rows in
+    /// the range that the source no longer has; then delete the target's rows after the last
+    /// source key. One transaction and one checkpoint per range.
+    async fn catch_up_table(
+        &self,
+        ctx: &mut CopyCtx<'_>,
+        p: &Pair<'_>,
+        mut after: Option<Vec<String>>,
+        mut rows_done: u64,
+    ) -> Result<()> {
+        let t = p.t;
+        let batch = i64::try_from(self.batch_rows).unwrap_or(i64::MAX);
+        loop {
+            // The range's upper bound: the batch_rows-th source key after the cursor.
+            let mut s = Session::begin(&self.pool, Mode::Write, "a catch-up range").await?;
+            let upper: Option<Vec<String>> = {
+                let mut next = 2;
+                let room_cond = filter_sql(t, "s", p.src_room, next);
+                if p.src_room.is_some() {
+                    next += 1;
+                }
+                let cursor_cond = match &after {
+                    Some(_) => format!(" AND {}", t.after_cursor(Some("s"), next)),
+                    None => String::new(),
+                };
+                let sql = format!(
+                    "SELECT ARRAY[{keys}] FROM {src} AS s WHERE TRUE{room_cond}{cursor_cond} \
+                     ORDER BY {order} OFFSET $1 - 1 LIMIT 1",
+                    keys = t.pk_as_text(Some("s")),
+                    src = t.at(p.src),
+                    order = t.order_by(Some("s")),
+                );
+                let mut query = q(sql).bind(batch);
+                if let Some(room) = p.src_room {
+                    query = query.bind(room.as_str());
+                }
+                bind_keys(query, after.as_deref().unwrap_or(&[]))
+                    .fetch_optional(s.conn())
+                    .await
+                    .map_err(db_err(format!("ranging table {}", t.desc.name)))?
+                    .map(|r| r.try_get::<Vec<String>, _>(0))
+                    .transpose()
+                    .map_err(db_err("reading a range bound"))?
+            };
+            let (written, deleted, seen) = self
+                .sync_range(&mut s, p, after.as_deref(), upper.as_deref())
+                .await?;
+            s.commit(&format!("a catch-up range of {}", t.desc.name))
+                .await?;
+            ctx.rows_written += written;
+            ctx.rows_deleted += deleted;
+            rows_done += seen;
+            if let Some(upper) = &upper {
+                ctx.save(Some(TableCursor {
+                    table: t.desc.name.clone(),
+                    after_key: escape_keys(upper.clone()),
+                    rows_done,
+                }))
+                .await?;
+            }
+            ctx.progress.emit(ProgressEvent::Rows {
+                table: t.desc.name.clone(),
+                done: rows_done,
+                total: None,
+            });
+            match upper {
+                Some(u) => after = Some(u),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the target equal the source for keys in `(after, upper]` (`upper` `None`: to the
+    /// end). Returns rows written, rows deleted and source rows seen.
+    async fn sync_range(
+        &self,
+        s: &mut Session,
+        p: &Pair<'_>,
+        after: Option<&[String]>,
+        upper: Option<&[String]>,
+    ) -> Result<(u64, u64, u64)> {
+        let t = p.t;
+        // Parameters: $1 room (if any side is filtered; both sides are the same room), then the
+        // lower bound's keys, then the upper bound's.
+        let filtered = p.src_room.is_some() || p.dst_room.is_some();
+        let mut next = if filtered { 2 } else { 1 };
+        let lower_at = next;
+        if after.is_some() {
+            next += t.pk.len();
+        }
+        let upper_at = next;
+        let range = |alias: &str| {
+            let mut c = String::new();
+            if after.is_some() {
+                c.push_str(&format!(" AND {}", t.after_cursor(Some(alias), lower_at)));
+            }
+            if upper.is_some() {
+                c.push_str(&format!(" AND {}", t.up_to(Some(alias), upper_at)));
+            }
+            c
+        };
+        let src_room = filter_sql(t, "s", p.src_room, 1);
+        let dst_room = filter_sql(t, "d", p.dst_room, 1);
+        let bind_all = |sql: String| {
+            let mut query = q(sql);
+            if filtered {
+                query = query.bind(p.room.as_str().to_string());
+            }
+            for k in after.unwrap_or(&[]) {
+                query = query.bind(k.clone());
+            }
+            for k in upper.unwrap_or(&[]) {
+                query = query.bind(k.clone());
+            }
+            query
+        };
+        let upsert = format!(
+            "INSERT INTO {dst} ({plain}) SELECT {scols} FROM {src} AS s \
+             WHERE TRUE{src_room}{src_range} AND NOT EXISTS (SELECT 1 FROM {dst} AS d \
+             WHERE {join} AND {drow} = {srow}) {update}",
+            dst = t.at(p.dst),
+            plain = t.col_list(None),
+            scols = t.col_list(Some("s")),
+            src = t.at(p.src),
+            src_range = range("s"),
+            join = t.pk_join("d", "s"),
+            drow = t.row_text("d"),
+            srow = t.row_text("s"),
+            update = t.on_conflict_update(),
+        );
+        let written = bind_all(upsert)
+            .execute(s.conn())
+            .await
+            .map_err(db_err(format!("catching up table {}", t.desc.name)))?
+            .rows_affected();
+        let delete = format!(
+            "DELETE FROM {dst} AS d WHERE TRUE{dst_room}{dst_range} AND NOT EXISTS \
+             (SELECT 1 FROM {src} AS s WHERE {join}{src_room})",
+            dst = t.at(p.dst),
+            dst_range = range("d"),
+            src = t.at(p.src),
+            join = t.pk_join("s", "d"),
+        );
+        let deleted = bind_all(delete)
+            .execute(s.conn())
+            .await
+            .map_err(db_err(format!("catching up deletes of {}", t.desc.name)))?
+            .rows_affected();
+        let count = format!(
+            "SELECT count(*) FROM {src} AS s WHERE TRUE{src_room}{src_range}",
+            src = t.at(p.src),
+            src_range = range("s"),
+        );
+        let seen: i64 = bind_all(count)
+            .fetch_one(s.conn())
+            .await
+            .map_err(db_err(format!("counting table {}", t.desc.name)))?
+            .try_get(0)
+            .map_err(db_err("counting"))?;
+        Ok((written, deleted, u64::try_from(seen).unwrap_or(0)))
+    }
+}
+
+#[async_trait]
+impl ShardStore for PgShardStore {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn capabilities(&self) -> ShardCapabilities {
+        ShardCapabilities {
+            copy_resumable: true,
+            catch_up: true,
+            dump: true,
+            restore: true,
+            id_remap: true,
+            parity_checksums: true,
+            size_bytes: true,
+            route: true,
+            ..Default::default()
+        }
+    }
+
+    fn locate_shard(&self, room: &RoomId, region: Option<&str>) -> Result<ServerUrl> {
+        if region.is_some() {
+            return Err(Error::unsupported("ensure_shard.region", self.name()));
+        }
+        Ok(ServerUrl::new(format!(
+            "{}?schema={}",
+            self.base,
+            room.schema_name().as_unquoted()
+        )))
+    }
+
+    async fn ensure_shard(
+        &self,
+        room: &RoomId,
+        at: &Location,
+        schema: &RoomSchema,
+    ) -> Result<ShardRef> {
+        if at.region.is_some() {
+            return Err(Error::unsupported("ensure_shard.region", self.name()));
+        }
+        let tables = schema
+            .tables()
+            .iter()
+            .map(TableSql::new)
+            .collect::<Result<Vec<_>>>()?;
+        let ns = self.shard_ns(room, at)?;
+        let url = at.shard.clone().unwrap_or_else(|| ServerUrl::new(""));
+        let context = EncryptionContext::for_room(room);
+        let mut s = Session::begin(&self.pool, Mode::Write, "ensure_shard").await?;
+        // Two processes decentralising one room at once: the second waits here, then finds
+        // everything made and changes nothing.
+        advisory_lock(s.conn(), &format!("shard:{}", ns.name)).await?;
+        let existed = schema_exists(s.conn(), &ns).await?;
+        if at.adopted.shard && !existed {
+            return Err(Error::not_found(format!(
+                "adopted shard {url} of room {room} (an adopted schema is never created)"
+            )));
+        }
+        if let Some(keys) = &self.key_gate {
+            match read_wrapped_key(s.conn(), &ns).await? {
+                Some(wrapped) => {
+                    keys.decrypt_data_key(room, &wrapped, &context).await?;
+                }
+                None => {
+                    // Made before any DDL commits, so a revoked grant leaves no schema behind.
+                    let wrapped = keys.generate_data_key(room, &context).await?.wrapped;
+                    if !existed {
+                        q(format!("CREATE SCHEMA {}", ns.quoted))
+                            .execute(s.conn())
+                            .await
+                            .map_err(db_err(format!("creating the shard of room {room}")))?;
+                    }
+                    create_meta_table(s.conn(), &ns).await?;
+                    q(format!(
+                        "INSERT INTO {}.\"roomshard_meta\" (\"key\", \"value\") VALUES ($1, $2)",
+                        ns.quoted
+                    ))
+                    .bind(WRAPPED_KEY)
+                    .bind(wrapped)
+                    .execute(s.conn())
+                    .await
+                    .map_err(db_err("writing roomshard_meta"))?;
+                }
+            }
+        }
+        q(format!("CREATE SCHEMA IF NOT EXISTS {}", ns.quoted))
+            .execute(s.conn())
+            .await
+            .map_err(db_err(format!("creating the shard of room {room}")))?;
+        create_meta_table(s.conn(), &ns).await?;
+        for t in &tables {
+            if table_state(s.conn(), &ns, t).await? == TableState::Missing {
+                q(t.create_sql(&ns))
+                    .execute(s.conn())
+                    .await
+                    .map_err(db_err(format!("creating table {}", t.desc.name)))?;
+            }
+        }
+        s.commit(&format!("ensure_shard of room {room}")).await?;
+        Ok(ShardRef {
+            url,
+            namespace: ns.name,
+        })
+    }
+
+    async fn copy_room(&self, request: CopyRequest<'_>) -> Result<CopyOutcome> {
+        request.validate()?;
+        if request.source.server.is_some() {
+            return Err(Error::unsupported("copy_room.cross_server", self.name()));
+        }
+        let room = request.target.room().clone();
+        let resume = match request.resume_from {
+            Some(c) if c.pass == request.pass => Some(c),
+            Some(c) => {
+                return Err(Error::invalid(
+                    "copy checkpoint",
+                    format!(
+                        "checkpoint of pass {:?} given to a {:?} pass",
+                        c.pass, request.pass
+                    ),
+                ));
+            }
+            None => None,
+        };
+        // Both sides exist, pass their gates and have every table.
+        let (s, dst_ns, tables) = self
+            .open(&request.target, request.schema, Mode::Write, "copy target")
+            .await?;
+        s.rollback("copy target check").await?;
+        let (s, src_ns, _) = self
+            .open(
+                &request.source.scope,
+                request.schema,
+                Mode::Write,
+                "copy source",
+            )
+            .await?;
+        s.rollback("copy source check").await?;
+        let src_room = room_filter(&request.source.scope);
+        let dst_room = room_filter(&request.target);
+        let mut ctx = CopyCtx {
+            pass: request.pass,
+            checkpoints: request.checkpoints,
+            progress: request.progress,
+            tables_done: Vec::new(),
+            rows_written: 0,
+            rows_deleted: 0,
+        };
+        if let Some(c) = &resume {
+            ctx.tables_done = tables
+                .iter()
+                .filter(|t| c.tables_done.contains(&t.desc.name))
+                .map(|t| t.desc.name.clone())
+                .collect();
+        }
+        for t in &tables {
+            if ctx.tables_done.contains(&t.desc.name) {
+                continue;
+            }
+            let cursor = resume
+                .as_ref()
+                .and_then(|c| c.current.as_ref())
+                .filter(|cur| cur.table == t.desc.name && !cur.after_key.is_empty());
+            let (start, rows_done) = match cursor {
+                Some(cur) => (Some(unescape_keys(t, &cur.after_key)?), cur.rows_done),
+                None => (None, 0),
+            };
+            let pair = Pair {
+                t,
+                src: &src_ns,
+                src_room,
+                dst: &dst_ns,
+                dst_room,
+                room: &room,
+            };
+            match request.pass {
+                CopyPass::Bulk => self.bulk_table(&mut ctx, &pair, start, rows_done).await?,
+                CopyPass::CatchUp => {
+                    self.catch_up_table(&mut ctx, &pair, start, rows_done)
+                        .await?
+                }
+            }
+            ctx.tables_done.push(t.desc.name.clone());
+            ctx.save(None).await?;
+        }
+        let tables = self.row_counts(&request.target, request.schema).await?;
+        Ok(CopyOutcome {
+            rows_written: ctx.rows_written,
+            rows_deleted: ctx.rows_deleted,
+            tables,
+        })
+    }
+
+    async fn row_counts(&self, scope: &Scope, schema: &RoomSchema) -> Result<Vec<TableCount>> {
+        let (mut s, ns, tables) = self
+            .open(scope, schema, Mode::Snapshot, "row counts")
+            .await?;
+        let room = room_filter(scope);
+        let mut out = Vec::with_capacity(tables.len());
+        for t in &tables {
+            let mut query = q(t.count_sql(&ns, room.is_some()));
+            if let Some(room) = room {
+                query = query.bind(room.as_str());
+            }
+            let rows: i64 = query
+                .fetch_one(s.conn())
+                .await
+                .map_err(db_err(format!("counting table {}", t.desc.name)))?
+                .try_get(0)
+                .map_err(db_err("counting"))?;
+            out.push(TableCount {
+                table: t.desc.name.clone(),
+                rows: u64::try_from(rows).unwrap_or(0),
+            });
+        }
+        s.rollback("row counts").await?;
+        Ok(out)
+    }
+
+    async fn parity(&self, scope: &Scope, schema: &RoomSchema) -> Result<Parity> {
+        let (mut s, ns, tables) = self.open(scope, schema, Mode::Snapshot, "parity").await?;
+        let room = room_filter(scope);
+        let mut out = Vec::with_capacity(tables.len());
+        for t in &tables {
+            let mut hasher = Sha256::new();
+            let rows = Self::copy_out(s.conn(), &ns, t, room, |chunk| {
+                hasher.update(&chunk);
+                Ok(())
+            })
+            .await?;
+            out.push(TableParity {
+                table: t.desc.name.clone(),
+                rows,
+                checksum: Some(hex::encode(hasher.finalize())),
+            });
+        }
+        s.rollback("parity").await?;
+        Ok(Parity { tables: out })
+    }
+
+    async fn drop_room(&self, scope: &Scope, schema: &RoomSchema) -> Result<()> {
+        match scope {
+            Scope::Dedicated(room, at) => {
+                if at.shard.is_none() {
+                    // Nothing was ever located, so nothing was made.
+                    return Ok(());
+                }
+                let ns = self.shard_ns(room, at)?;
+                if at.adopted.shard {
+                    // The customer's schema: roomshard forgets it and leaves it as it is.
+                    return Ok(());
+                }
+                let mut s = Session::begin(&self.pool, Mode::Write, "drop_room").await?;
+                advisory_lock(s.conn(), &format!("shard:{}", ns.name)).await?;
+                q(format!("DROP SCHEMA IF EXISTS {} CASCADE", ns.quoted))
+                    .execute(s.conn())
+                    .await
+                    .map_err(db_err(format!("dropping the shard of room {room}")))?;
+                s.commit("drop_room").await
+            }
+            Scope::Pooled(room) => {
+                let ns = Ns::ident(&self.shared);
+                let mut s = Session::begin(&self.pool, Mode::Write, "drop_room").await?;
+                for desc in schema.tables() {
+                    let t = TableSql::new(desc)?;
+                    if table_state(s.conn(), &ns, &t).await? == TableState::Missing {
+                        continue;
+                    }
+                    q(format!(
+                        "DELETE FROM {} WHERE {} = $1",
+                        t.at(&ns),
+                        t.room_col()
+                    ))
+                    .bind(room.as_str())
+                    .execute(s.conn())
+                    .await
+                    .map_err(db_err(format!("deleting from table {}", desc.name)))?;
+                }
+                s.commit("drop_room").await
+            }
+        }
+    }
+
+    async fn dump(
+        &self,
+        scope: &Scope,
+        schema: &RoomSchema,
+        sink: &mut dyn DumpSink,
+    ) -> Result<Vec<TableCount>> {
+        let (mut s, ns, tables) = self.open(scope, schema, Mode::Snapshot, "dump").await?;
+        let room = room_filter(scope);
+        let mut counts = Vec::with_capacity(tables.len());
+        for t in &tables {
+            sink.begin_table(&t.desc).await?;
+            // The sink is async and COPY's stream borrows the connection, so chunks go through
+            // a small bounded hand-off: read a chunk, then await the sink.
+            let sql = t.copy_out_sql(&ns, room)?;
+            let mut stream = s
+                .conn()
+                .copy_out_raw(&sql)
+                .await
+                .map_err(db_err(format!("reading table {}", t.desc.name)))?;
+            let mut rows = 0u64;
+            let mut chunk: Vec<u8> = Vec::with_capacity(DUMP_CHUNK_BYTES + 4096);
+            while let Some(bytes) = stream
+                .try_next()
+                .await
+                .map_err(db_err(format!("reading table {}", t.desc.name)))?
+            {
+                chunk.extend_from_slice(&bytes);
+                if chunk.len() >= DUMP_CHUNK_BYTES {
+                    let mut full =
+                        std::mem::replace(&mut chunk, Vec::with_capacity(DUMP_CHUNK_BYTES + 4096));
+                    rows += normalise_copy_out(&mut full);
+                    sink.rows(Bytes::from(full)).await?;
+                }
+            }
+            drop(stream);
+            if !chunk.is_empty() {
+                rows += normalise_copy_out(&mut chunk);
+                sink.rows(Bytes::from(chunk)).await?;
+            }
+            sink.end_table(rows).await?;
+            counts.push(TableCount {
+                table: t.desc.name.clone(),
+                rows,
+            });
+        }
+        s.rollback("dump").await?;
+        Ok(counts)
+    }
+
+    async fn restore(
+        &self,
+        scope: &Scope,
+        schema: &RoomSchema,
+        source: &mut dyn DumpSource,
+        remap: &IdRemap,
+    ) -> Result<RestoreOutcome> {
+        let (s, ns, tables) = self.open(scope, schema, Mode::Write, "restore").await?;
+        crate::restore::restore(s, scope, &ns, &tables, source, remap).await
+    }
+
+    async fn size_bytes(&self, scope: &Scope, schema: &RoomSchema) -> Result<u64> {
+        let (mut s, ns, tables) = self
+            .open(scope, schema, Mode::Snapshot, "size_bytes")
+            .await?;
+        let total: i64 = match scope {
+            Scope::Dedicated(..) => {
+                // Every table of the schema with its indexes and TOAST: what the room costs.
+                sqlx::query_scalar(
+                    "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::bigint \
+                     FROM pg_catalog.pg_class c \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'm')",
+                )
+                .bind(&ns.name)
+                .fetch_one(s.conn())
+                .await
+                .map_err(db_err(format!("measuring {scope}")))?
+            }
+            Scope::Pooled(room) => {
+                // An estimate: the room's rows as stored (pg_column_size of each row).
+                let mut total = 0i64;
+                for t in &tables {
+                    let n: i64 = q(format!(
+                        "SELECT COALESCE(SUM(pg_column_size(x.*)), 0)::bigint FROM {} AS x \
+                         WHERE x.{} = $1",
+                        t.at(&ns),
+                        t.room_col()
+                    ))
+                    .bind(room.as_str())
+                    .fetch_one(s.conn())
+                    .await
+                    .map_err(db_err(format!("measuring table {}", t.desc.name)))?
+                    .try_get(0)
+                    .map_err(db_err("measuring"))?;
+                    total = total.saturating_add(n);
+                }
+                total
+            }
+        };
+        s.rollback("size_bytes").await?;
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
+    async fn route(&self, scope: &Scope) -> Result<RouteHandle> {
+        let namespace = match scope {
+            Scope::Pooled(room) => Namespace::Shared {
+                schema: self.shared.clone(),
+                room: room.clone(),
+            },
+            Scope::Dedicated(room, at) => {
+                self.shard_ns(room, at)?;
+                Namespace::Schema(room.schema_name())
+            }
+        };
+        Ok(RouteHandle {
+            pool: self.base.clone(),
+            namespace,
+        })
+    }
+}
+
+async fn create_meta_table(conn: &mut PgConnection, ns: &Ns) -> Result<()> {
+    q(format!(
+        "CREATE TABLE IF NOT EXISTS {}.\"roomshard_meta\" \
+         (\"key\" text NOT NULL PRIMARY KEY, \"value\" bytea NOT NULL)",
+        ns.quoted
+    ))
+    .execute(conn)
+    .await
+    .map_err(db_err("creating roomshard_meta"))?;
+    Ok(())
+}
