@@ -42,6 +42,17 @@ cargo package --workspace --exclude roomshard-benches --exclude roomshard-intero
 
 step "cargo test (workspace)"
 cargo test --workspace --locked
+
+step "the flow tests again, on PostgreSQL (ROOMSHARD_TEST_BACKEND=postgres)"
+# The same tests, written once: every home's control plane and shards in a database of its own
+# on one PostgreSQL 15 cluster per test binary. The CLI tests that are about SQLite itself (raw
+# edits of the global file, sqlite:// URLs, an adopted database file) run on SQLite only.
+ROOMSHARD_TEST_BACKEND=postgres cargo test --locked -p roomshard \
+  --test lifecycle --test export_import --test roundtrip_prop
+ROOMSHARD_TEST_BACKEND=postgres cargo test --locked -p roomshard-cli --test flows -- \
+  --skip audit_verify_detects_a_truncated_tail_by_receipt_anchors_and_expect_head \
+  --skip provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets \
+  --skip decentralise_adopts_a_customers_own_database_and_recentralise_leaves_it
 free_build target/debug
 
 step "WASM verifier: build with the rustc 1.63 toolchain and run the vectors under Node"

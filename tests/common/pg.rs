@@ -156,6 +156,62 @@ impl Cluster {
         panic!("pg_ctl start failed:\n{}", last.unwrap_or_default());
     }
 
+    /// One cluster for the whole test process, started on first use, with a fresh database per
+    /// caller ([`fresh_database`](Self::fresh_database)): for suites that open many homes.
+    ///
+    /// A `static` is never dropped, so a watchdog process stops the server (and removes its
+    /// directory) as soon as this process has exited, however it exits — a panic, an abort or
+    /// a kill included.
+    pub fn shared() -> &'static Cluster {
+        static SHARED: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = Cluster::start();
+            cluster.stop_when_process_exits();
+            cluster
+        })
+    }
+
+    /// Spawns `sh` polling this process; when it is gone, `pg_ctl stop -m immediate` and
+    /// `rm -rf` of the cluster's directory.
+    fn stop_when_process_exits(&self) {
+        let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+        let stop = format!(
+            "{runuser}{pg_ctl} -D {data} -m immediate -w stop >/dev/null 2>&1",
+            runuser = if self.as_root {
+                "runuser -u postgres -- "
+            } else {
+                ""
+            },
+            pg_ctl = quote(&self.pg_ctl),
+            data = quote(&self.data),
+        );
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop}; rm -rf {dir}",
+            pid = std::process::id(),
+            dir = quote(self._dir.path()),
+        );
+        // Never waited for: it is meant to outlive this process (and is reaped by init).
+        #[allow(clippy::zombie_processes)]
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning the cluster's watchdog (sh)");
+    }
+
+    /// Creates a new, empty database named `<prefix>_<n>` (unique in this process) and returns
+    /// its name.
+    pub fn fresh_database(&self, prefix: &str) -> String {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{prefix}_{n}");
+        self.createdb(&name);
+        name
+    }
+
     /// The port the server listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port

@@ -30,8 +30,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use roomshard::home::Home;
+use roomshard::home::{Home, HomeShards};
 use roomshard_core::{Error, MediaStore, ObjectKey, PlacementState, Result, RoomId, Scope};
+use roomshard_sqlite::SqliteShardStore;
 use serde::Deserialize;
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
@@ -55,6 +56,8 @@ const MEDIA_CSP: &str = "default-src 'none'; sandbox";
 /// # Errors
 /// [`Error::Unavailable`] if `addr` cannot be bound or the server fails.
 pub async fn serve(home: Home, addr: SocketAddr) -> Result<()> {
+    // Refused before listening: the pages query the embedded default's tables themselves.
+    sqlite_shards(&home)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::unavailable(format!("listening on {addr}"), false, e))?;
@@ -71,6 +74,18 @@ pub async fn serve(home: Home, addr: SocketAddr) -> Result<()> {
         .map_err(|e| Error::unavailable(format!("serving on {local}"), false, e))?;
     println!("roomshard lite: stopped");
     Ok(())
+}
+
+/// The home's SQLite store: the pages read the embedded default's tables with SQLite SQL.
+/// A PostgreSQL home is refused with what to do instead, never half served.
+fn sqlite_shards(home: &Home) -> Result<&SqliteShardStore> {
+    match &home.shards {
+        HomeShards::Sqlite(s) => Ok(s),
+        HomeShards::Postgres(_) => Err(Error::unsupported(
+            "lite serve (PostgreSQL shards)",
+            "postgres",
+        )),
+    }
 }
 
 /// Resolves on Ctrl-C; if no signal handler can be installed, never (the process is then
@@ -228,7 +243,9 @@ async fn index(State(home): State<Home>) -> std::result::Result<Response, PageEr
     // Names of pooled rooms (and pooled rooms without a placement yet) from the shared table.
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     let anchor = RoomId::new("lite")?;
-    let global = home.shards.pool_for(&Scope::Pooled(anchor)).await?;
+    let global = sqlite_shards(&home)?
+        .pool_for(&Scope::Pooled(anchor))
+        .await?;
     let rows = sqlx::query("SELECT room_id, name FROM \"rooms\" ORDER BY room_id LIMIT ?1")
         .bind(MAX_POOLED_LISTED)
         .fetch_all(&global)
@@ -333,7 +350,7 @@ async fn room_page(
         Some(p) => p.scope(),
         None => Scope::Pooled(room.clone()),
     };
-    let pool = home.shards.pool_for(&scope).await?;
+    let pool = sqlite_shards(&home)?.pool_for(&scope).await?;
 
     let info = sqlx::query("SELECT name, topic, created_at FROM \"rooms\" WHERE room_id = ?1")
         .bind(room.as_str())

@@ -23,6 +23,120 @@ fn roomshard() -> Command {
     Command::new(env!("CARGO_BIN_EXE_roomshard"))
 }
 
+/// `ROOMSHARD_TEST_BACKEND=postgres` runs the backend-neutral tests (the kill trials, sealing,
+/// imports) with every home's control plane and shards in a PostgreSQL database of its own, on
+/// one cluster per test process; unset or `sqlite` is the embedded default.
+fn on_postgres() -> bool {
+    match std::env::var("ROOMSHARD_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("ROOMSHARD_TEST_BACKEND={other:?}: expected sqlite or postgres"),
+    }
+}
+
+/// The PostgreSQL databases of this process's homes, by home directory.
+static DATABASES: std::sync::Mutex<std::collections::BTreeMap<PathBuf, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The URL of `home`'s database, created empty on first use.
+fn database_for(home: &Path) -> String {
+    let cluster = roomshard_interop_tests::pg::Cluster::shared();
+    let mut dbs = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    let name = dbs
+        .entry(home.to_path_buf())
+        .or_insert_with(|| cluster.fresh_database("cli"))
+        .clone();
+    cluster.url(&name)
+}
+
+/// The flags that put a command's home (its `--home`) on this process's backend.
+///
+/// `demo --dir D` gets them for its server home `D/home`; its second home, `D/lite` (where the
+/// demo imports the export), is always the embedded default, so commands on it get none.
+fn backend_flags(args: &[&str]) -> Vec<String> {
+    if !on_postgres() {
+        return Vec::new();
+    }
+    let (flag, sub) = match args.first() {
+        Some(&"demo") => ("--dir", Some("home")),
+        _ => ("--home", None),
+    };
+    let Some(i) = args.iter().position(|a| *a == flag) else {
+        return Vec::new();
+    };
+    let home = match sub {
+        Some(sub) => Path::new(args[i + 1]).join(sub),
+        None => PathBuf::from(args[i + 1]),
+    };
+    if sub.is_none() && home.file_name().is_some_and(|n| n == "lite") {
+        return Vec::new();
+    }
+    let url = database_for(&home);
+    vec!["--control".into(), url.clone(), "--shards".into(), url]
+}
+
+/// `roomshard args` on this process's backend.
+fn roomshard_on(args: &[&str]) -> Command {
+    let mut cmd = roomshard();
+    cmd.args(args).args(backend_flags(args));
+    cmd
+}
+
+/// Whether room `id`'s shard exists in `home`: its SQLite file, or its PostgreSQL schema.
+fn shard_exists(home: &Path, id: &str) -> bool {
+    if !on_postgres() {
+        return home.join(format!("shards/room_{id}.sqlite3")).exists();
+    }
+    database_for(home);
+    let db = DATABASES.lock().unwrap_or_else(|p| p.into_inner())[home].clone();
+    let found = roomshard_interop_tests::pg::Cluster::shared().query(
+        &db,
+        &format!("SELECT count(*) FROM pg_namespace WHERE nspname = 'room_{id}'"),
+    );
+    found == "1"
+}
+
+/// A copy of the home `template` at `to`: its directory and, on PostgreSQL, its database
+/// (`CREATE DATABASE … TEMPLATE`, PostgreSQL's own file-level copy).
+fn clone_home(template: &Path, to: &Path) {
+    copy_dir(template, to);
+    if !on_postgres() {
+        return;
+    }
+    let cluster = roomshard_interop_tests::pg::Cluster::shared();
+    let source = {
+        database_for(template);
+        let dbs = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+        dbs[template].clone()
+    };
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let name = format!(
+        "clone_{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    // The template must have no session: the last command's connections may still be closing.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = run(cluster
+            .psql_cmd("postgres")
+            .arg("-c")
+            .arg(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{source}\"")));
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cloning database {source}:\n{}",
+            describe(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    DATABASES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(to.to_path_buf(), name);
+}
+
 fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
@@ -39,7 +153,7 @@ fn describe(out: &Output) -> String {
 
 /// Runs the binary with `args`, asserting exit code `code`.
 fn cli(args: &[&str], code: i32) -> Output {
-    let out = run(roomshard().args(args));
+    let out = run(&mut roomshard_on(args));
     assert_eq!(
         out.status.code(),
         Some(code),
@@ -151,8 +265,7 @@ fn trials() -> usize {
 /// Spawns `roomshard args`, kills it with SIGKILL after `after` (unless it ended first), and
 /// says whether it was killed.
 fn spawn_and_kill(args: &[&str], after: Duration) -> bool {
-    let mut child = roomshard()
-        .args(args)
+    let mut child = roomshard_on(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -188,13 +301,17 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn open(dir: &Path) -> Home {
-    Home::open(
-        dir,
-        roomshard_example_mesh::schema(),
-        HomeOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()))
+    let mut options = HomeOptions::default();
+    if on_postgres() {
+        let url = database_for(dir);
+        options.providers.control =
+            Some(roomshard_core::ProviderUrl::parse(&url, "--control").unwrap());
+        options.providers.shards =
+            Some(roomshard_core::ProviderUrl::parse(&url, "--shards").unwrap());
+    }
+    Home::open(dir, roomshard_example_mesh::schema(), options)
+        .await
+        .unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()))
 }
 
 fn parity(home: &Path, scope: Scope) -> Parity {
@@ -339,17 +456,24 @@ fn demo_end_to_end() {
         "{}",
         describe(&out)
     );
+    let server_db = d.join("home/global.sqlite3");
     for f in [
         &archive,
         &sidecar,
         &trusted,
         &dec_receipt,
         &imp_receipt,
-        &d.join("home/global.sqlite3"),
         &d.join("lite/global.sqlite3"),
     ] {
         assert!(f.is_file(), "{} missing", f.display());
     }
+    // The server home's database is a file on the embedded default, PostgreSQL's otherwise.
+    assert_eq!(
+        server_db.is_file(),
+        !on_postgres(),
+        "{}",
+        server_db.display()
+    );
     cli(
         &[
             "verify",
@@ -580,7 +704,7 @@ fn decentralise_survives_kill_9() {
     };
     // An uninterrupted run, timed.
     let clean = tmp.path().join("clean");
-    copy_dir(&template, &clean);
+    clone_home(&template, &clean);
     let started = Instant::now();
     let a = args(&clean);
     cli(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0);
@@ -594,7 +718,7 @@ fn decentralise_survives_kill_9() {
     let mut landed: std::collections::BTreeMap<String, usize> = Default::default();
     for trial in 0..trials() {
         let home = tmp.path().join(format!("trial-{trial}"));
-        copy_dir(&template, &home);
+        clone_home(&template, &home);
         let a = args(&home);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         let after = full.mul_f64(rng.unit());
@@ -611,7 +735,7 @@ fn decentralise_survives_kill_9() {
             )
             .or_default() += 1;
         if state.as_ref().and_then(|s| s.as_str()) != Some("sovereign") {
-            let out = run(roomshard().args(&a));
+            let out = run(&mut roomshard_on(&a));
             assert_eq!(
                 out.status.code(),
                 Some(0),
@@ -733,7 +857,7 @@ fn recentralise_survives_kill_9() {
             .to_vec()
     };
     let clean = tmp.path().join("clean");
-    copy_dir(&template, &clean);
+    clone_home(&template, &clean);
     let started = Instant::now();
     let a = args(&clean);
     cli(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0);
@@ -746,7 +870,7 @@ fn recentralise_survives_kill_9() {
     let mut landed: std::collections::BTreeMap<String, usize> = Default::default();
     for trial in 0..trials() {
         let home = tmp.path().join(format!("trial-{trial}"));
-        copy_dir(&template, &home);
+        clone_home(&template, &home);
         let a = args(&home);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         // Every other trial aims at the end of the run, where the flip and the cleanup are.
@@ -767,7 +891,7 @@ fn recentralise_survives_kill_9() {
         };
         *landed.entry(label.clone()).or_default() += 1;
         if state != "pooled" || pending {
-            let out = run(roomshard().args(&a));
+            let out = run(&mut roomshard_on(&a));
             assert_eq!(
                 out.status.code(),
                 Some(0),
@@ -786,10 +910,7 @@ fn recentralise_survives_kill_9() {
             expected,
             "{when}"
         );
-        assert!(
-            !home.join("shards/room_kill.sqlite3").exists(),
-            "{when}: shard left"
-        );
+        assert!(!shard_exists(&home, "kill"), "{when}: shard left");
         assert!(
             !home.join("media/rooms/kill").exists(),
             "{when}: bucket left"
@@ -842,7 +963,7 @@ fn import_is_all_or_nothing_under_kill_9() {
         .to_vec()
     };
     let clean = tmp.path().join("clean");
-    copy_dir(&template, &clean);
+    clone_home(&template, &clean);
     let started = Instant::now();
     let a_clean = args(&clean);
     cli(&a_clean.iter().map(String::as_str).collect::<Vec<_>>(), 0);
@@ -857,7 +978,7 @@ fn import_is_all_or_nothing_under_kill_9() {
     let mut problems: Vec<String> = Vec::new();
     for trial in 0..trials() {
         let home = tmp.path().join(format!("trial-{trial}"));
-        copy_dir(&template, &home);
+        clone_home(&template, &home);
         let a = args(&home);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         let after = full.mul_f64(rng.unit());
@@ -889,7 +1010,7 @@ fn import_is_all_or_nothing_under_kill_9() {
                 problems.push(format!("{when}: files left under media/: {extra:?}"));
             }
         }
-        let audit = run(roomshard().args(["audit", "verify", "--home", s(&home)]));
+        let audit = run(&mut roomshard_on(&["audit", "verify", "--home", s(&home)]));
         if !audit.status.success() {
             problems.push(format!("{when}: audit verify: {}", describe(&audit)));
         }
@@ -1041,6 +1162,7 @@ async fn global_db(home: &Path) -> sqlx::SqlitePool {
 /// reveals the cut: the audit anchor of the receipts the home recorded (checked on every `audit
 /// verify`), a receipt its holder kept (`--receipt`) once the recorded ones are gone too, and a
 /// head noted earlier (`--expect-head`).
+/// SQLite-specific (scripts/test.sh runs it on the embedded default only).
 #[test]
 fn audit_verify_detects_a_truncated_tail_by_receipt_anchors_and_expect_head() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1227,6 +1349,17 @@ fn export_refuses_overwrite_without_force_leaves_no_empty_dir_and_receipt_out_is
 /// Staging imports in a home's journal, read straight from the database (opening the home would
 /// run recovery, which is what is being tested).
 fn staging_imports(home: &Path) -> i64 {
+    if on_postgres() {
+        database_for(home);
+        let db = DATABASES.lock().unwrap_or_else(|p| p.into_inner())[home].clone();
+        return roomshard_interop_tests::pg::Cluster::shared()
+            .query(
+                &db,
+                "SELECT count(*) FROM roomshard_imports WHERE state = 'staging'",
+            )
+            .parse()
+            .unwrap();
+    }
     runtime().block_on(async {
         let pool = global_db(home).await;
         let n: i64 =
@@ -1268,8 +1401,7 @@ fn concurrent_imports_in_real_processes_are_refused_up_front_or_both_land() {
             "--json",
         ];
         args.extend_from_slice(extra);
-        roomshard()
-            .args(&args)
+        roomshard_on(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -1361,6 +1493,7 @@ fn seed_general(cli: &dyn Fn(&[&str], i32) -> Output, home: &Path) {
     );
 }
 
+/// SQLite-specific (scripts/test.sh runs it on the embedded default only).
 #[test]
 fn provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1550,6 +1683,7 @@ fn an_ed25519_home_signs_exports_and_receipts_that_verify_here_and_with_openssl(
     assert_stderr_has(&out, "is ed25519, not ecdsa-p256-sha256");
 }
 
+/// SQLite-specific (scripts/test.sh runs it on the embedded default only).
 #[test]
 fn decentralise_adopts_a_customers_own_database_and_recentralise_leaves_it() {
     let tmp = tempfile::tempdir().unwrap();

@@ -224,6 +224,19 @@ impl PgControlPlane {
         &self.pool
     }
 
+    /// Whether this database already holds roomshard's control plane (its migration ledger),
+    /// so a tool can tell "not a roomshard database yet" from an empty one without creating
+    /// anything.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the server cannot be asked.
+    pub async fn exists(&self) -> Result<bool> {
+        sqlx::query_scalar::<_, bool>("SELECT to_regclass('roomshard_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error("looking for the control plane", e))
+    }
+
     /// Up to `limit` stored audit rows after `after_seq`, detail still as stored text.
     async fn audit_rows(&self, after_seq: u64, limit: i64) -> Result<Vec<AuditRow>> {
         let rows = sqlx::query(select_audit!("WHERE seq > $1 ORDER BY seq LIMIT $2"))

@@ -140,9 +140,12 @@ mod tests {
 
     #[test]
     fn a_password_never_reaches_an_error() {
-        let url = ProviderUrl::parse("postgres://u:hunter2@127.0.0.1:notaport/db", "--shards")
-            .expect("parses as a URL");
-        let e = connect_options(&url).expect_err("bad port");
+        let url = ProviderUrl::parse(
+            "postgres://u:hunter2@127.0.0.1:5432/db?sslmode=bogus",
+            "--shards",
+        )
+        .expect("parses as a URL");
+        let e = connect_options(&url).expect_err("bad sslmode");
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
     }

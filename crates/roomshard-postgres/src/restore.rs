@@ -8,7 +8,8 @@
 //!    each value's canonical spelling, NULL only where allowed), so PostgreSQL never sees a row
 //!    the verifier and the SQLite store would refuse; only the room key column and media columns
 //!    are rewritten — every other field goes through as the bytes it was;
-//! 2. for every id column, the staged values that collide with the target are found: with
+//! 2. under an advisory lock on the target namespace (restores into the same tables take turns
+//!    from here to the commit), for every id column, the staged values that collide with the target are found: with
 //!    [`RemapPolicy::Keep`] that is [`Error::Conflict`]; with [`RemapPolicy::OnCollision`] each
 //!    gets a new value (integers above the largest of target and staged ids, a v4 uuid,
 //!    `<old>-<n>` for text), recorded in a temporary map table;
@@ -90,6 +91,9 @@ pub(crate) async fn restore(
             stage_rows(&mut s, t, index, scope, source, remap.media_keys.as_ref()).await?;
     }
 
+    // From here to the commit, restores into the same tables take turns: two imports choosing
+    // new ids at once would both pick the largest + 1. (Staging above runs in parallel.)
+    crate::shard::advisory_lock(s.conn(), &format!("restore:{}", ns.name)).await?;
     let mut maps: Vec<ColumnMap> = Vec::new();
     for (ti, t) in tables.iter().enumerate() {
         if !staged[ti] {

@@ -32,9 +32,11 @@ const WRAPPED_KEY: &str = "wrapped_data_key";
 /// - [`Scope::Dedicated`] is the schema its [`Location`] names:
 ///   `postgres://user@host:port/db?schema=room_<id>`. [`locate_shard`](ShardStore::locate_shard)
 ///   names `room_<id>` on this store's own server, from a validated [`RoomId`] only. A location
-///   on another server, or (unless adopted) naming another schema than the room's, is refused:
-///   a placement cannot point the store at an arbitrary schema. An adopted schema (a customer's
-///   own, `adopted.shard`) must exist and is never created or dropped.
+///   naming another schema than the room's is refused, so a placement cannot point the store
+///   at an arbitrary schema; a shard the store made is found on its own server whatever server
+///   the URL records (a database restored elsewhere or cloned keeps working, as a moved SQLite
+///   home does). An adopted schema (made by the customer, `adopted.shard`) must be on this
+///   server, must exist, and is never created or dropped.
 ///
 /// URLs recorded in placements never carry the password: the store's pool has it, the control
 /// plane does not need it.
@@ -196,7 +198,11 @@ impl PgShardStore {
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
             return Err(parsed.unknown_scheme(&["postgres", "postgresql"]));
         }
-        if server_base(url.expose()) != self.base {
+        // A shard this store made is the room's schema on this store's server, whatever server
+        // the URL records: a database restored elsewhere, renamed or cloned keeps working (the
+        // registry, not the URL, says which store a room's shard is on). An adopted schema is
+        // the customer's where they said it is, so it must be on this server.
+        if at.adopted.shard && server_base(url.expose()) != self.base {
             return Err(Error::invalid(
                 "shard location",
                 format!(

@@ -108,19 +108,25 @@ struct Collect {
 #[async_trait]
 impl DumpSink for Collect {
     async fn begin_table(&mut self, table: &TableDescriptor) -> Result<()> {
-        self.out.extend_from_slice(format!("-- {}\n", table.name).as_bytes());
+        self.out
+            .extend_from_slice(format!("-- {}\n", table.name).as_bytes());
         Ok(())
     }
     async fn rows(&mut self, chunk: Bytes) -> Result<()> {
         self.chunks += 1;
         if self.fail_after.is_some_and(|n| self.chunks > n) {
-            return Err(Error::unavailable("test sink", false, "refuses rows on purpose"));
+            return Err(Error::unavailable(
+                "test sink",
+                false,
+                "refuses rows on purpose",
+            ));
         }
         self.out.extend_from_slice(&chunk);
         Ok(())
     }
     async fn end_table(&mut self, rows: u64) -> Result<()> {
-        self.out.extend_from_slice(format!("-- {rows} rows\n").as_bytes());
+        self.out
+            .extend_from_slice(format!("-- {rows} rows\n").as_bytes());
         Ok(())
     }
 }
@@ -196,8 +202,11 @@ async fn pool_still_works(store: &PgShardStore, scope: &Scope, expected_rows: u6
 fn many_rows(room: &str, n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
-            format!("{room}\tk{i:06}\t{i}\t1\tt\t0.5\t\\N\t\\N\t{{}}\t\\N\t{}\n", "x".repeat(500))
-                .into_bytes()
+            format!(
+                "{room}\tk{i:06}\t{i}\t1\tt\t0.5\t\\N\t\\N\t{{}}\t\\N\t{}\n",
+                "x".repeat(500)
+            )
+            .into_bytes()
         })
         .collect()
 }
@@ -218,7 +227,10 @@ async fn a_cancelled_or_failed_restore_never_poisons_the_pooled_connection() {
         store.restore(&scope, &schema(), &mut source, &IdRemap::default()),
     )
     .await;
-    assert!(cancelled.is_err(), "the stalled restore is cancelled by the timeout");
+    assert!(
+        cancelled.is_err(),
+        "the stalled restore is cancelled by the timeout"
+    );
     pool_still_works(&store, &scope, 0).await;
 
     // Failed: the source errors mid-table; the error is the source's, unchanged.
@@ -233,7 +245,13 @@ async fn a_cancelled_or_failed_restore_never_poisons_the_pooled_connection() {
 
     // A row the codec refuses, after many good ones: Corrupt naming the row, nothing restored.
     let mut chunks = many_rows(room.as_str(), 500);
-    chunks.push(format!("{}\tbad\tnot-a-number\t1\tt\t0.5\t\\N\t\\N\t{{}}\t\\N\t\\N\n", room.as_str()).into_bytes());
+    chunks.push(
+        format!(
+            "{}\tbad\tnot-a-number\t1\tt\t0.5\t\\N\t\\N\t{{}}\t\\N\t\\N\n",
+            room.as_str()
+        )
+        .into_bytes(),
+    );
     let mut source = Source::new("things", chunks);
     let err = store
         .restore(&scope, &schema(), &mut source, &IdRemap::default())
@@ -273,7 +291,10 @@ async fn a_cancelled_or_failed_dump_never_poisons_the_pooled_connection() {
         .dump(&scope, &schema(), &mut sink)
         .await
         .expect_err("the sink fails");
-    assert!(err.to_string().contains("test sink"), "the sink's own error: {err}");
+    assert!(
+        err.to_string().contains("test sink"),
+        "the sink's own error: {err}"
+    );
     pool_still_works(&store, &scope, 2000).await;
 
     // Cancelled mid-stream: a sink that never returns.
@@ -298,5 +319,12 @@ async fn a_cancelled_or_failed_dump_never_poisons_the_pooled_connection() {
     .await;
     assert!(cancelled.is_err());
     pool_still_works(&store, &scope, 2000).await;
-    assert_eq!(dump(&store, &scope).await.iter().filter(|b| **b == b'\n').count(), 2002);
+    assert_eq!(
+        dump(&store, &scope)
+            .await
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count(),
+        2002
+    );
 }

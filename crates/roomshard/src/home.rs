@@ -11,6 +11,10 @@
 //!   tmp/                       spool files of running exports and imports (safe to delete when idle)
 //! ```
 //!
+//! The control plane and the shards can live in PostgreSQL instead (`--control postgres://…`,
+//! `--shards postgres://…`: see [`ProviderUrls`]); media and keys stay under the directory
+//! unless given.
+//!
 //! [`Home::open`] creates what is missing, runs the control plane's migrations, creates the
 //! host's shared tables from the schema, and rolls back imports a crash left half-done, so every
 //! command starts from a consistent state.
@@ -20,10 +24,11 @@ use std::sync::Arc;
 
 use roomshard_core::{
     Algorithm, BucketSpec, ControlPlane, Error, Grantee, KeyManager, ProviderUrl, Result,
-    RoomSchema, SigningKeyId,
+    RoomSchema, ShardStore, SigningKeyId,
 };
 use roomshard_kms::local::LocalKeyManager;
 use roomshard_media::LocalMediaStore;
+use roomshard_postgres::{PgControlPlane, PgShardStore};
 use roomshard_sqlite::{SqliteControlPlane, SqliteShardStore, open_global};
 
 use crate::support::trusted_key_set_json;
@@ -38,12 +43,41 @@ pub struct Home {
     dir: PathBuf,
     /// The flows' handle.
     pub roomshard: Roomshard,
-    /// The SQLite store, for host queries (`pool_for`) beyond the trait.
-    pub shards: Arc<SqliteShardStore>,
+    /// The shard store, by engine, for host queries beyond the trait.
+    pub shards: HomeShards,
     /// The local media store, for signed-URL checks (`verify_signed_url`) beyond the trait.
     pub media: Arc<LocalMediaStore>,
     /// The local key directory.
     pub keys: Arc<LocalKeyManager>,
+}
+
+/// A home's shard store, by engine: the flows see only `Arc<dyn ShardStore>`
+/// ([`Roomshard::shards`]); host pages and tools that query rows themselves need the engine.
+#[derive(Clone, Debug)]
+pub enum HomeShards {
+    /// The embedded default: shared tables in the global SQLite file, a file per shard.
+    Sqlite(Arc<SqliteShardStore>),
+    /// PostgreSQL: shared tables in the database's `public` schema, a schema per shard.
+    Postgres(Arc<PgShardStore>),
+}
+
+impl HomeShards {
+    /// The store as the flows hold it.
+    pub fn as_dyn(&self) -> Arc<dyn ShardStore> {
+        match self {
+            HomeShards::Sqlite(s) => s.clone(),
+            HomeShards::Postgres(s) => s.clone(),
+        }
+    }
+}
+
+/// Where a home's control plane is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlAt {
+    /// An SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (which must exist; roomshard's tables are created in it).
+    Postgres(ProviderUrl),
 }
 
 /// Where the home's providers live, by URL; each `None` is the embedded default under the home
@@ -51,8 +85,8 @@ pub struct Home {
 ///
 /// | setting | scheme | default |
 /// |---|---|---|
-/// | `control` | `sqlite:///path/to/global.sqlite3` (the control plane and the pooled tables) | `<home>/global.sqlite3` |
-/// | `shards` | `sqlite:///dir` (one file per sovereign room; pooled tables in the control database) | `<home>/shards` |
+/// | `control` | `sqlite:///path/to/global.sqlite3` (the control plane and, with SQLite shards, the pooled tables), or `postgres://user@host:port/db` | `<home>/global.sqlite3` |
+/// | `shards` | `sqlite:///dir` (one file per sovereign room; pooled tables in the global SQLite database), or `postgres://user@host:port/db` (pooled tables in its `public` schema, one schema `room_<id>` per sovereign room) | the control database when that is PostgreSQL, else `<home>/shards` |
 /// | `media` | `file:///dir` | `<home>/media` |
 /// | `keys` | `local-keys:///dir`, optionally `?signing=ed25519` (the algorithm of a platform signing key made there; default `ecdsa-p256-sha256`) | `<home>/keys` |
 #[derive(Clone, Debug, Default)]
@@ -105,18 +139,68 @@ impl ProviderUrls {
     /// # Errors
     /// [`Error::Invalid`] naming the setting, with the URL's secrets hidden.
     pub fn validate(&self, dir: &Path) -> Result<()> {
-        self.control_path(dir)?;
-        Self::path(&self.shards, "sqlite", dir.join("shards"))?;
+        self.control_at(dir)?;
+        self.shards_at(dir)?;
         Self::path(&self.media, "file", dir.join("media"))?;
         self.keys(dir)?;
         Ok(())
     }
 
-    /// The control database's file under `dir` or as given.
-    pub fn control_path(&self, dir: &Path) -> Result<PathBuf> {
-        Self::path(&self.control, "sqlite", dir.join("global.sqlite3"))
+    /// Where the control plane is: under `dir` or as given.
+    pub fn control_at(&self, dir: &Path) -> Result<ControlAt> {
+        match &self.control {
+            Some(u) if is_postgres(u) => {
+                roomshard_postgres::connect_options(u)?;
+                Ok(ControlAt::Postgres(u.clone()))
+            }
+            Some(u) if u.scheme() != "sqlite" => {
+                Err(u.unknown_scheme(&["sqlite", "postgres", "postgresql"]))
+            }
+            other => Ok(ControlAt::Sqlite(Self::path(
+                other,
+                "sqlite",
+                dir.join("global.sqlite3"),
+            )?)),
+        }
+    }
+
+    /// Where the shards are: a directory of SQLite files, or a PostgreSQL database (the
+    /// control plane's when that is PostgreSQL and no shard URL is given).
+    fn shards_at(&self, dir: &Path) -> Result<ShardsAt> {
+        match (&self.shards, self.control_at(dir)?) {
+            (Some(u), _) if is_postgres(u) => {
+                roomshard_postgres::connect_options(u)?;
+                Ok(ShardsAt::Postgres(u.clone()))
+            }
+            (Some(u), _) if u.scheme() != "sqlite" => {
+                Err(u.unknown_scheme(&["sqlite", "postgres", "postgresql"]))
+            }
+            (None, ControlAt::Postgres(u)) => Ok(ShardsAt::Postgres(ProviderUrl::parse(
+                u.expose(),
+                "--shards",
+            )?)),
+            (other, _) => Ok(ShardsAt::Sqlite(Self::path(
+                other,
+                "sqlite",
+                dir.join("shards"),
+            )?)),
+        }
     }
 }
+
+/// Where a home's shards are.
+enum ShardsAt {
+    Sqlite(PathBuf),
+    Postgres(ProviderUrl),
+}
+
+fn is_postgres(url: &ProviderUrl) -> bool {
+    matches!(url.scheme(), "postgres" | "postgresql")
+}
+
+/// Connections per PostgreSQL pool of a home: the flows run a copy, a dump or a restore at a
+/// time, plus the host's own reads.
+const HOME_PG_CONNECTIONS: u32 = 8;
 
 /// What [`Home::open`] may change from the defaults.
 #[derive(Clone, Debug, Default)]
@@ -145,15 +229,18 @@ impl Home {
             })?;
         }
         let urls = &options.providers;
-        let control_path = urls.control_path(dir)?;
-        let shards_dir = ProviderUrls::path(&urls.shards, "sqlite", dir.join("shards"))?;
+        let control_at = urls.control_at(dir)?;
+        let shards_at = urls.shards_at(dir)?;
         let media_dir = ProviderUrls::path(&urls.media, "file", dir.join("media"))?;
         let (keys_dir, signing) = urls.keys(dir)?;
-        let control_dir = control_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        for path in [&control_dir, &shards_dir, &media_dir, &dir.join("keys")] {
+        let mut dirs = vec![media_dir.clone(), dir.join("keys")];
+        if let ControlAt::Sqlite(path) = &control_at {
+            dirs.push(path.parent().map(Path::to_path_buf).unwrap_or_default());
+        }
+        if let ShardsAt::Sqlite(path) = &shards_at {
+            dirs.push(path.clone());
+        }
+        for path in &dirs {
             std::fs::create_dir_all(path).map_err(|e| {
                 Error::unavailable(format!("directory {}", path.display()), false, e)
             })?;
@@ -173,16 +260,44 @@ impl Home {
             &trusted_key_set_json(&signing_key_id, public.algorithm, &public.spki_pem),
         )?;
 
-        let pool = open_global(&control_path).await?;
-        let control = Arc::new(SqliteControlPlane::new(pool.clone()));
+        let (control, sqlite_global): (Arc<dyn ControlPlane>, _) = match &control_at {
+            ControlAt::Sqlite(path) => {
+                let pool = open_global(path).await?;
+                (Arc::new(SqliteControlPlane::new(pool.clone())), Some(pool))
+            }
+            ControlAt::Postgres(url) => {
+                let pool = roomshard_postgres::connect(url, HOME_PG_CONNECTIONS).await?;
+                (Arc::new(PgControlPlane::new(pool)), None)
+            }
+        };
         control.migrate().await?;
         let key_dyn: Arc<dyn KeyManager> = keys.clone();
-        let mut shards = SqliteShardStore::open(pool, &shards_dir)?.with_key_gate(key_dyn.clone());
-        if let Some(n) = options.batch_rows {
-            shards = shards.with_batch_rows(n);
-        }
-        shards.ensure_pooled_tables(&schema).await?;
-        let shards = Arc::new(shards);
+        let shards = match &shards_at {
+            ShardsAt::Sqlite(shards_dir) => {
+                // SQLite shards keep the pooled tables in the global SQLite database, which is
+                // the control database unless that is PostgreSQL.
+                let global = match sqlite_global {
+                    Some(pool) => pool,
+                    None => open_global(&dir.join("global.sqlite3")).await?,
+                };
+                let mut shards =
+                    SqliteShardStore::open(global, shards_dir)?.with_key_gate(key_dyn.clone());
+                if let Some(n) = options.batch_rows {
+                    shards = shards.with_batch_rows(n);
+                }
+                shards.ensure_pooled_tables(&schema).await?;
+                HomeShards::Sqlite(Arc::new(shards))
+            }
+            ShardsAt::Postgres(url) => {
+                let pool = roomshard_postgres::connect(url, HOME_PG_CONNECTIONS).await?;
+                let mut shards = PgShardStore::new(pool, url)?.with_key_gate(key_dyn.clone());
+                if let Some(n) = options.batch_rows {
+                    shards = shards.with_batch_rows(n);
+                }
+                shards.ensure_pooled_tables(&schema).await?;
+                HomeShards::Postgres(Arc::new(shards))
+            }
+        };
         let mut media = LocalMediaStore::open(&media_dir, key_dyn.clone())?;
         if let Some(base) = options.media_base_url {
             media = media.with_base_url(base);
@@ -205,7 +320,7 @@ impl Home {
             ..BucketSpec::default()
         };
         let roomshard = Roomshard::new(
-            shards.clone(),
+            shards.as_dyn(),
             media.clone(),
             key_dyn,
             control,
@@ -236,6 +351,24 @@ impl Home {
     /// `tmp/`: where exports and imports spool `db.sql`.
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
+    }
+}
+
+/// Whether the control plane `urls` name (under `dir` by default) already exists: the SQLite
+/// file, or roomshard's tables in the PostgreSQL database. Creates nothing, so a command that
+/// must not make a new home can refuse one that is not there.
+///
+/// # Errors
+/// [`Error::Invalid`] for a bad URL; [`Error::Unavailable`] when PostgreSQL cannot be reached.
+pub async fn control_exists(dir: &Path, urls: &ProviderUrls) -> Result<bool> {
+    match urls.control_at(dir)? {
+        ControlAt::Sqlite(path) => Ok(path.is_file()),
+        ControlAt::Postgres(url) => {
+            let pool = roomshard_postgres::connect(&url, 1).await?;
+            let found = PgControlPlane::new(pool.clone()).exists().await;
+            pool.close().await;
+            found
+        }
     }
 }
 

@@ -51,6 +51,51 @@ pub struct DemoArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Run the demo's server home on this control plane instead of under DIR, e.g.
+    /// postgres://postgres@127.0.0.1:5432/mesh (a database the demo may fill).
+    #[arg(long, value_name = "URL")]
+    pub control: Option<String>,
+    /// Its shard store, e.g. postgres://postgres@127.0.0.1:5432/mesh [default: the control
+    /// database if PostgreSQL, else DIR/home/shards].
+    #[arg(long, value_name = "URL")]
+    pub shards: Option<String>,
+    /// Its media store [default: DIR/home/media].
+    #[arg(long, value_name = "URL")]
+    pub media: Option<String>,
+    /// Its key manager [default: DIR/home/keys].
+    #[arg(long, value_name = "URL")]
+    pub keys: Option<String>,
+}
+
+impl DemoArgs {
+    /// The server home's arguments: DIR/home with the providers given.
+    fn home_args(&self) -> super::HomeArgs {
+        super::HomeArgs {
+            home: self.dir.join("home"),
+            control: self.control.clone(),
+            shards: self.shards.clone(),
+            media: self.media.clone(),
+            keys: self.keys.clone(),
+        }
+    }
+
+    /// The provider flags to repeat in a printed command on the server home (passwords hidden:
+    /// give them through PGPASSWORD or ~/.pgpass instead of the URL).
+    fn provider_flags(&self) -> Result<String, CliError> {
+        let urls = self.home_args().provider_urls()?;
+        let mut out = String::new();
+        for (flag, url) in [
+            ("--control", &urls.control),
+            ("--shards", &urls.shards),
+            ("--media", &urls.media),
+            ("--keys", &urls.keys),
+        ] {
+            if let Some(u) = url {
+                out.push_str(&format!(" {flag} '{}'", u.redacted()));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Makes sure `dir` may be used: missing or empty, or a previous demo directory wiped with
@@ -114,7 +159,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
     let room = RoomId::new(ROOM)?;
     block_on(async {
         // 1. A home with a pooled room of generated data.
-        let home = open_home(&super::HomeArgs::at(dir.join("home")), Create::Yes, None).await?;
+        let home = open_home(&args.home_args(), Create::Yes, None).await?;
         let w = super::seed::workload(
             &room,
             args.messages,
@@ -270,7 +315,10 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
                 lite.trusted_keys_path().display()
             ),
             format!("{rs} rooms --home {d}/lite"),
-            format!("{rs} audit verify --home {d}/home"),
+            format!(
+                "{rs} audit verify --home {d}/home{}",
+                args.provider_flags()?
+            ),
         ];
         if json {
             print_json(&serde_json::json!({

@@ -105,11 +105,14 @@ pub struct HomeArgs {
     /// The home directory: the embedded default keeps everything here.
     #[arg(long)]
     pub home: PathBuf,
-    /// The control plane (and pooled tables), e.g. sqlite:///var/lib/mesh/global.sqlite3
+    /// The control plane (and, with SQLite shards, the pooled tables), e.g.
+    /// sqlite:///var/lib/mesh/global.sqlite3 or postgres://mesh@db1:5432/mesh
     /// [default: DIR/global.sqlite3].
     #[arg(long, value_name = "URL")]
     pub control: Option<String>,
-    /// The shard store, e.g. sqlite:///var/lib/mesh/shards [default: DIR/shards].
+    /// The shard store, e.g. sqlite:///var/lib/mesh/shards or postgres://mesh@db1:5432/mesh
+    /// (pooled tables in public, a schema room_<id> per sovereign room) [default: the control
+    /// database if PostgreSQL, else DIR/shards].
     #[arg(long, value_name = "URL")]
     pub shards: Option<String>,
     /// The media store, e.g. file:///srv/mesh-media [default: DIR/media].
@@ -159,14 +162,29 @@ pub async fn open_home(
     let providers = home.provider_urls()?;
     providers.validate(dir).map_err(|e| usage(e.to_string()))?;
     let control = providers
-        .control_path(dir)
+        .control_at(dir)
         .map_err(|e| usage(e.to_string()))?;
-    if create == Create::No && !control.is_file() {
+    if create == Create::No
+        && !roomshard::home::control_exists(dir, &providers)
+            .await
+            .map_err(|e| {
+                failed(format!(
+                    "opening home {}: {}",
+                    dir.display(),
+                    error_chain(&e)
+                ))
+            })?
+    {
+        let what = match &control {
+            roomshard::home::ControlAt::Sqlite(path) => format!("no {}", path.display()),
+            roomshard::home::ControlAt::Postgres(url) => {
+                format!("no roomshard tables in {url}")
+            }
+        };
         return Err(usage(format!(
-            "{} is not a roomshard home (no {}); create one with `roomshard seed` or \
+            "{} is not a roomshard home ({what}); create one with `roomshard seed` or \
              `roomshard import`",
             dir.display(),
-            control.display()
         )));
     }
     let options = HomeOptions {

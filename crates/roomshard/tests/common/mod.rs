@@ -19,9 +19,80 @@ use roomshard_example_mesh::{Media, Workload};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Opens a home in `dir` for `schema`.
+/// Which engine the flow tests run on: `ROOMSHARD_TEST_BACKEND=postgres` puts every home's
+/// control plane and shards in a database of its own on one PostgreSQL 15 cluster per test
+/// process (started on first use; a test fails loudly if it cannot start); anything else, or
+/// unset, is the embedded SQLite default. The same tests run on both (scripts/test.sh runs them
+/// twice), so the flows are written once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default.
+    Sqlite,
+    /// PostgreSQL: `--control postgres://… --shards postgres://…`.
+    Postgres,
+}
+
+/// The backend this test process runs on.
+pub fn backend() -> Backend {
+    match std::env::var("ROOMSHARD_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("ROOMSHARD_TEST_BACKEND={other:?}: expected sqlite or postgres"),
+    }
+}
+
+/// The options that put the home in `dir` on this process's backend: nothing for SQLite; for
+/// PostgreSQL, the URL of the database made for `dir` (the same one every time `dir` is opened).
+pub fn home_options(dir: &Path) -> HomeOptions {
+    let mut options = HomeOptions::default();
+    if backend() == Backend::Postgres {
+        let url = roomshard_core::ProviderUrl::parse(&database_for(dir), "--control").unwrap();
+        options.providers.control = Some(url.clone());
+        options.providers.shards =
+            Some(roomshard_core::ProviderUrl::parse(url.expose(), "--shards").unwrap());
+    }
+    options
+}
+
+/// The PostgreSQL URL of `dir`'s own database, created on first use.
+fn database_for(dir: &Path) -> String {
+    static DATABASES: std::sync::Mutex<BTreeMap<PathBuf, String>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let cluster = roomshard_interop_tests::pg::Cluster::shared();
+    let mut dbs = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    let key = dir.to_path_buf();
+    let name = dbs
+        .entry(key)
+        .or_insert_with(|| cluster.fresh_database("home"))
+        .clone();
+    cluster.url(&name)
+}
+
+/// Whether `room`'s dedicated shard exists on the home's backend: its file, or its schema.
+pub async fn shard_exists(home: &Home, room: &RoomId) -> bool {
+    match &home.shards {
+        roomshard::home::HomeShards::Sqlite(s) => s.shard_path(room).unwrap().exists(),
+        roomshard::home::HomeShards::Postgres(s) => sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+        )
+        .bind(room.schema_name().as_unquoted())
+        .fetch_one(s.pool())
+        .await
+        .unwrap(),
+    }
+}
+
+/// The shard provider's name on this backend (`sqlite`, `postgres`), as errors report it.
+pub fn shard_provider() -> &'static str {
+    match backend() {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    }
+}
+
+/// Opens a home in `dir` for `schema`, on this process's backend.
 pub async fn open_home(dir: &Path, schema: RoomSchema) -> Home {
-    Home::open(dir, schema, HomeOptions::default())
+    Home::open(dir, schema, home_options(dir))
         .await
         .expect("home opens")
 }
