@@ -1555,8 +1555,8 @@ fn provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets() {
     for (flag, url, expect) in [
         (
             "--shards",
-            "postgres://mesh:hunter2@db1/mesh",
-            "no provider for scheme `postgres`",
+            "mysql://mesh:hunter2@db1/mesh",
+            "no provider for scheme `mysql`",
         ),
         ("--control", "mesh:hunter2@db1/mesh", "not a provider URL"),
         ("--media", "file://relative/dir", "a host is not allowed"),
@@ -1574,6 +1574,21 @@ fn provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets() {
         );
         assert!(!err.contains("hunter2"), "a secret was printed: {err}");
     }
+    // A PostgreSQL server that cannot be reached: a failure naming it, without its password.
+    let started = Instant::now();
+    let out = cli(
+        &[
+            "rooms",
+            "--home",
+            s(&home),
+            "--control=postgres://mesh:hunter2@127.0.0.1:1/mesh",
+        ],
+        1,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2"), "a secret was printed: {err}");
+    eprintln!("unreachable PostgreSQL reported after {:?}", started.elapsed());
 }
 
 #[test]

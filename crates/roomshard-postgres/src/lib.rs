@@ -18,7 +18,7 @@ pub use control::PgControlPlane;
 pub use shard::{DEFAULT_BATCH_ROWS, META_TABLE, PgShardStore};
 
 use roomshard_core::{Error, ProviderUrl, Result};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
@@ -63,13 +63,29 @@ pub fn connect_options(url: &ProviderUrl) -> Result<PgConnectOptions> {
 /// [`Error::Invalid`] for a bad URL; [`Error::Unavailable`] when the server cannot be reached.
 pub async fn connect(url: &ProviderUrl, max_connections: u32) -> Result<PgPool> {
     let options = connect_options(url)?;
-    PgPoolOptions::new()
+    // One direct connection first, without the pool's retries: a wrong host, port, password or
+    // database is reported in seconds, with the server's own words, instead of after the pool's
+    // acquire timeout.
+    let what = || format!("PostgreSQL at {url}");
+    let probe = tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| {
+            Error::unavailable(
+                what(),
+                true,
+                format!("no answer within {}s", PROBE_TIMEOUT.as_secs()),
+            )
+        })?
+        .map_err(|e| Error::unavailable(what(), true, e))?;
+    let _ = probe.close().await;
+    Ok(PgPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options)
-        .await
-        .map_err(|e| Error::unavailable(format!("PostgreSQL at {url}"), true, e))
+        .connect_lazy_with(options))
 }
+
+/// How long [`connect`] waits for the server's first answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `url` without the query parameters named in `drop`.
 pub(crate) fn strip_query(url: &str, drop: &[&str]) -> String {
