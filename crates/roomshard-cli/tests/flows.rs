@@ -1588,7 +1588,10 @@ fn provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("127.0.0.1:1"), "{err}");
     assert!(!err.contains("hunter2"), "a secret was printed: {err}");
-    eprintln!("unreachable PostgreSQL reported after {:?}", started.elapsed());
+    eprintln!(
+        "unreachable PostgreSQL reported after {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -18,8 +18,8 @@ pub use control::PgControlPlane;
 pub use shard::{DEFAULT_BATCH_ROWS, META_TABLE, PgShardStore};
 
 use roomshard_core::{Error, ProviderUrl, Result};
-use sqlx::{Connection, PgConnection, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
