@@ -29,6 +29,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 mod flows;
+mod postgres;
 
 /// Bump when the generated workload changes, so cached archives are rebuilt (2: examples/mesh's
 /// `Workload` replaced the benchmark's own generator).
@@ -61,6 +62,9 @@ enum Cmd {
     /// Export, verify and import benchmark on the embedded default (a `Home` with the Mesh
     /// schema): each phase in a child process, against tar/zstd baselines.
     Flows(FlowsArgs),
+    /// The PostgreSQL shard store against plain SQL on the same server: provisioning, the
+    /// same-server copy, dump and route lookups.
+    Postgres(postgres::PostgresArgs),
     /// (internal) Run one flow phase in this process and print its time and VmHWM.
     #[command(hide = true)]
     FlowPhase {
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
         } => lib_verify_once(&archive, &keys, chunk),
         Cmd::Flows(args) => flows::bench_flows(&args),
         Cmd::FlowPhase { phase } => flows::run_phase(phase),
+        Cmd::Postgres(args) => postgres::bench_postgres(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -553,51 +553,67 @@ impl PgShardStore {
         };
         let batch = i64::try_from(self.batch_rows).unwrap_or(i64::MAX);
         loop {
-            // $1 batch size, $2 room (if filtered), then the cursor's key values.
-            let mut next = 2;
+            let mut s = Session::begin(&self.pool, Mode::Write, "a copy batch").await?;
+            // The batch's last key: the batch_rows-th source key after the cursor, or the
+            // source's last key when fewer are left (an index-only walk of the key).
+            let full = self
+                .source_key(&mut s, p, after.as_deref(), batch - 1, false)
+                .await?;
+            let (upper, is_full) = match full {
+                Some(k) => (k, true),
+                None => match self
+                    .source_key(&mut s, p, after.as_deref(), 0, true)
+                    .await?
+                {
+                    Some(k) => (k, false),
+                    None => {
+                        s.rollback("an empty copy batch").await?;
+                        break;
+                    }
+                },
+            };
+            // Then one plain range INSERT … SELECT (no CTE, no sort, no LIMIT): the planner
+            // walks the key range and the rows never leave the server. Upsert, so a batch
+            // committed before a crash but not checkpointed is simply written again.
+            let mut next = 1;
             let room_cond = filter_sql(t, "s", p.src_room, next);
             if p.src_room.is_some() {
                 next += 1;
             }
-            let cursor_cond = match &after {
-                Some(_) => format!(" AND {}", t.after_cursor(Some("s"), next)),
+            let lower = match &after {
+                Some(_) => {
+                    let c = format!(" AND {}", t.after_cursor(Some("s"), next));
+                    next += t.pk.len();
+                    c
+                }
                 None => String::new(),
             };
             let sql = format!(
-                "WITH batch AS (SELECT {cols} FROM {src} AS s WHERE TRUE{room_cond}{cursor_cond} \
-                 ORDER BY {order} LIMIT $1), \
-                 ins AS (INSERT INTO {dst} ({plain}) SELECT {plain} FROM batch {upsert}) \
-                 SELECT (SELECT count(*) FROM batch), \
-                 (SELECT ARRAY[{keys}] FROM batch AS s ORDER BY {desc} LIMIT 1)",
-                cols = t.col_list(Some("s")),
-                src = t.at(p.src),
-                order = t.order_by(Some("s")),
-                desc = t.order_by_desc(Some("s")),
+                "INSERT INTO {dst} ({plain}) SELECT {cols} FROM {src} AS s \
+                 WHERE TRUE{room_cond}{lower} AND {upto} {upsert}",
                 dst = t.at(p.dst),
                 plain = t.col_list(None),
+                cols = t.col_list(Some("s")),
+                src = t.at(p.src),
+                upto = t.up_to(Some("s"), next),
                 upsert = t.on_conflict_update(),
-                keys = t.pk_as_text(Some("s")),
             );
-            let mut s = Session::begin(&self.pool, Mode::Write, "a copy batch").await?;
-            let mut query = q(sql).bind(batch);
+            let mut query = q(sql);
             if let Some(room) = p.src_room {
                 query = query.bind(room.as_str());
             }
-            let row = bind_keys(query, after.as_deref().unwrap_or(&[]))
-                .fetch_one(s.conn())
+            let query = bind_keys(query, after.as_deref().unwrap_or(&[]));
+            let n = bind_keys(query, &upper)
+                .execute(s.conn())
                 .await
-                .map_err(db_err(format!("copying a batch of {}", t.desc.name)))?;
+                .map_err(db_err(format!("copying a batch of {}", t.desc.name)))?
+                .rows_affected();
             s.commit(&format!("a batch of {}", t.desc.name)).await?;
-            let n: i64 = row.try_get(0).map_err(db_err("reading a batch result"))?;
-            let last: Option<Vec<String>> =
-                row.try_get(1).map_err(db_err("reading a batch result"))?;
-            let n = u64::try_from(n).unwrap_or(0);
-            let Some(last) = last else { break };
             ctx.rows_written += n;
             rows_done += n;
             ctx.save(Some(TableCursor {
                 table: t.desc.name.clone(),
-                after_key: escape_keys(last.clone()),
+                after_key: escape_keys(upper.clone()),
                 rows_done,
             }))
             .await?;
@@ -606,12 +622,56 @@ impl PgShardStore {
                 done: rows_done,
                 total: Some(total),
             });
-            if n < self.batch_rows as u64 {
+            if !is_full {
                 break;
             }
-            after = Some(last);
+            after = Some(upper);
         }
         Ok(())
+    }
+
+    /// The key of the source row `offset` rows after the cursor (in key order, or from the end
+    /// with `from_end`), as text, or `None` when there is none.
+    async fn source_key(
+        &self,
+        s: &mut Session,
+        p: &Pair<'_>,
+        after: Option<&[String]>,
+        offset: i64,
+        from_end: bool,
+    ) -> Result<Option<Vec<String>>> {
+        let t = p.t;
+        let mut next = 2;
+        let room_cond = filter_sql(t, "s", p.src_room, next);
+        if p.src_room.is_some() {
+            next += 1;
+        }
+        let cursor_cond = match after {
+            Some(_) => format!(" AND {}", t.after_cursor(Some("s"), next)),
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT ARRAY[{keys}] FROM {src} AS s WHERE TRUE{room_cond}{cursor_cond} \
+             ORDER BY {order} OFFSET $1 LIMIT 1",
+            keys = t.pk_as_text(Some("s")),
+            src = t.at(p.src),
+            order = if from_end {
+                t.order_by_desc(Some("s"))
+            } else {
+                t.order_by(Some("s"))
+            },
+        );
+        let mut query = q(sql).bind(offset);
+        if let Some(room) = p.src_room {
+            query = query.bind(room.as_str());
+        }
+        bind_keys(query, after.unwrap_or(&[]))
+            .fetch_optional(s.conn())
+            .await
+            .map_err(db_err(format!("ranging table {}", t.desc.name)))?
+            .map(|r| r.try_get::<Vec<String>, _>(0))
+            .transpose()
+            .map_err(db_err("reading a range bound"))
     }
 
     /// Catch-up: per key range of the source (`batch_rows` keys), upsert the source rows whose

@@ -1,0 +1,237 @@
+//! `roomshard-benches postgres`: the PostgreSQL shard store against plain SQL on the same
+//! server, in one run on the same data (docs/benchmarks.md, "PostgreSQL").
+//!
+//! Figures (each `name: value unit (baseline: …, ratio: x)`):
+//! - `provision_ms_p50` / `_p99`: `ensure_shard` of a room schema of the Mesh schema (its tables,
+//!   roomshard's own, the advisory lock and the catalog checks), against the issue's goal of
+//!   50 ms;
+//! - `copy_rows`: a same-server bulk copy of one pooled room into its schema (`copy_room`, in
+//!   checkpointed batches), against one `INSERT INTO room_x.t SELECT … WHERE room_id = $1` into a
+//!   table without a key, the primary key built afterwards — the fastest plain SQL can do;
+//! - `dump_rows`: `dump` of the room (COPY TO STDOUT, normalised, chunked) against
+//!   `psql -c "COPY (SELECT …) TO STDOUT"` into `/dev/null`;
+//! - `route_ns_p99`: a `route` call per request, against the 2 µs goal.
+
+use roomshard_core::{
+    Bytes, DumpSink, Location, LogicalType, NoCheckpoints, NoProgress, ProviderUrl, Result, RoomId,
+    RoomSchema, Scope, ShardStore, Table, TableDescriptor, async_trait,
+};
+use roomshard_interop_tests::pg::Cluster;
+use roomshard_postgres::PgShardStore;
+use std::time::Instant;
+
+/// `postgres` arguments.
+#[derive(clap::Args)]
+pub struct PostgresArgs {
+    /// Small sizes (200k rows, 50 schemas), under a minute; the default.
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// Full sizes (1M rows, 200 schemas).
+    #[arg(long)]
+    full: bool,
+}
+
+fn messages() -> RoomSchema {
+    let t = Table::new("messages")
+        .column("room_id", LogicalType::Text)
+        .room_key()
+        .column("id", LogicalType::Int8)
+        .primary_key()
+        .id()
+        .column("author", LogicalType::Text)
+        .not_null()
+        .column("body", LogicalType::Text)
+        .column("created_at", LogicalType::Timestamptz)
+        .not_null()
+        .build()
+        .map_err(|e| e.to_string())
+        .unwrap_or_else(|e| panic!("bench schema: {e}"));
+    RoomSchema::new("bench-1", vec![t]).unwrap_or_else(|e| panic!("bench schema: {e}"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Discard(u64);
+
+#[async_trait]
+impl DumpSink for Discard {
+    async fn begin_table(&mut self, _table: &TableDescriptor) -> Result<()> {
+        Ok(())
+    }
+    async fn rows(&mut self, chunk: Bytes) -> Result<()> {
+        self.0 += chunk.len() as u64;
+        Ok(())
+    }
+    async fn end_table(&mut self, _rows: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs the benchmark and prints its figures.
+pub fn bench_postgres(args: &PostgresArgs) -> std::result::Result<(), String> {
+    let (rows, schemas) = if args.full {
+        (1_000_000u64, 200usize)
+    } else {
+        (200_000, 50)
+    };
+    let _ = args.quick;
+    let cluster = Cluster::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(run(&cluster, rows, schemas))
+}
+
+async fn run(cluster: &Cluster, rows: u64, schemas: usize) -> std::result::Result<(), String> {
+    let err = |e: roomshard_core::Error| e.to_string();
+    let url = ProviderUrl::parse(&cluster.url("postgres"), "--shards").map_err(err)?;
+    let pool = roomshard_postgres::connect(&url, 8).await.map_err(err)?;
+    let store = PgShardStore::new(pool, &url).map_err(err)?;
+    let schema = messages();
+    store.ensure_pooled_tables(&schema).await.map_err(err)?;
+
+    // Provisioning: the Mesh schema, one room schema after another.
+    let mesh = roomshard_example_mesh::schema();
+    let mut times = Vec::with_capacity(schemas);
+    for n in 0..schemas {
+        let room = RoomId::new(format!("prov-{n}")).map_err(err)?;
+        let at = Location {
+            shard: Some(store.locate_shard(&room, None).map_err(err)?),
+            ..Location::default()
+        };
+        let started = Instant::now();
+        store.ensure_shard(&room, &at, &mesh).await.map_err(err)?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let v = percentile(&times, p);
+        println!(
+            "provision_ms_{name}: {v:.2} ms (baseline: goal 50 ms, ratio: {:.3}) [{schemas} schemas of {} tables]",
+            v / 50.0,
+            mesh.tables().len()
+        );
+    }
+
+    // The pooled room, and another room's rows around it (the filter must work).
+    let seed = |room: &str, from: u64| {
+        format!(
+            "INSERT INTO public.messages (room_id, id, author, body, created_at) \
+             SELECT '{room}', g, 'user-' || (g % 97), repeat('m', 40 + (g % 80)), \
+             timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second' \
+             FROM generate_series({from}, {}) AS g",
+            from + rows - 1
+        )
+    };
+    cluster.query("postgres", &seed("other", 1));
+    cluster.query("postgres", &seed("bench", rows + 1));
+    cluster.query("postgres", "VACUUM ANALYZE public.messages");
+
+    // Baseline: one INSERT … SELECT into a keyless table, the key built after.
+    cluster.query("postgres", "CREATE SCHEMA room_base");
+    let started = Instant::now();
+    cluster.query(
+        "postgres",
+        "CREATE TABLE room_base.messages (room_id text NOT NULL, id bigint NOT NULL, \
+         author text NOT NULL, body text, created_at timestamptz NOT NULL); \
+         INSERT INTO room_base.messages SELECT room_id, id, author, body, created_at \
+         FROM public.messages WHERE room_id = 'bench'; \
+         ALTER TABLE room_base.messages ADD PRIMARY KEY (id)",
+    );
+    let base_s = started.elapsed().as_secs_f64();
+
+    let room = RoomId::new("bench").map_err(err)?;
+    let at = Location {
+        shard: Some(store.locate_shard(&room, None).map_err(err)?),
+        ..Location::default()
+    };
+    store.ensure_shard(&room, &at, &schema).await.map_err(err)?;
+    let dedicated = Scope::Dedicated(room.clone(), at);
+    let started = Instant::now();
+    let out = store
+        .copy_room(roomshard_core::CopyRequest {
+            schema: &schema,
+            source: roomshard_core::CopySource {
+                scope: Scope::Pooled(room.clone()),
+                server: None,
+            },
+            target: dedicated.clone(),
+            pass: roomshard_core::CopyPass::Bulk,
+            resume_from: None,
+            checkpoints: &NoCheckpoints,
+            progress: &NoProgress,
+        })
+        .await
+        .map_err(err)?;
+    let ours_s = started.elapsed().as_secs_f64();
+    if out.tables[0].rows != rows {
+        return Err(format!(
+            "copied {} rows, expected {rows}",
+            out.tables[0].rows
+        ));
+    }
+    let (ours_tp, base_tp) = (rows as f64 / ours_s, rows as f64 / base_s);
+    println!(
+        "copy_rows: {ours_tp:.0} rows/s (baseline: INSERT … SELECT + primary key after, {base_tp:.0} rows/s, ratio: {:.3}) [{rows} rows, {} batches]",
+        ours_tp / base_tp,
+        rows.div_ceil(roomshard_postgres::DEFAULT_BATCH_ROWS as u64)
+    );
+
+    // Dump vs psql's COPY to /dev/null.
+    let started = Instant::now();
+    let mut sink = Discard(0);
+    store
+        .dump(&dedicated, &schema, &mut sink)
+        .await
+        .map_err(err)?;
+    let ours_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let status = cluster
+        .psql_cmd("postgres")
+        .arg("-c")
+        .arg(
+            "COPY (SELECT room_id, id, author, body, created_at FROM room_bench.messages \
+             ORDER BY id) TO STDOUT",
+        )
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("psql COPY failed".into());
+    }
+    let base_s = started.elapsed().as_secs_f64();
+    println!(
+        "dump_rows: {:.0} rows/s (baseline: psql COPY TO STDOUT > /dev/null, {:.0} rows/s, ratio: {:.3}) [{:.1} MB]",
+        rows as f64 / ours_s,
+        rows as f64 / base_s,
+        base_s / ours_s,
+        sink.0 as f64 / 1e6
+    );
+
+    // Route: once per request.
+    let mut ns = Vec::with_capacity(10_000);
+    for n in 0..10_000u64 {
+        let r = RoomId::new(format!("r{n}")).map_err(err)?;
+        let scope = Scope::Pooled(r);
+        let started = Instant::now();
+        let handle = store.route(&scope).await.map_err(err)?;
+        ns.push(started.elapsed().as_nanos() as f64);
+        std::hint::black_box(handle);
+    }
+    ns.sort_by(f64::total_cmp);
+    let p99 = percentile(&ns, 0.99);
+    println!(
+        "route_ns_p99: {p99:.0} ns (baseline: goal 2000 ns, ratio: {:.3}) [10000 rooms, p50 {:.0} ns]",
+        p99 / 2000.0,
+        percentile(&ns, 0.5)
+    );
+    Ok(())
+}
