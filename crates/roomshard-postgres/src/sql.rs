@@ -64,20 +64,10 @@ pub(crate) fn room_literal(room: &RoomId) -> Result<String> {
     Ok(format!("'{s}'"))
 }
 
-/// The PostgreSQL type of a logical type (bundle-format §4), spelled as
-/// `information_schema.columns.data_type` reports it.
+/// The PostgreSQL type of a logical type: the one `db.sql` declares (bundle-format §4), which is
+/// also how `information_schema.columns.data_type` spells it.
 pub(crate) fn pg_type(ty: LogicalType) -> &'static str {
-    match ty {
-        LogicalType::Text => "text",
-        LogicalType::Int8 => "bigint",
-        LogicalType::Int4 => "integer",
-        LogicalType::Bool => "boolean",
-        LogicalType::Float8 => "double precision",
-        LogicalType::Timestamptz => "timestamp with time zone",
-        LogicalType::Bytea => "bytea",
-        LogicalType::Jsonb => "jsonb",
-        LogicalType::Uuid => "uuid",
-    }
+    ty.postgres_type()
 }
 
 /// Where a table lives: a schema, quoted. A dedicated shard's is `"room_<id>"` (from a
