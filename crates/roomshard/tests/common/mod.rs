@@ -44,8 +44,14 @@ pub fn backend() -> Backend {
 /// The options that put the home in `dir` on this process's backend: nothing for SQLite; for
 /// PostgreSQL, the URL of the database made for `dir` (the same one every time `dir` is opened).
 pub fn home_options(dir: &Path) -> HomeOptions {
+    options_on(backend(), dir)
+}
+
+/// The options that put the home in `dir` on `backend`, whatever this process runs on (for
+/// tests that cross engines).
+pub fn options_on(backend: Backend, dir: &Path) -> HomeOptions {
     let mut options = HomeOptions::default();
-    if backend() == Backend::Postgres {
+    if backend == Backend::Postgres {
         let url = roomshard_core::ProviderUrl::parse(&database_for(dir), "--control").unwrap();
         options.providers.control = Some(url.clone());
         options.providers.shards =
