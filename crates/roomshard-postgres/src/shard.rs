@@ -281,41 +281,6 @@ impl PgShardStore {
         }
         Ok((s, ns, tables))
     }
-
-    /// Streams one table's rows (COPY text, primary-key order, in the codec's subset) to `each`.
-    async fn copy_out(
-        conn: &mut PgConnection,
-        ns: &Ns,
-        t: &TableSql,
-        room: Option<&RoomId>,
-        mut each: impl FnMut(Vec<u8>) -> Result<()>,
-    ) -> Result<u64> {
-        let sql = t.copy_out_sql(ns, room)?;
-        let mut stream = conn
-            .copy_out_raw(&sql)
-            .await
-            .map_err(db_err(format!("reading table {}", t.desc.name)))?;
-        let mut rows = 0u64;
-        let mut chunk: Vec<u8> = Vec::with_capacity(DUMP_CHUNK_BYTES + 4096);
-        while let Some(bytes) = stream
-            .try_next()
-            .await
-            .map_err(db_err(format!("reading table {}", t.desc.name)))?
-        {
-            chunk.extend_from_slice(&bytes);
-            if chunk.len() >= DUMP_CHUNK_BYTES {
-                let mut full =
-                    std::mem::replace(&mut chunk, Vec::with_capacity(DUMP_CHUNK_BYTES + 4096));
-                rows += normalise_copy_out(&mut full);
-                each(full)?;
-            }
-        }
-        if !chunk.is_empty() {
-            rows += normalise_copy_out(&mut chunk);
-            each(chunk)?;
-        }
-        Ok(rows)
-    }
 }
 
 /// Takes a transaction-scoped advisory lock named `name` (hashed into PostgreSQL's 64-bit lock
@@ -1059,24 +1024,12 @@ impl ShardStore for PgShardStore {
     }
 
     async fn parity(&self, scope: &Scope, schema: &RoomSchema) -> Result<Parity> {
-        let (mut s, ns, tables) = self.open(scope, schema, Mode::Snapshot, "parity").await?;
-        let room = room_filter(scope);
-        let mut out = Vec::with_capacity(tables.len());
-        for t in &tables {
-            let mut hasher = Sha256::new();
-            let rows = Self::copy_out(s.conn(), &ns, t, room, |chunk| {
-                hasher.update(&chunk);
-                Ok(())
-            })
-            .await?;
-            out.push(TableParity {
-                table: t.desc.name.clone(),
-                rows,
-                checksum: Some(hex::encode(hasher.finalize())),
-            });
-        }
-        s.rollback("parity").await?;
-        Ok(Parity { tables: out })
+        // Exactly the bytes `dump` writes, hashed per table: one COPY loop for both.
+        let mut sink = HashSink::default();
+        self.dump(scope, schema, &mut sink).await?;
+        Ok(Parity {
+            tables: sink.tables,
+        })
     }
 
     async fn drop_room(&self, scope: &Scope, schema: &RoomSchema) -> Result<()> {
@@ -1253,4 +1206,37 @@ async fn create_meta_table(conn: &mut PgConnection, ns: &Ns) -> Result<()> {
     .await
     .map_err(db_err("creating roomshard_meta"))?;
     Ok(())
+}
+
+/// A [`DumpSink`] that keeps only each table's row count and SHA-256: what `parity` reports.
+#[derive(Default)]
+struct HashSink {
+    tables: Vec<TableParity>,
+    current: Option<(String, Sha256)>,
+}
+
+#[async_trait]
+impl DumpSink for HashSink {
+    async fn begin_table(&mut self, table: &roomshard_core::TableDescriptor) -> Result<()> {
+        self.current = Some((table.name.clone(), Sha256::new()));
+        Ok(())
+    }
+
+    async fn rows(&mut self, chunk: Bytes) -> Result<()> {
+        if let Some((_, hasher)) = &mut self.current {
+            hasher.update(&chunk);
+        }
+        Ok(())
+    }
+
+    async fn end_table(&mut self, rows: u64) -> Result<()> {
+        if let Some((table, hasher)) = self.current.take() {
+            self.tables.push(TableParity {
+                table,
+                rows,
+                checksum: Some(hex::encode(hasher.finalize())),
+            });
+        }
+        Ok(())
+    }
 }
