@@ -1752,3 +1752,47 @@ fn decentralise_adopts_a_customers_own_database_and_recentralise_leaves_it() {
     );
     cli(&["audit", "verify", "--home", s(&home)], 0);
 }
+
+/// `decentralise --cutover-limit-ms`: a limit no cutover can meet aborts each attempt, the room
+/// is writable in the shared store again (state `copying`, rows untouched), and the same command
+/// with the default limit finishes the job; `0` is a usage error.
+#[test]
+fn decentralise_cutover_limit_aborts_and_reopens_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    seed(&home, "bounded", 200, 2, 4096);
+    let before = parity(&home, Scope::Pooled(room("bounded")));
+    let out = cli(
+        &[
+            "decentralise",
+            "bounded",
+            "--home",
+            s(&home),
+            "--cutover-limit-ms",
+            "0",
+        ],
+        2,
+    );
+    assert_stderr_has(&out, "--cutover-limit-ms must be at least 1");
+    let out = cli(
+        &[
+            "decentralise",
+            "bounded",
+            "--home",
+            s(&home),
+            "--cutover-limit-ms",
+            "1",
+        ],
+        1,
+    );
+    assert_stderr_has(&out, "exceeded its limit of 1 ms 3 times");
+    let entry = room_entry(&home, "bounded").expect("room listed");
+    assert_eq!(entry["state"], "copying", "{entry}");
+    assert_eq!(parity(&home, Scope::Pooled(room("bounded"))), before);
+    cli(&["decentralise", "bounded", "--home", s(&home)], 0);
+    assert_eq!(
+        room_entry(&home, "bounded").expect("listed")["state"],
+        "sovereign"
+    );
+    assert_eq!(shard_parity(&home, "bounded"), before);
+}

@@ -214,13 +214,19 @@ pub struct Config {
     /// A catch-up pass that changes at most this many rows ends the copy phase and starts the
     /// read-only cutover (whose final pass should then be short).
     pub cutover_threshold_rows: u64,
+    /// The longest a read-only cutover may take (final catch-up, media reconcile, parity).
+    /// Past it the cutover aborts: the placement goes back to `copying`, the pooled copy stays
+    /// authoritative and writes reopen, and the next attempt starts with more catch-up passes.
+    /// It bounds how long the room refuses writes, whatever the room's size or write rate.
+    pub cutover_limit: std::time::Duration,
     /// Storage price used by plans' cost estimates, in US dollars per GiB-month.
     pub price_per_gib_month_usd: f64,
 }
 
 impl Config {
     /// Defaults: standard profile, unpinned region, receipts valid 365 days, cutover once a
-    /// catch-up pass changes ≤ 100 rows, $0.023/GiB-month (object storage list price).
+    /// catch-up pass changes ≤ 100 rows and for at most 5 s, $0.023/GiB-month (object storage
+    /// list price).
     pub fn new(grantee: Grantee, signing_key: SigningKeyId, signing_key_id: String) -> Self {
         Config {
             grantee,
@@ -234,6 +240,7 @@ impl Config {
             region: None,
             receipt_validity_days: 365,
             cutover_threshold_rows: 100,
+            cutover_limit: std::time::Duration::from_secs(5),
             price_per_gib_month_usd: 0.023,
         }
     }

@@ -1446,3 +1446,69 @@ async fn a_room_on_a_registered_provider_lives_there_from_decentralise_to_recent
         PlacementState::Sovereign
     );
 }
+
+/// The read-only cutover is bounded: past `cutover_limit` each attempt aborts, the placement goes
+/// back to `copying` (writes reopen on the pooled copy, which is untouched), and after
+/// `MAX_CUTOVERS` attempts the call fails saying so; with a workable limit the same job then
+/// finishes, and the flip records how long the room was read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cutover_past_its_limit_aborts_and_writes_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut home = open(dir.path(), 50).await;
+    let room = seed(&home, &workload("bounded", 300, 2)).await;
+    let pooled = Scope::Pooled(room.clone());
+    let before = home
+        .roomshard
+        .shards
+        .parity(&pooled, &home.roomshard.schema)
+        .await
+        .unwrap();
+    home.roomshard.config.cutover_limit = Duration::from_micros(1);
+    let rs = &home.roomshard;
+    let err = flows::decentralise(rs, &room, &roomshard_core::NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, roomshard_core::Error::Conflict { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("exceeded its limit of 0 ms 3 times"),
+        "{err}"
+    );
+    let placement = rs.control.placement(&room).await.unwrap().unwrap();
+    assert_eq!(placement.state, PlacementState::Copying, "writes reopened");
+    assert_eq!(
+        rs.shards.parity(&pooled, &rs.schema).await.unwrap(),
+        before,
+        "the pooled copy is untouched and authoritative"
+    );
+    let actions = audit_actions(rs, &room).await;
+    let aborted = actions
+        .iter()
+        .filter(|a| *a == "decentralise.cutover_aborted")
+        .count();
+    assert_eq!(aborted, 3, "{actions:?}");
+    assert!(!actions.iter().any(|a| a == "decentralise.sovereign"));
+
+    home.roomshard.config.cutover_limit = Duration::from_secs(30);
+    let rs = &home.roomshard;
+    let outcome = flows::decentralise(rs, &room, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    assert!(outcome.resumed);
+    assert_eq!(outcome.parity, before);
+    let flip = rs
+        .control
+        .audit_log(Some(&room))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.entry.action == "decentralise.sovereign")
+        .expect("flipped");
+    let ms = flip.entry.detail["cutover_ms"]
+        .as_u64()
+        .expect("cutover_ms");
+    assert!(ms < 30_000, "{ms}");
+}

@@ -47,6 +47,10 @@ pub struct DecentraliseArgs {
     /// Rows per copy batch (each batch is committed and checkpointed).
     #[arg(long)]
     pub batch_rows: Option<usize>,
+    /// The longest the read-only cutover may take, in milliseconds; past it the cutover aborts,
+    /// writes reopen on the pooled copy and the copy goes on (up to three attempts).
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub cutover_limit_ms: u64,
     /// Use this existing database as the room's shard instead of creating one (bring your own;
     /// never created or deleted), in the shard store's URL form, e.g.
     /// sqlite:///srv/acme/acme.sqlite3.
@@ -104,9 +108,14 @@ pub fn decentralise(args: &DecentraliseArgs) -> Result<ExitCode, CliError> {
     if args.batch_rows == Some(0) {
         return Err(super::usage("--batch-rows must be at least 1"));
     }
+    if args.cutover_limit_ms == 0 {
+        return Err(super::usage("--cutover-limit-ms must be at least 1"));
+    }
     let adopt = args.adoption()?;
     block_on(async {
-        let home = open_home(&args.home, Create::No, args.batch_rows).await?;
+        let mut home = open_home(&args.home, Create::No, args.batch_rows).await?;
+        home.roomshard.config.cutover_limit =
+            std::time::Duration::from_millis(args.cutover_limit_ms);
         let rs = &home.roomshard;
         if args.plan {
             let plan = flows::plan(rs, &args.room).await?;

@@ -385,23 +385,54 @@ pub async fn decentralise_with(
             .await?;
         }
         progress.emit(ProgressEvent::Phase(Phase::Cutover));
-        if same_store {
-            copy_pass(rs, from, to, CopyPass::CatchUp, None, &job, progress).await?;
-        } else {
-            replace_rows(rs, from, to, progress).await?;
-        }
-        reconcile_media(from, to).await?;
-        progress.emit(ProgressEvent::Phase(Phase::Parity));
-        let source = rs.shards.parity(&pooled, &rs.schema).await?;
-        let target = own.shards.parity(&dedicated, &rs.schema).await?;
-        let tables = source.mismatched_tables(&target);
-        let media = media_difference(from, to).await?;
+        // The read-only window, bounded: past `cutover_limit` the attempt is dropped (each
+        // step is all or nothing, or idempotent) and writes reopen on the pooled copy.
+        let limit = rs.config.cutover_limit;
+        let started = std::time::Instant::now();
+        let checked = tokio::time::timeout(limit, async {
+            if same_store {
+                copy_pass(rs, from, to, CopyPass::CatchUp, None, &job, progress).await?;
+            } else {
+                replace_rows(rs, from, to, progress).await?;
+            }
+            reconcile_media(from, to).await?;
+            progress.emit(ProgressEvent::Phase(Phase::Parity));
+            let source = rs.shards.parity(&pooled, &rs.schema).await?;
+            let target = own.shards.parity(&dedicated, &rs.schema).await?;
+            let tables = source.mismatched_tables(&target);
+            let media = media_difference(from, to).await?;
+            Ok::<_, Error>((tables, media))
+        })
+        .await;
+        let cutover_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let Ok(checked) = checked else {
+            cutovers += 1;
+            tracing::warn!(%room, cutover_ms, limit_ms, "cutover exceeded its limit; writes reopen");
+            rs.move_placement(
+                &mut placement,
+                PlacementState::Copying,
+                "decentralise.cutover_aborted",
+                serde_json::json!({ "cutover_ms": cutover_ms, "limit_ms": limit_ms }),
+                |_| {},
+            )
+            .await?;
+            if cutovers >= MAX_CUTOVERS {
+                return Err(Error::conflict(format!(
+                    "room {room}: the read-only cutover exceeded its limit of {limit_ms} ms \
+                     {cutovers} times (last {cutover_ms} ms); the room is writable in the shared \
+                     store again, run decentralise again once writes calm down or raise the limit"
+                )));
+            }
+            continue;
+        };
+        let (tables, media) = checked?;
         if tables.is_empty() && media.is_none() {
             rs.move_placement(
                 &mut placement,
                 PlacementState::Sovereign,
                 "decentralise.sovereign",
-                serde_json::json!({}),
+                serde_json::json!({ "cutover_ms": cutover_ms }),
                 |_| {},
             )
             .await?;
