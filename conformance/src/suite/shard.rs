@@ -247,7 +247,7 @@ impl RecordingCheckpoints {
 /// The checks of the shard suite, in the order [`run_shard_suite`] runs them.
 pub fn shard_checks() -> Vec<CheckSpec<dyn ShardStore, ShardSuiteConfig>> {
     checks!(dyn ShardStore, ShardSuiteConfig;
-        locate_shard_is_pure_and_ensure_shard_goes_there, an_adopted_shard_is_never_created_or_dropped, a_pinned_region_is_refused_without_regions, ensure_shard_is_idempotent_and_refuses_a_different_table, restore_then_dump_round_trips_every_type, restore_refuses_bad_dumps_all_or_nothing, restore_keep_collision_is_a_conflict, restore_on_collision_remaps_and_rewrites_references, restore_rewrites_media_keys, dump_stops_on_a_sink_error, parity_counts_and_checksums_match_the_dump, bulk_copy_is_checkpointed_and_converges, copy_refuses_bad_requests, catch_up_makes_the_target_equal, copy_resumes_after_a_failed_checkpoint, cross_server_copy, a_dump_restores_into_another_store_and_back, drop_room_is_idempotent_and_room_scoped, size_bytes_of_a_shard, route_names_tables, outbox_reads_and_trims,
+        locate_shard_is_pure_and_ensure_shard_goes_there, an_adopted_shard_is_never_created_or_dropped, a_pinned_region_is_refused_without_regions, ensure_shard_is_idempotent_and_refuses_a_different_table, restore_then_dump_round_trips_every_type, restore_refuses_bad_dumps_all_or_nothing, restore_keep_collision_is_a_conflict, restore_on_collision_remaps_and_rewrites_references, restore_rewrites_media_keys, dump_stops_on_a_sink_error, parity_counts_and_checksums_match_the_dump, bulk_copy_is_checkpointed_and_converges, copy_refuses_bad_requests, catch_up_makes_the_target_equal, a_changes_pass_applies_what_the_log_recorded, a_write_fence_is_held_alone_and_dies_with_its_holder, copy_resumes_after_a_failed_checkpoint, cross_server_copy, a_dump_restores_into_another_store_and_back, drop_room_is_idempotent_and_room_scoped, size_bytes_of_a_shard, route_names_tables, outbox_reads_and_trims,
     )
 }
 
@@ -1151,6 +1151,36 @@ async fn same_parity(store: &dyn ShardStore, room: &RoomId, doing: &str) -> Resu
     })
 }
 
+/// Changes a pooled room's rows (through `drop_room` and `restore`, the only writes the trait
+/// offers): thread 2 edited, thread 10 gone, thread 11 new, posts unchanged.
+async fn change_the_source(
+    store: &dyn ShardStore,
+    schema: &RoomSchema,
+    room: &RoomId,
+) -> Result<(), Failure> {
+    let pooled = Scope::Pooled(room.clone());
+    store
+        .drop_room(&pooled, schema)
+        .await
+        .context("drop_room of the pooled rows")?;
+    let r = room.as_str();
+    let mut threads = thread_rows(r, base_of(room));
+    threads[1] = threads[1].replace("\tsecond\t", "\tsecond, edited\t");
+    threads[2] = format!(
+        "{r}\t{}\tnew\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n",
+        base_of(room) + 11
+    );
+    let mut source = MemorySource::new(vec![
+        ("threads", threads),
+        ("posts", post_rows(r, base_of(room))),
+    ]);
+    store
+        .restore(&pooled, schema, &mut source, &IdRemap::default())
+        .await
+        .context("restore of the changed source")?;
+    Ok(())
+}
+
 /// `copy_room` Bulk: "after each committed batch it awaits `request.checkpoints.save(..)` … and
 /// emits `ProgressEvent::Rows`"; "Writes are upserts by primary key, so re-running a pass …
 /// converges"; "The source is only read".
@@ -1329,26 +1359,7 @@ pub async fn catch_up_makes_the_target_equal(
         .await
         .context("bulk copy_room")?;
     // Change the source: thread 2 edited, thread 10 gone, thread 11 new, posts unchanged.
-    let pooled = Scope::Pooled(room.clone());
-    store
-        .drop_room(&pooled, &schema)
-        .await
-        .context("drop_room of the pooled rows")?;
-    let r = room.as_str();
-    let mut threads = thread_rows(r, base_of(&room));
-    threads[1] = threads[1].replace("\tsecond\t", "\tsecond, edited\t");
-    threads[2] = format!(
-        "{r}\t{}\tnew\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n",
-        base_of(&room) + 11
-    );
-    let mut source = MemorySource::new(vec![
-        ("threads", threads),
-        ("posts", post_rows(r, base_of(&room))),
-    ]);
-    store
-        .restore(&pooled, &schema, &mut source, &IdRemap::default())
-        .await
-        .context("restore of the changed source")?;
+    change_the_source(store, &schema, &room).await?;
     let outcome = store
         .copy_room(request(
             store,
@@ -1375,6 +1386,201 @@ pub async fn catch_up_makes_the_target_equal(
             || format!("after catch-up the target's threads are:\n{threads}"),
         )?;
     }
+    Ok(Verdict::Passed)
+}
+
+/// `track_changes` and `CopyPass::Changes`: "a source that is not tracked is Error::Conflict";
+/// "every committed insert, update and delete of the room's rows … by the host or by roomshard
+/// — is recorded"; "the applied log entries are removed …, so … a repeated pass does nothing
+/// twice"; on/off are idempotent and report the previous state.
+pub async fn a_changes_pass_applies_what_the_log_recorded(
+    store: &dyn ShardStore,
+    config: &ShardSuiteConfig,
+) -> CheckResult {
+    let schema = schema()?;
+    if !store.capabilities().change_log {
+        let room = config.room()?;
+        return expect_unsupported(
+            store.track_changes(&room, &schema, true).await,
+            "track_changes",
+            "change_log",
+        );
+    }
+    let room = match pooled_room_with_shard(store, config).await? {
+        Ok(room) => room,
+        Err(v) => return Ok(v),
+    };
+    async fn changes(
+        store: &dyn ShardStore,
+        schema: &RoomSchema,
+        room: &RoomId,
+    ) -> roomshard_core::Result<roomshard_core::CopyOutcome> {
+        store
+            .copy_room(request(
+                store,
+                schema,
+                room,
+                CopyPass::Changes,
+                None,
+                &NoCheckpoints,
+                &NoProgress,
+            ))
+            .await
+    }
+    let untracked = changes(store, &schema, &room).await;
+    ensure(matches!(untracked, Err(Error::Conflict { .. })), || {
+        format!("a changes pass of an untracked room must be Conflict, got {untracked:?}")
+    })?;
+    let was = store
+        .track_changes(&room, &schema, true)
+        .await
+        .context("track_changes on")?;
+    ensure(!was, || {
+        "track_changes(on) of a new room said it was on".into()
+    })?;
+    let again = store
+        .track_changes(&room, &schema, true)
+        .await
+        .context("track_changes on, again")?;
+    ensure(again, || {
+        "track_changes(on) twice: the second must say it was on".into()
+    })?;
+    store
+        .copy_room(request(
+            store,
+            &schema,
+            &room,
+            CopyPass::Bulk,
+            None,
+            &NoCheckpoints,
+            &NoProgress,
+        ))
+        .await
+        .context("bulk copy_room")?;
+    // The source changes through roomshard's own operations, which are recorded too.
+    change_the_source(store, &schema, &room).await?;
+    let outcome = changes(store, &schema, &room)
+        .await
+        .context("changes pass")?;
+    ensure(
+        outcome.rows_written >= 2 && outcome.rows_deleted >= 1,
+        || {
+            format!(
+                "one row changed, one added and one deleted; the changes pass reported {outcome:?}"
+            )
+        },
+    )?;
+    same_parity(store, &room, "a changes pass").await?;
+    let repeat = changes(store, &schema, &room)
+        .await
+        .context("second changes pass")?;
+    ensure(repeat.rows_written + repeat.rows_deleted == 0, || {
+        format!("a repeated changes pass with no new writes must do nothing, did {repeat:?}")
+    })?;
+    let off = store
+        .track_changes(&room, &schema, false)
+        .await
+        .context("track_changes off")?;
+    let off_again = store
+        .track_changes(&room, &schema, false)
+        .await
+        .context("track_changes off, again")?;
+    ensure(off && !off_again, || {
+        format!("track_changes(off) twice must say on, then off; said {off}, {off_again}")
+    })?;
+    let after = changes(store, &schema, &room).await;
+    ensure(matches!(after, Err(Error::Conflict { .. })), || {
+        format!("a changes pass after tracking stopped must be Conflict, got {after:?}")
+    })?;
+    Ok(Verdict::Passed)
+}
+
+/// `fence_writes`: "One fence per room at a time: a second fence_writes waits for the first (up
+/// to wait)" and gives up retryable; "roomshard's own copies, restores and drops are not
+/// fenced"; "lift reopens writes; dropping the fence … reopens them too"; other rooms are never
+/// affected; `retire_pooled` is idempotent both ways.
+pub async fn a_write_fence_is_held_alone_and_dies_with_its_holder(
+    store: &dyn ShardStore,
+    config: &ShardSuiteConfig,
+) -> CheckResult {
+    let schema = schema()?;
+    let short = std::time::Duration::from_millis(300);
+    let long = std::time::Duration::from_secs(10);
+    if !store.capabilities().write_fence {
+        let room = config.room()?;
+        return expect_unsupported(
+            store.fence_writes(&room, &schema, short).await.map(|_| ()),
+            "fence_writes",
+            "write_fence",
+        );
+    }
+    let room = match pooled_room_with_shard(store, config).await? {
+        Ok(room) => room,
+        Err(v) => return Ok(v),
+    };
+    let fence = store
+        .fence_writes(&room, &schema, long)
+        .await
+        .context("fence_writes")?;
+    match store.fence_writes(&room, &schema, short).await {
+        Err(e) if e.is_retryable() => {}
+        Err(e) => {
+            return Err(Failure::new(format!(
+                "a second fence while the first is held must give up retryable after its wait, got {e:?}"
+            )));
+        }
+        Ok(_) => return Err(Failure::new("two fences on one room were held at once")),
+    }
+    let other = config.room()?;
+    store
+        .fence_writes(&other, &schema, short)
+        .await
+        .context("a fence on another room while the first is held")?
+        .lift()
+        .await
+        .context("lifting the other room's fence")?;
+    // roomshard's own work goes on under the fence.
+    store
+        .copy_room(request(
+            store,
+            &schema,
+            &room,
+            CopyPass::Bulk,
+            None,
+            &NoCheckpoints,
+            &NoProgress,
+        ))
+        .await
+        .context("bulk copy_room while fenced")?;
+    same_parity(store, &room, "a bulk copy under the fence").await?;
+    fence.lift().await.context("lift")?;
+    let next = store
+        .fence_writes(&room, &schema, short)
+        .await
+        .context("fence_writes right after lift")?;
+    drop(next);
+    // Dropped unlifted: the fence goes with its holder (allow the backend a moment).
+    store
+        .fence_writes(&room, &schema, long)
+        .await
+        .context("fence_writes after the previous fence was dropped")?
+        .lift()
+        .await
+        .context("lift")?;
+    for retired in [true, true, false, false] {
+        store
+            .retire_pooled(&room, &schema, retired)
+            .await
+            .context(if retired {
+                "retire_pooled(true)"
+            } else {
+                "retire_pooled(false)"
+            })?;
+    }
+    store
+        .drop_room(&Scope::Pooled(room.clone()), &schema)
+        .await
+        .context("drop_room of the pooled rows")?;
     Ok(Verdict::Passed)
 }
 

@@ -30,6 +30,15 @@ pub struct ShardCapabilities {
     /// `copy_room` supports [`CopyPass::CatchUp`](crate::CopyPass::CatchUp), so a room stays
     /// writable during the bulk copy and only the final delta runs in read-only cutover.
     pub catch_up: bool,
+    /// `copy_room` supports [`CopyPass::Changes`](crate::CopyPass::Changes) and
+    /// `track_changes` works: the store records which of a pooled room's rows the host changes
+    /// while the room is tracked, so each catch-up touches only those rows instead of comparing
+    /// the whole room (what keeps the read-only cutover short for a large room).
+    pub change_log: bool,
+    /// `fence_writes` makes the database itself refuse the host's writes to a pooled room's
+    /// rows (after waiting for those in flight), so the cutover's read-only window holds even
+    /// against a host that did not look at the placement.
+    pub write_fence: bool,
     /// `dump` streams a room's rows in COPY text format.
     pub dump: bool,
     /// `restore` loads a dump into a room.

@@ -13,9 +13,14 @@ mod restore;
 mod session;
 mod shard;
 mod sql;
+mod track;
 
 pub use control::PgControlPlane;
 pub use shard::{DEFAULT_BATCH_ROWS, META_TABLE, PgShardStore};
+pub use track::{
+    CHANGE_LOG_TABLE, CUTOVER_SQLSTATE, INSTALL_LOCK_WAIT, MOVED_SQLSTATE, RETIRED_TABLE,
+    TRACKED_TABLE, is_cutover_refusal, is_moved_refusal,
+};
 
 use roomshard_core::{Error, ProviderUrl, Result};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -40,7 +40,9 @@ impl Session {
             .map_err(db_err(format!("connecting for {what}")))?;
         let mut session = Session { conn: Some(conn) };
         let begin = match mode {
-            Mode::Write => "BEGIN",
+            // roomshard's own writes pass a room's write fence (crate::track): the fence
+            // holds the host's writes off, not the copy, restore or drop doing the cutover.
+            Mode::Write => "BEGIN; SELECT set_config('roomshard.bypass_fence', 'on', true)",
             Mode::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         };
         sqlx::raw_sql(begin)

@@ -177,6 +177,11 @@ impl PgShardStore {
         s.commit("ensure_pooled_tables").await
     }
 
+    /// The shared schema's namespace.
+    pub(crate) fn shared_ns(&self) -> Ns {
+        Ns::ident(&self.shared)
+    }
+
     /// The namespace of a scope, checked: the shared schema for a pooled room; for a dedicated
     /// one, the schema its location names on this server.
     fn ns(&self, scope: &Scope) -> Result<Ns> {
@@ -814,6 +819,8 @@ impl ShardStore for PgShardStore {
         ShardCapabilities {
             copy_resumable: true,
             catch_up: true,
+            change_log: true,
+            write_fence: true,
             dump: true,
             restore: true,
             id_remap: true,
@@ -944,6 +951,20 @@ impl ShardStore for PgShardStore {
         s.rollback("copy source check").await?;
         let src_room = room_filter(&request.source.scope);
         let dst_room = room_filter(&request.target);
+        if request.pass == CopyPass::Changes {
+            if src_room.is_none() {
+                return Err(Error::invalid(
+                    "copy request",
+                    "a changes pass reads a pooled source's change log; this source is dedicated",
+                ));
+            }
+            if !self.is_tracked(&room).await? {
+                return Err(Error::conflict(format!(
+                    "room {room}'s changes are not tracked (track_changes first); a catch-up \
+                     pass compares the whole room instead"
+                )));
+            }
+        }
         let mut ctx = CopyCtx {
             pass: request.pass,
             checkpoints: request.checkpoints,
@@ -985,6 +1006,20 @@ impl ShardStore for PgShardStore {
                     self.catch_up_table(&mut ctx, &pair, start, rows_done)
                         .await?
                 }
+                CopyPass::Changes => {
+                    let (written, deleted) = self
+                        .apply_changes(t, &src_ns, &dst_ns, dst_room.is_some(), &room)
+                        .await?;
+                    ctx.rows_written += written;
+                    ctx.rows_deleted += deleted;
+                    ctx.progress.emit(ProgressEvent::Rows {
+                        table: t.desc.name.clone(),
+                        done: written + deleted,
+                        total: None,
+                    });
+                    // The log is the pass's own checkpoint: nothing to save.
+                    continue;
+                }
             }
             ctx.tables_done.push(t.desc.name.clone());
             ctx.save(None).await?;
@@ -995,6 +1030,23 @@ impl ShardStore for PgShardStore {
             rows_deleted: ctx.rows_deleted,
             tables,
         })
+    }
+
+    async fn track_changes(&self, room: &RoomId, schema: &RoomSchema, on: bool) -> Result<bool> {
+        self.track(room, schema, on).await
+    }
+
+    async fn fence_writes(
+        &self,
+        room: &RoomId,
+        schema: &RoomSchema,
+        wait: std::time::Duration,
+    ) -> Result<Box<dyn roomshard_core::WriteFence>> {
+        self.fence(room, schema, wait).await
+    }
+
+    async fn retire_pooled(&self, room: &RoomId, schema: &RoomSchema, retired: bool) -> Result<()> {
+        self.retire(room, schema, retired).await
     }
 
     async fn row_counts(&self, scope: &Scope, schema: &RoomSchema) -> Result<Vec<TableCount>> {

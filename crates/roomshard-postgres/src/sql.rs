@@ -26,6 +26,20 @@ pub(crate) fn classify(what: &str, e: sqlx::Error) -> Error {
             return Error::conflict(format!("{what}: {}", d.message()));
         }
         let code = d.code().map(|c| c.to_string()).unwrap_or_default();
+        if code == crate::track::MOVED_SQLSTATE {
+            return Error::unavailable(
+                format!("postgres ({what}): the room lives in its own shard now"),
+                true,
+                e,
+            );
+        }
+        if code == crate::track::CUTOVER_SQLSTATE {
+            return Error::unavailable(
+                format!("postgres ({what}): the room is in its read-only cutover"),
+                true,
+                e,
+            );
+        }
         // 40001 serialization_failure, 40P01 deadlock, 55P03 lock_not_available, 57P01
         // admin_shutdown, 57P03 cannot_connect_now, 53300 too_many_connections.
         let retryable = matches!(

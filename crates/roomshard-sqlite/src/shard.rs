@@ -849,6 +849,9 @@ impl ShardStore for SqliteShardStore {
                     self.bulk_table(&mut ctx, &src, src_room, &dst, t, start, rows_done)
                         .await?
                 }
+                CopyPass::Changes => {
+                    return Err(Error::unsupported("copy_room.changes", self.name()));
+                }
                 CopyPass::CatchUp => {
                     self.catch_up_table(
                         &mut ctx, &src, src_room, &dst, dst_room, &room, t, start, rows_done,

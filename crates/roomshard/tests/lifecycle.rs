@@ -1512,3 +1512,112 @@ async fn a_cutover_past_its_limit_aborts_and_writes_reopen() {
         .expect("cutover_ms");
     assert!(ms < 30_000, "{ms}");
 }
+
+/// A host writing as fast as it can while its room is decentralised, routing each write by the
+/// room's placement (as the router does) and retrying what the database refuses: every
+/// acknowledged write is in the shard afterwards, none is left behind in the shared tables.
+/// PostgreSQL only: the write fence that makes this hold is the database's (the embedded
+/// SQLite default has none, see docs/postgres.md "The write fence").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_writes_during_a_decentralise_are_never_lost() {
+    if common::backend() != common::Backend::Postgres {
+        eprintln!("needs the database's write fence: runs with ROOMSHARD_TEST_BACKEND=postgres");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let home = open(dir.path(), 25).await;
+    let room = seed(&home, &workload("busy", 400, 7)).await;
+    let url = common::home_options(dir.path()).providers.shards.unwrap();
+    let host = roomshard_postgres::connect(&url, 3).await.unwrap();
+    let rs = Arc::new(home.roomshard.clone());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let writer = {
+        let rs = rs.clone();
+        let room = room.clone();
+        let done = done.clone();
+        let host = host.clone();
+        tokio::spawn(async move {
+            let messages = roomshard_core::Identifier::new("messages").unwrap();
+            let (mut acked, mut refused, mut after_flip) = (Vec::new(), 0u64, 0u64);
+            let mut id = 5_000_000i64;
+            while after_flip < 30 {
+                let placement = rs.control.placement(&room).await.unwrap();
+                let sovereign = placement
+                    .as_ref()
+                    .is_some_and(|p| p.state == PlacementState::Sovereign);
+                let scope = match &placement {
+                    Some(p) if sovereign => p.scope(),
+                    _ => Scope::Pooled(room.clone()),
+                };
+                let table = rs.shards.route(&scope).await.unwrap().qualify(&messages);
+                let sql = format!(
+                    "INSERT INTO {table} (id, room_id, author_id, body, reply_to, sent_at, edited) \
+                     VALUES ($1, $2, 1, 'written during the move', NULL, now(), false)"
+                );
+                match sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(room.as_str())
+                    .execute(&host)
+                    .await
+                {
+                    Ok(_) => {
+                        acked.push(id);
+                        id += 1;
+                        if sovereign && done.load(std::sync::atomic::Ordering::SeqCst) {
+                            after_flip += 1;
+                        }
+                    }
+                    Err(e)
+                        if roomshard_postgres::is_cutover_refusal(&e)
+                            || roomshard_postgres::is_moved_refusal(&e) =>
+                    {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err(e) => panic!("write {id}: {e}"),
+                }
+            }
+            (acked, refused)
+        })
+    };
+    // Let the writer get going before the copy starts.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let outcome = flows::decentralise(&rs, &room, &roomshard_core::NoProgress)
+        .await
+        .unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (acked, refused) = writer.await.unwrap();
+    let shard = outcome.placement.scope();
+    let table = rs
+        .shards
+        .route(&shard)
+        .await
+        .unwrap()
+        .qualify(&roomshard_core::Identifier::new("messages").unwrap());
+    let have: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM {table} WHERE id >= 5000000 ORDER BY id"
+    )))
+    .fetch_all(&host)
+    .await
+    .unwrap();
+    assert_eq!(
+        have, acked,
+        "every acknowledged write, and only those, is in the shard"
+    );
+    assert!(
+        acked.len() > 30,
+        "the writer wrote during the move: {}",
+        acked.len()
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM public.messages WHERE room_id = $1")
+        .bind(room.as_str())
+        .fetch_one(&host)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "nothing of the room stays in the shared tables");
+    eprintln!(
+        "{} writes acknowledged during and after the move, {refused} refused and retried",
+        acked.len()
+    );
+}

@@ -55,7 +55,7 @@ pub use shard::{
     CheckpointSink, CopyCheckpoint, CopyOutcome, CopyPass, CopyRequest, CopySource, DumpSink,
     DumpSource, IdMap, IdRemap, KeyRewrite, Namespace, NoCheckpoints, OutboxEntry, Parity,
     RemapPolicy, RestoreOutcome, RouteHandle, ShardRef, ShardStore, TableCount, TableCursor,
-    TableParity,
+    TableParity, WriteFence,
 };
 
 #[cfg(test)]

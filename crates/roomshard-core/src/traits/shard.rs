@@ -96,6 +96,11 @@ pub trait ShardStore: Send + Sync {
     /// - [`CopyPass::CatchUp`] makes the target equal the source: inserts missing rows, updates
     ///   changed rows, deletes rows gone from the source. `CopyOutcome::rows_written +
     ///   rows_deleted` tells the caller whether the delta is small enough for cutover.
+    /// - [`CopyPass::Changes`] applies the change log of a pooled source: for every key logged
+    ///   since the last pass, the target row becomes the source row (or goes, if the source has
+    ///   none), and the applied log entries are removed in the same transaction, so a crash
+    ///   between batches loses nothing and a repeated pass does nothing twice. It saves no
+    ///   checkpoint (the log is its own). A source that is not tracked is [`Error::Conflict`].
     /// - With `resume_from`, continues after the checkpoint; a store without `copy_resumable`
     ///   ignores it and starts over (safe, since copies are idempotent).
     /// - Returns [`Error::NotFound`] if the target shard does not exist (call
@@ -104,8 +109,77 @@ pub trait ShardStore: Send + Sync {
     ///
     /// # Requires capability
     /// `cross_server_copy` if `source.server` is set; `catch_up` for [`CopyPass::CatchUp`];
-    /// otherwise none.
+    /// `change_log` for [`CopyPass::Changes`]; otherwise none.
     async fn copy_room(&self, request: CopyRequest<'_>) -> Result<CopyOutcome>;
+
+    /// Starts (`on`) or stops recording which of pooled `room`'s rows change, for
+    /// [`CopyPass::Changes`]. Returns whether tracking was already on.
+    ///
+    /// # Behaviour
+    /// - On: from the moment this returns, every committed insert, update and delete of the
+    ///   room's rows in the shared tables — by the host or by roomshard — is recorded by primary
+    ///   key, in the same transaction as the change. Writes already in flight when it is called
+    ///   are waited for, so none can slip between "not tracked" and the bulk copy's read.
+    ///   Idempotent.
+    /// - Off: forgets the room's recorded changes and stops recording. Idempotent (`Ok(false)`
+    ///   when it was not on).
+    /// - A caller that finds tracking newly on while a bulk copy is half done must restart that
+    ///   copy: rows copied before tracking began may have changed unrecorded.
+    ///
+    /// # Requires capability
+    /// `change_log`.
+    async fn track_changes(&self, room: &RoomId, schema: &RoomSchema, on: bool) -> Result<bool> {
+        let _ = (room, schema, on);
+        Err(Error::unsupported("track_changes", self.name()))
+    }
+
+    /// Makes the database refuse the host's writes to pooled `room`'s rows until the returned
+    /// fence is lifted or dropped: the read-only window of a cutover, enforced where the rows
+    /// are rather than by every host remembering to check the placement.
+    ///
+    /// # Behaviour
+    /// - Waits up to `wait` for writes already in flight to finish (commit or roll back), so when
+    ///   it returns no uncommitted change to the room can still appear; past `wait` it gives up
+    ///   with [`Error::Unavailable`] (retryable) and fences nothing.
+    /// - While fenced, a host write to the room's rows fails with a retryable error naming the
+    ///   cutover (on PostgreSQL, SQLSTATE `RSC01`); roomshard's own copies, restores and drops
+    ///   are not fenced. Other rooms are never affected.
+    /// - One fence per room at a time: a second `fence_writes` waits for the first (up to
+    ///   `wait`).
+    /// - [`WriteFence::lift`] reopens writes; dropping the fence, or the process dying, reopens
+    ///   them too (a fence never outlives its holder).
+    ///
+    /// # Requires capability
+    /// `write_fence`.
+    async fn fence_writes(
+        &self,
+        room: &RoomId,
+        schema: &RoomSchema,
+        wait: std::time::Duration,
+    ) -> Result<Box<dyn WriteFence>> {
+        let _ = (room, schema, wait);
+        Err(Error::unsupported("fence_writes", self.name()))
+    }
+
+    /// Retires (`retired`) or restores the pooled copy of `room` as a place to write: once a
+    /// room lives in its own shard, a host write to its rows in the shared tables — from a host
+    /// that read the placement just before the flip, say — is refused for good instead of
+    /// landing in rows nothing reads.
+    ///
+    /// # Behaviour
+    /// - Retired: every host write to the room's pooled rows fails with an error saying the room
+    ///   moved (on PostgreSQL, SQLSTATE `RSC02`, retryable: the retry re-routes). roomshard's
+    ///   own drops and copies are not refused. Other rooms are never affected.
+    /// - Not retired: writes are accepted again (a recentralise, just before the room is pooled
+    ///   again).
+    /// - Idempotent either way.
+    ///
+    /// # Requires capability
+    /// `write_fence`.
+    async fn retire_pooled(&self, room: &RoomId, schema: &RoomSchema, retired: bool) -> Result<()> {
+        let _ = (room, schema, retired);
+        Err(Error::unsupported("retire_pooled", self.name()))
+    }
 
     /// Per-table row counts, and with `parity_checksums` content checksums, of a room.
     ///
@@ -268,6 +342,17 @@ pub trait ShardStore: Send + Sync {
     }
 }
 
+/// A held write fence (see [`ShardStore::fence_writes`]).
+///
+/// Dropping it reopens writes as well (the provider ties the fence to a resource that dies with
+/// it, such as a database session), so a cancelled or crashed cutover never leaves a room
+/// read-only; [`lift`](Self::lift) does it promptly and reports failure.
+#[async_trait]
+pub trait WriteFence: Send {
+    /// Reopens writes.
+    async fn lift(self: Box<Self>) -> Result<()>;
+}
+
 /// One pass of a copy job, as asked of [`ShardStore::copy_room`].
 ///
 /// Borrowed sinks rather than owned ones: the caller keeps them (a progress bar, the job table)
@@ -344,6 +429,10 @@ pub enum CopyPass {
     /// Make the target equal to the source (inserts, updates, deletes): repeated until the
     /// delta is small, then once more during the read-only cutover.
     CatchUp,
+    /// Apply only the rows the change log recorded since the last pass (see
+    /// [`ShardStore::track_changes`]): the same result as `CatchUp` for a room tracked since
+    /// before its bulk copy began, at a cost proportional to the writes, not to the room.
+    Changes,
 }
 
 /// How far a copy pass got, saved by the caller so a crashed job resumes instead of restarting.

@@ -162,5 +162,9 @@ async fn remove_half_made(rs: &Roomshard, placement: &mut Placement) -> Result<(
         clear_own_resources,
     )
     .await?;
+    if rs.shards.capabilities().change_log {
+        // The pooled copy stays; its changes need no recording any more.
+        rs.shards.track_changes(room, &rs.schema, false).await?;
+    }
     rs.control.delete_job(room, JobKind::Decentralise).await
 }

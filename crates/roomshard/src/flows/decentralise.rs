@@ -345,6 +345,15 @@ pub async fn decentralise_with(
     // onto another registered store they move as one dump → restore inside the read-only
     // cutover (media still copies while the room stays writable).
     let same_store = from.same_shard_store(&to);
+    // With a change log the catch-up passes apply only what the host wrote since the last one,
+    // and with a write fence the database itself holds the host's writes off during cutover.
+    let caps = rs.shards.capabilities();
+    let use_log = same_store && caps.change_log;
+    let fenced = caps.write_fence;
+    // After a failed parity check the next round compares the whole room once (whatever the
+    // log missed, e.g. a TRUNCATE, which fires no row trigger), then follows the log again.
+    let mut full_check = false;
+    let mut held_fence = None;
 
     // 3. Copy while the pooled room stays writable: bulk, then catch-up passes until the delta
     //    is small. 4. Cutover: read-only, final catch-up, parity; parity failing reopens writes.
@@ -355,10 +364,15 @@ pub async fn decentralise_with(
     ) {
         if placement.state == PlacementState::Copying {
             progress.emit(ProgressEvent::Phase(Phase::Copy));
-            let resume = job
+            let mut resume = job
                 .snapshot()
                 .checkpoint
                 .filter(|c| c.pass == CopyPass::Bulk);
+            if use_log && !rs.shards.track_changes(room, &rs.schema, true).await? {
+                // Tracking starts now: rows an earlier, untracked bulk pass copied may have
+                // changed unrecorded since, so the bulk copy starts over (it upserts).
+                resume = None;
+            }
             if same_store {
                 copy_pass(rs, from, to, CopyPass::Bulk, resume, &job, progress).await?;
             }
@@ -366,7 +380,13 @@ pub async fn decentralise_with(
             progress.emit(ProgressEvent::Phase(Phase::CatchUp));
             for _ in 0..MAX_CATCH_UP_PASSES {
                 let rows = if same_store {
-                    copy_pass(rs, from, to, CopyPass::CatchUp, None, &job, progress).await?
+                    let pass = if use_log && !full_check {
+                        CopyPass::Changes
+                    } else {
+                        CopyPass::CatchUp
+                    };
+                    full_check = false;
+                    copy_pass(rs, from, to, pass, None, &job, progress).await?
                 } else {
                     0
                 };
@@ -390,8 +410,20 @@ pub async fn decentralise_with(
         let limit = rs.config.cutover_limit;
         let started = std::time::Instant::now();
         let checked = tokio::time::timeout(limit, async {
+            // The fence waits for the host's writes in flight and refuses new ones; dropped
+            // with this future on a timeout or an error, it reopens them.
+            let fence = if fenced {
+                Some(rs.shards.fence_writes(room, &rs.schema, limit).await?)
+            } else {
+                None
+            };
             if same_store {
-                copy_pass(rs, from, to, CopyPass::CatchUp, None, &job, progress).await?;
+                let pass = if use_log && !full_check {
+                    CopyPass::Changes
+                } else {
+                    CopyPass::CatchUp
+                };
+                copy_pass(rs, from, to, pass, None, &job, progress).await?;
             } else {
                 replace_rows(rs, from, to, progress).await?;
             }
@@ -401,7 +433,7 @@ pub async fn decentralise_with(
             let target = own.shards.parity(&dedicated, &rs.schema).await?;
             let tables = source.mismatched_tables(&target);
             let media = media_difference(from, to).await?;
-            Ok::<_, Error>((tables, media))
+            Ok::<_, Error>((fence, tables, media))
         })
         .await;
         let cutover_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -426,8 +458,11 @@ pub async fn decentralise_with(
             }
             continue;
         };
-        let (tables, media) = checked?;
+        let (fence, tables, media) = checked?;
         if tables.is_empty() && media.is_none() {
+            // Held through the flip and the pooled copy's removal: a host write that missed
+            // the placement change must not land in rows about to be deleted.
+            held_fence = fence;
             rs.move_placement(
                 &mut placement,
                 PlacementState::Sovereign,
@@ -437,6 +472,10 @@ pub async fn decentralise_with(
             )
             .await?;
         } else {
+            if let Some(fence) = fence {
+                fence.lift().await?;
+            }
+            full_check = true;
             cutovers += 1;
             rs.move_placement(
                 &mut placement,
@@ -461,8 +500,19 @@ pub async fn decentralise_with(
     let parity = own.shards.parity(&dedicated, &rs.schema).await?;
     let receipt = receipt_for(rs, &placement, &parity).await?;
     progress.emit(ProgressEvent::Phase(Phase::Cleanup));
+    if fenced {
+        // For good: a host that read the placement before the flip cannot write rows nothing
+        // reads any more (a retry re-routes to the shard).
+        rs.shards.retire_pooled(room, &rs.schema, true).await?;
+    }
     rs.shards.drop_room(&pooled, &rs.schema).await?;
     rs.media.purge(&pooled).await?;
+    if let Some(fence) = held_fence {
+        fence.lift().await?;
+    }
+    if use_log {
+        rs.shards.track_changes(room, &rs.schema, false).await?;
+    }
     let rows: u64 = parity.tables.iter().map(|t| t.rows).sum();
     rs.audit(
         "decentralise.finished",

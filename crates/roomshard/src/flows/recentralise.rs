@@ -122,6 +122,10 @@ pub async fn recentralise(
              the shard still serves, run recentralise again"
         )));
     }
+    if rs.shards.capabilities().write_fence {
+        // The shared tables take the room's writes again.
+        rs.shards.retire_pooled(room, &rs.schema, false).await?;
+    }
     rs.move_placement(
         &mut placement,
         PlacementState::Pooled,
