@@ -354,6 +354,8 @@ pub async fn decentralise_with(
     // log missed, e.g. a TRUNCATE, which fires no row trigger), then follows the log again.
     let mut full_check = false;
     let mut held_fence = None;
+    // The shard's parity as checked at the flip, for the receipt (a resumed job hashes again).
+    let mut flipped_parity = None;
 
     // 3. Copy while the pooled room stays writable: bulk, then catch-up passes until the delta
     //    is small. 4. Cutover: read-only, final catch-up, parity; parity failing reopens writes.
@@ -429,11 +431,15 @@ pub async fn decentralise_with(
             }
             reconcile_media(from, to).await?;
             progress.emit(ProgressEvent::Phase(Phase::Parity));
-            let source = rs.shards.parity(&pooled, &rs.schema).await?;
-            let target = own.shards.parity(&dedicated, &rs.schema).await?;
+            // Both sides at once (two sessions, two server processes): the read-only window
+            // is the longer of the two hashes, not their sum.
+            let (source, target) = tokio::try_join!(
+                rs.shards.parity(&pooled, &rs.schema),
+                own.shards.parity(&dedicated, &rs.schema),
+            )?;
             let tables = source.mismatched_tables(&target);
             let media = media_difference(from, to).await?;
-            Ok::<_, Error>((fence, tables, media))
+            Ok::<_, Error>((fence, tables, media, target))
         })
         .await;
         let cutover_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -458,10 +464,11 @@ pub async fn decentralise_with(
             }
             continue;
         };
-        let (fence, tables, media) = checked?;
+        let (fence, tables, media, target) = checked?;
         if tables.is_empty() && media.is_none() {
-            // Held through the flip and the pooled copy's removal: a host write that missed
-            // the placement change must not land in rows about to be deleted.
+            flipped_parity = Some(target);
+            // Held through the flip until the pooled rows are retired: a host write that
+            // missed the placement change must not land in rows nothing reads any more.
             held_fence = fence;
             rs.move_placement(
                 &mut placement,
@@ -495,24 +502,28 @@ pub async fn decentralise_with(
         }
     }
 
-    // 5. Receipt, then cleanup of the pooled copy (the shard is authoritative now).
-    progress.emit(ProgressEvent::Phase(Phase::Receipt));
-    let parity = own.shards.parity(&dedicated, &rs.schema).await?;
-    let receipt = receipt_for(rs, &placement, &parity).await?;
-    progress.emit(ProgressEvent::Phase(Phase::Cleanup));
+    // 5. Writes reopen — in the shard: the pooled rows are retired for good first, so a host
+    //    that read the placement before the flip gets "moved" and retries there — then the
+    //    receipt, then the pooled copy goes (the shard is authoritative now).
     if fenced {
-        // For good: a host that read the placement before the flip cannot write rows nothing
-        // reads any more (a retry re-routes to the shard).
         rs.shards.retire_pooled(room, &rs.schema, true).await?;
     }
-    rs.shards.drop_room(&pooled, &rs.schema).await?;
-    rs.media.purge(&pooled).await?;
     if let Some(fence) = held_fence {
         fence.lift().await?;
     }
+    progress.emit(ProgressEvent::Phase(Phase::Receipt));
+    let parity = match flipped_parity {
+        Some(parity) => parity,
+        None => own.shards.parity(&dedicated, &rs.schema).await?,
+    };
+    let receipt = receipt_for(rs, &placement, &parity).await?;
+    progress.emit(ProgressEvent::Phase(Phase::Cleanup));
     if use_log {
+        // Before the drop, so the pooled rows' deletion is not logged row by row.
         rs.shards.track_changes(room, &rs.schema, false).await?;
     }
+    rs.shards.drop_room(&pooled, &rs.schema).await?;
+    rs.media.purge(&pooled).await?;
     let rows: u64 = parity.tables.iter().map(|t| t.rows).sum();
     rs.audit(
         "decentralise.finished",
