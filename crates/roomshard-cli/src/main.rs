@@ -66,6 +66,10 @@ enum Command {
     /// List every room placement of a home.
     #[command(after_help = EXIT_CODES)]
     Rooms(commands::rooms::RoomsArgs),
+    /// A room's rows per table, the bytes they take (a PostgreSQL room schema's
+    /// `pg_total_relation_size`, a shard file's size) and its media.
+    #[command(after_help = EXIT_CODES)]
+    Usage(commands::usage::UsageArgs),
     /// Move a pooled room into its own shard, bucket and key (resumes an interrupted run), and
     /// print its Sovereignty Receipt; `--plan` only prints what it would do.
     #[command(after_help = EXIT_CODES)]
@@ -166,6 +170,7 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Demo(args) => demo::run(&args),
         Command::Seed(args) => seed::run(&args),
         Command::Rooms(args) => rooms::run(&args),
+        Command::Usage(args) => usage::run(&args),
         Command::Decentralise(args) => placement::decentralise(&args),
         Command::Recentralise(args) => placement::recentralise(&args),
         Command::Abort(args) => placement::abort(&args),

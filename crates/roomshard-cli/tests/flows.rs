@@ -1796,3 +1796,38 @@ fn decentralise_cutover_limit_aborts_and_reopens_writes() {
     );
     assert_eq!(shard_parity(&home, "bounded"), before);
 }
+
+/// `usage`: rows per table equal to the room's parity counts, bytes of its rows and its media,
+/// read from the copy that serves it before and after a decentralise; a sealed room says so.
+#[test]
+fn usage_reports_rows_bytes_and_media_where_the_room_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    seed(&home, "metered", 300, 4, 200_000);
+    let check = |state: &str, parity: &Parity| -> serde_json::Value {
+        let out = cli(&["usage", "metered", "--home", s(&home), "--json"], 0);
+        let u = stdout_json(&out);
+        assert_eq!(u["state"], state, "{u}");
+        assert_eq!(u["rows"], total_rows(parity), "{u}");
+        for t in &parity.tables {
+            assert_eq!(u["tables"][&t.table], t.rows, "table {} in {u}", t.table);
+        }
+        assert_eq!(u["objects"], 4, "{u}");
+        assert_eq!(u["media_bytes"], 200_000, "{u}");
+        // At least the bytes of the message bodies themselves.
+        let bytes = u["shard_bytes"].as_u64().expect("shard_bytes");
+        assert!(bytes > 300 * 20, "{u}");
+        u
+    };
+    check("pooled", &parity(&home, Scope::Pooled(room("metered"))));
+    cli(&["decentralise", "metered", "--home", s(&home)], 0);
+    let u = check("sovereign", &shard_parity(&home, "metered"));
+    let text = cli(&["usage", "metered", "--home", s(&home)], 0);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("room metered (sovereign)"), "{text}");
+    assert!(text.contains(&format!("rows   {}", u["rows"])), "{text}");
+    assert!(text.contains("4 objects"), "{text}");
+    cli(&["revoke", "metered", "--home", s(&home)], 0);
+    let sealed = cli(&["usage", "metered", "--home", s(&home)], 1);
+    assert_stderr_has(&sealed, "sealed");
+}

@@ -10,6 +10,7 @@ pub mod placement;
 pub mod receipt;
 pub mod rooms;
 pub mod seed;
+pub mod usage;
 pub mod verify;
 
 use std::fmt::Display;

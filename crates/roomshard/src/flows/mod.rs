@@ -9,6 +9,7 @@ pub mod export;
 pub mod import;
 pub mod recentralise;
 pub mod rotate;
+pub mod usage;
 
 pub use abort::{AbortOutcome, abort};
 pub use access::{regrant, revoke};
@@ -23,3 +24,4 @@ pub use import::{
 };
 pub use recentralise::recentralise;
 pub use rotate::rotate;
+pub use usage::{RoomUsage, usage};
