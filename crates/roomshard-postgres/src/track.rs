@@ -257,40 +257,7 @@ impl PgShardStore {
     pub(crate) async fn track(&self, room: &RoomId, schema: &RoomSchema, on: bool) -> Result<bool> {
         let ns = self.shared_ns();
         if !on {
-            let mut s = Session::begin(self.pool(), Mode::Write, "untracking a room").await?;
-            let exists: bool =
-                sqlx::query("SELECT to_regclass(quote_ident($1) || '.' || $2) IS NOT NULL")
-                    .bind(&ns.name)
-                    .bind(TRACKED_TABLE)
-                    .fetch_one(s.conn())
-                    .await
-                    .map_err(db_err("untracking a room"))?
-                    .try_get(0)
-                    .map_err(db_err("untracking a room"))?;
-            if !exists {
-                s.rollback("untracking a room").await?;
-                return Ok(false);
-            }
-            let was = q(format!(
-                "DELETE FROM {}.\"{TRACKED_TABLE}\" WHERE room = $1",
-                ns.quoted
-            ))
-            .bind(room.as_str())
-            .execute(s.conn())
-            .await
-            .map_err(db_err("untracking a room"))?
-            .rows_affected()
-                > 0;
-            q(format!(
-                "DELETE FROM {}.\"{CHANGE_LOG_TABLE}\" WHERE room = $1",
-                ns.quoted
-            ))
-            .bind(room.as_str())
-            .execute(s.conn())
-            .await
-            .map_err(db_err("clearing a room's change log"))?;
-            s.commit("untracking a room").await?;
-            return Ok(was);
+            return self.untrack(room).await;
         }
         self.install_change_log(schema).await?;
         let mut s = Session::begin(self.pool(), Mode::Write, "tracking a room").await?;
@@ -308,11 +275,68 @@ impl PgShardStore {
         if added {
             // A write whose trigger ran before the commit above saw the room untracked and
             // logged nothing, yet may commit after the bulk copy read its row: wait for every
-            // such write (each holds the room's fence lock in shared mode until it ends).
-            let barrier = self.fence(room, schema, TRACK_BARRIER_WAIT).await?;
-            barrier.lift().await?;
+            // such write (each holds the room's fence lock in shared mode until it ends). New
+            // writes are refused while the barrier waits, so it waits in short attempts with the
+            // room writable between them, rather than once for long behind a slow transaction.
+            let mut attempt = 1;
+            loop {
+                match self.fence(room, schema, TRACK_BARRIER_WAIT).await {
+                    Ok(barrier) => {
+                        barrier.lift().await?;
+                        break;
+                    }
+                    Err(e) if e.is_retryable() && attempt < TRACK_BARRIER_ATTEMPTS => {
+                        attempt += 1;
+                        tokio::time::sleep(TRACK_BARRIER_WAIT).await;
+                    }
+                    Err(e) => {
+                        // Not tracked after all: a later call starts over cleanly.
+                        self.untrack(room).await?;
+                        return Err(e);
+                    }
+                }
+            }
         }
         Ok(!added)
+    }
+
+    /// Stops tracking `room` and forgets its logged changes.
+    async fn untrack(&self, room: &RoomId) -> Result<bool> {
+        let ns = self.shared_ns();
+        let mut s = Session::begin(self.pool(), Mode::Write, "untracking a room").await?;
+        let exists: bool =
+            sqlx::query("SELECT to_regclass(quote_ident($1) || '.' || $2) IS NOT NULL")
+                .bind(&ns.name)
+                .bind(TRACKED_TABLE)
+                .fetch_one(s.conn())
+                .await
+                .map_err(db_err("untracking a room"))?
+                .try_get(0)
+                .map_err(db_err("untracking a room"))?;
+        if !exists {
+            s.rollback("untracking a room").await?;
+            return Ok(false);
+        }
+        let was = q(format!(
+            "DELETE FROM {}.\"{TRACKED_TABLE}\" WHERE room = $1",
+            ns.quoted
+        ))
+        .bind(room.as_str())
+        .execute(s.conn())
+        .await
+        .map_err(db_err("untracking a room"))?
+        .rows_affected()
+            > 0;
+        q(format!(
+            "DELETE FROM {}.\"{CHANGE_LOG_TABLE}\" WHERE room = $1",
+            ns.quoted
+        ))
+        .bind(room.as_str())
+        .execute(s.conn())
+        .await
+        .map_err(db_err("clearing a room's change log"))?;
+        s.commit("untracking a room").await?;
+        Ok(was)
     }
 
     /// `retire_pooled` (see the trait).
@@ -513,8 +537,11 @@ impl PgShardStore {
 /// How long installing a trigger waits for the writes in flight on its table.
 pub const INSTALL_LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// How long turning tracking on waits for the room's writes in flight.
-const TRACK_BARRIER_WAIT: Duration = Duration::from_secs(30);
+/// How long one attempt of turning tracking on waits for the room's writes in flight (new
+/// writes are refused meanwhile), and the pause between attempts.
+const TRACK_BARRIER_WAIT: Duration = Duration::from_millis(500);
+/// Attempts before turning tracking on gives up (retryable).
+const TRACK_BARRIER_ATTEMPTS: u32 = 10;
 
 /// A held fence: a session outside the pool holding the room's fence lock exclusively.
 struct PgWriteFence {

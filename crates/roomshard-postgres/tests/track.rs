@@ -462,3 +462,50 @@ async fn a_fence_waits_for_writes_in_flight_refuses_new_ones_and_dies_with_its_h
     store.retire_pooled(&room, &schema(), false).await.unwrap();
     host_write(&host, "fenced", 106).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_waits_for_a_slow_write_in_short_attempts_with_the_room_writable_between() {
+    let cluster = Cluster::start();
+    let store = std::sync::Arc::new(store(&cluster).await);
+    let host = host(&cluster).await;
+    let room = seeded_room(&store, "slow", 0).await;
+    store.install_change_log(&schema()).await.unwrap();
+    let mut slow = host.begin().await.unwrap();
+    sqlx::query("UPDATE public.messages SET body = 'slow' WHERE room_id = 'slow' AND id = 1")
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    let tracking = {
+        let store = store.clone();
+        let room = room.clone();
+        tokio::spawn(async move { store.track_changes(&room, &schema(), true).await })
+    };
+    // While the barrier waits for the slow write, the room takes writes between its attempts.
+    let (mut accepted, mut refused) = (0, 0);
+    let started = std::time::Instant::now();
+    let mut id = 500;
+    while started.elapsed() < Duration::from_millis(2_500) {
+        match host_write(&host, "slow", id).await {
+            Ok(()) => accepted += 1,
+            Err(e) if is_cutover_refusal(&e) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!tracking.is_finished(), "tracking waits for the slow write");
+    assert!(
+        accepted > 10 && refused > 0,
+        "accepted {accepted}, refused {refused}"
+    );
+    slow.commit().await.unwrap();
+    let was = tokio::time::timeout(Duration::from_secs(5), tracking)
+        .await
+        .expect("tracking finishes once the slow write ends")
+        .unwrap()
+        .unwrap();
+    assert!(!was);
+    // Tracked from here: a write is logged.
+    host_write(&host, "slow", 9_999).await.unwrap();
+    assert!(log_rows(&cluster, "slow").await >= 1);
+}
