@@ -304,16 +304,7 @@ impl PgShardStore {
     async fn untrack(&self, room: &RoomId) -> Result<bool> {
         let ns = self.shared_ns();
         let mut s = Session::begin(self.pool(), Mode::Write, "untracking a room").await?;
-        let exists: bool =
-            sqlx::query("SELECT to_regclass(quote_ident($1) || '.' || $2) IS NOT NULL")
-                .bind(&ns.name)
-                .bind(TRACKED_TABLE)
-                .fetch_one(s.conn())
-                .await
-                .map_err(db_err("untracking a room"))?
-                .try_get(0)
-                .map_err(db_err("untracking a room"))?;
-        if !exists {
+        if !tracked_table_exists(s.conn(), &ns).await? {
             s.rollback("untracking a room").await?;
             return Ok(false);
         }
@@ -510,15 +501,7 @@ impl PgShardStore {
             .acquire()
             .await
             .map_err(db_err("checking a room's tracking"))?;
-        let exists: bool =
-            sqlx::query("SELECT to_regclass(quote_ident($1) || '.' || $2) IS NOT NULL")
-                .bind(&ns.name)
-                .bind(TRACKED_TABLE)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(db_err("checking a room's tracking"))?
-                .try_get(0)
-                .map_err(db_err("checking a room's tracking"))?;
+        let exists = tracked_table_exists(&mut conn, &ns).await?;
         if !exists {
             return Ok(false);
         }
@@ -532,6 +515,18 @@ impl PgShardStore {
         .map_err(db_err("checking a room's tracking"))?;
         Ok(row.is_some())
     }
+}
+
+/// Whether the shared schema has the tracked-rooms table yet (it appears with the triggers).
+async fn tracked_table_exists(conn: &mut PgConnection, ns: &Ns) -> Result<bool> {
+    sqlx::query("SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2)) IS NOT NULL")
+        .bind(&ns.name)
+        .bind(TRACKED_TABLE)
+        .fetch_one(conn)
+        .await
+        .map_err(db_err("checking the change log"))?
+        .try_get(0)
+        .map_err(db_err("checking the change log"))
 }
 
 /// How long installing a trigger waits for the writes in flight on its table.
