@@ -36,8 +36,9 @@ cargo deny --locked check bans licenses sources
 step "cargo package (every crate meant for crates.io packages)"
 # --no-verify: building the packaged crates would need them on crates.io already (they depend on
 # each other); what this checks is that every manifest, readme, license and dependency version is
-# publishable. The benches and interop tests are publish = false.
+# publishable. The benches, interop tests and the example API are publish = false.
 cargo package --workspace --exclude roomshard-benches --exclude roomshard-interop-tests \
+  --exclude roomshard-example-mesh-api \
   --no-verify --locked --quiet
 
 step "cargo test (workspace)"
@@ -48,7 +49,7 @@ step "the flow tests again, on PostgreSQL (ROOMSHARD_TEST_BACKEND=postgres)"
 # on one PostgreSQL 15 cluster per test binary. The CLI tests that are about SQLite itself (raw
 # edits of the global file, sqlite:// URLs, an adopted database file) run on SQLite only.
 ROOMSHARD_TEST_BACKEND=postgres cargo test --locked -p roomshard \
-  --test lifecycle --test export_import --test roundtrip_prop
+  --test lifecycle --test export_import --test roundtrip_prop --test router
 ROOMSHARD_TEST_BACKEND=postgres cargo test --locked -p roomshard-cli --test flows -- \
   --skip audit_verify_detects_a_truncated_tail_by_receipt_anchors_and_expect_head \
   --skip provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets \

@@ -10,7 +10,10 @@
 //!   table without a key, the primary key built afterwards — the fastest plain SQL can do;
 //! - `dump_rows`: `dump` of the room (COPY TO STDOUT, normalised, chunked) against
 //!   `psql -c "COPY (SELECT …) TO STDOUT"` into `/dev/null`;
-//! - `route_ns_p99`: a `route` call per request, against the 2 µs goal;
+//! - `route_ns_p99`: a cached `Router::route` (the runtime router) over 10 000 rooms, against the
+//!   2 µs goal; `acquire_ms_p50` / `_p99`: 200 tasks taking a routed transaction (the pool wait
+//!   and the database's guard) under a budget of 16 connections, against a plain sqlx pool of 16
+//!   taking `BEGIN; SELECT 1` at the same concurrency;
 //! - `cutover_ms`, `write_pause_ms_p50` / `_p99` / `_max`: a whole decentralise of a room while
 //!   a host writes into it at 1 000 writes/s (open loop: a write is scheduled every millisecond
 //!   whatever the previous ones do), each write retried while the write fence refuses it and
@@ -222,23 +225,7 @@ async fn run(cluster: &Cluster, rows: u64, schemas: usize) -> std::result::Resul
         sink.0 as f64 / 1e6
     );
 
-    // Route: once per request.
-    let mut ns = Vec::with_capacity(10_000);
-    for n in 0..10_000u64 {
-        let r = RoomId::new(format!("r{n}")).map_err(err)?;
-        let scope = Scope::Pooled(r);
-        let started = Instant::now();
-        let handle = store.route(&scope).await.map_err(err)?;
-        ns.push(started.elapsed().as_nanos() as f64);
-        std::hint::black_box(handle);
-    }
-    ns.sort_by(f64::total_cmp);
-    let p99 = percentile(&ns, 0.99);
-    println!(
-        "route_ns_p99: {p99:.0} ns (baseline: goal 2000 ns, ratio: {:.3}) [10000 rooms, p50 {:.0} ns]",
-        p99 / 2000.0,
-        percentile(&ns, 0.5)
-    );
+    router_figures(cluster).await?;
     cutover_under_writes(cluster, rows / 2).await
 }
 
@@ -330,15 +317,7 @@ async fn cutover_under_writes(cluster: &Cluster, rows: u64) -> std::result::Resu
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let err = |e: roomshard_core::Error| e.to_string();
-    cluster.createdb("cutover");
-    let url = ProviderUrl::parse(&cluster.url("cutover"), "--control").map_err(err)?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut options = roomshard::home::HomeOptions::default();
-    options.providers.control = Some(url.clone());
-    options.providers.shards = Some(ProviderUrl::parse(url.expose(), "--shards").map_err(err)?);
-    let home = roomshard::home::Home::open(dir.path(), messages(), options)
-        .await
-        .map_err(err)?;
+    let (_dir, home, url) = pg_home(cluster, "cutover").await?;
     cluster.query(
         "cutover",
         &format!(
@@ -424,6 +403,153 @@ async fn cutover_under_writes(cluster: &Cluster, rows: u64) -> std::result::Resu
             v / 1000.0,
             paused.len()
         );
+    }
+    Ok(())
+}
+
+/// A home whose control plane and shards are the new database `db` of `cluster`, for the
+/// bench schema; the directory lives as long as the returned guard.
+async fn pg_home(
+    cluster: &Cluster,
+    db: &str,
+) -> std::result::Result<(tempfile::TempDir, roomshard::home::Home, ProviderUrl), String> {
+    let err = |e: roomshard_core::Error| e.to_string();
+    cluster.createdb(db);
+    let url = ProviderUrl::parse(&cluster.url(db), "--control").map_err(err)?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut options = roomshard::home::HomeOptions::default();
+    options.providers.control = Some(url.clone());
+    options.providers.shards = Some(ProviderUrl::parse(url.expose(), "--shards").map_err(err)?);
+    let home = roomshard::home::Home::open(dir.path(), messages(), options)
+        .await
+        .map_err(err)?;
+    Ok((dir, home, url))
+}
+
+/// The runtime router over 10 000 pooled rooms (see the module docs).
+async fn router_figures(cluster: &Cluster) -> std::result::Result<(), String> {
+    use roomshard::router::{Router, RouterConfig};
+    use roomshard_postgres::PgPools;
+    const ROOMS: u64 = 10_000;
+    const TASKS: usize = 200;
+    const PER_TASK: usize = 50;
+    const BUDGET: u32 = 16;
+    let err = |e: roomshard_core::Error| e.to_string();
+    let (_dir, home, _) = pg_home(cluster, "router").await?;
+    let roomshard::home::HomeShards::Postgres(store) = &home.shards else {
+        return Err("the router bench needs PostgreSQL shards".into());
+    };
+    let router = Router::new(
+        home.roomshard.clone(),
+        PgPools::new(store.clone()),
+        RouterConfig {
+            budget_per_server: BUDGET,
+            // Longer than the warm-up, so every measured lookup is a cache hit.
+            placement_ttl: std::time::Duration::from_secs(600),
+            ..RouterConfig::default()
+        },
+    );
+    let rooms: Vec<RoomId> = (0..ROOMS)
+        .map(|n| RoomId::new(format!("r{n}")))
+        .collect::<Result<_>>()
+        .map_err(err)?;
+    for room in &rooms {
+        std::hint::black_box(router.route(room).await.map_err(err)?);
+    }
+    let mut ns = Vec::with_capacity(rooms.len());
+    // A stride through the rooms, so consecutive lookups hit different cache entries.
+    for k in 0..ROOMS {
+        let room = &rooms[((k * 7919) % ROOMS) as usize];
+        let started = Instant::now();
+        let route = router.route(room).await.map_err(err)?;
+        ns.push(started.elapsed().as_nanos() as f64);
+        std::hint::black_box(route);
+    }
+    let ns = sorted(ns);
+    let p99 = percentile(&ns, 0.99);
+    let m = router.metrics();
+    println!(
+        "route_ns_p99: {p99:.0} ns (baseline: goal 2000 ns, ratio: {:.3}) [{ROOMS} rooms cached, p50 {:.0} ns, {} hits]",
+        p99 / 2000.0,
+        percentile(&ns, 0.5),
+        m.hits
+    );
+
+    // Acquire under the budget: the router's routed transactions vs a plain pool of the budget.
+    let plain = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(BUDGET)
+        .connect_lazy_with((*store.pool().connect_options()).clone());
+    let rooms = std::sync::Arc::new(rooms);
+    let mut ours = Vec::new();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (router, rooms) = (router.clone(), rooms.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut waits = Vec::with_capacity(PER_TASK);
+            for i in 0..PER_TASK {
+                let room = &rooms[(t * PER_TASK + i) % rooms.len()];
+                let started = Instant::now();
+                let mut tx = router
+                    .route(room)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .begin()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                waits.push(started.elapsed().as_secs_f64() * 1000.0);
+                sqlx::query("SELECT 1")
+                    .execute(&mut *tx.conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tx.conn.commit().await.map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(waits)
+        }));
+    }
+    for t in tasks {
+        ours.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    let mut base = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let plain = plain.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut waits = Vec::with_capacity(PER_TASK);
+            for _ in 0..PER_TASK {
+                let started = Instant::now();
+                let mut tx = plain.begin().await.map_err(|e| e.to_string())?;
+                sqlx::query("SELECT 1")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                waits.push(started.elapsed().as_secs_f64() * 1000.0);
+                sqlx::query("SELECT 1")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tx.commit().await.map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(waits)
+        }));
+    }
+    for t in tasks {
+        base.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    let (ours, base) = (sorted(ours), sorted(base));
+    let m = router.metrics();
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (v, b) = (percentile(&ours, p), percentile(&base, p));
+        println!(
+            "acquire_ms_{name}: {v:.2} ms (baseline: a plain sqlx pool of {BUDGET}, BEGIN + SELECT 1, {b:.2} ms, ratio: {:.2}) [{TASKS} tasks x {PER_TASK} requests, budget {BUDGET}; {} connections open after]",
+            v / b.max(1e-9),
+            m.open_connections
+        );
+    }
+    if m.open_connections > u64::from(BUDGET) {
+        return Err(format!(
+            "{} connections > budget {BUDGET}",
+            m.open_connections
+        ));
     }
     Ok(())
 }

@@ -17,7 +17,9 @@
 //!
 //! The tables read are the Mesh reference schema's (`rooms`, `members`, `messages`,
 //! `attachments`, `reactions`; see `examples/mesh`), in the room's current scope: the shared
-//! tables (filtered by `room_id`) for a pooled room, its own shard for a dedicated one.
+//! tables (filtered by `room_id`) for a pooled room, its own shard for a dedicated one. A room
+//! page reads them through the runtime router (`roomshard::router`, on `SqlitePools`), as a
+//! Mesh host would: bounded pools per file, sealed rooms refused there.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -31,11 +33,14 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use roomshard::home::{Home, HomeShards};
+use roomshard::router::{Routed, Router as RoomRouter, RouterConfig};
+use roomshard_core::Identifier;
 use roomshard_core::{Error, MediaStore, ObjectKey, PlacementState, Result, RoomId, Scope};
+use roomshard_sqlite::SqlitePools;
 use roomshard_sqlite::SqliteShardStore;
 use serde::Deserialize;
-use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
+use sqlx::SqliteConnection;
+use sqlx::{AssertSqlSafe, Row};
 
 /// Most messages one room page shows (the latest ones; older pages via `?before=`).
 pub const PAGE_MESSAGES: i64 = 200;
@@ -68,7 +73,7 @@ pub async fn serve(home: Home, addr: SocketAddr) -> Result<()> {
         "roomshard lite: serving {} at http://{local}/ (Ctrl-C to stop)",
         home.dir().display()
     );
-    axum::serve(listener, router(home))
+    axum::serve(listener, router(home)?)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| Error::unavailable(format!("serving on {local}"), false, e))?;
@@ -78,7 +83,7 @@ pub async fn serve(home: Home, addr: SocketAddr) -> Result<()> {
 
 /// The home's SQLite store: the pages read the embedded default's tables with SQLite SQL.
 /// A PostgreSQL home is refused with what to do instead, never half served.
-fn sqlite_shards(home: &Home) -> Result<&SqliteShardStore> {
+fn sqlite_shards(home: &Home) -> Result<&std::sync::Arc<SqliteShardStore>> {
     match &home.shards {
         HomeShards::Sqlite(s) => Ok(s),
         HomeShards::Postgres(_) => Err(Error::unsupported(
@@ -97,16 +102,29 @@ async fn shutdown_signal() {
     }
 }
 
+/// What the pages share: the home, and the runtime router the room pages read rows through
+/// (pooled and sovereign rooms alike, sealed rooms refused there).
+#[derive(Clone)]
+struct Lite {
+    home: Home,
+    rooms: RoomRouter<SqlitePools>,
+}
+
 /// Mesh-Lite's routes over `home` (see the [module docs](self)); bind it anywhere, e.g. on
 /// `127.0.0.1:0` in tests.
-pub fn router(home: Home) -> Router {
-    Router::new()
+///
+/// # Errors
+/// [`Error::Unsupported`] for a home whose shards are not on SQLite.
+pub fn router(home: Home) -> Result<Router> {
+    let pools = SqlitePools::new(sqlite_shards(&home)?.clone());
+    let rooms = RoomRouter::new(home.roomshard.clone(), pools, RouterConfig::default());
+    Ok(Router::new()
         .route("/", get(index))
         .route("/rooms/{room}", get(room_page))
         .route("/media/{*path}", get(media))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { page_error(StatusCode::NOT_FOUND, "Not found", "No such page.") })
-        .with_state(home)
+        .with_state(Lite { home, rooms }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -235,7 +253,7 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response {
 // ---------------------------------------------------------------------------------------------
 // GET /
 
-async fn index(State(home): State<Home>) -> std::result::Result<Response, PageError> {
+async fn index(State(Lite { home, .. }): State<Lite>) -> std::result::Result<Response, PageError> {
     let mut placements = home.roomshard.control.placements().await?;
     placements.sort_by(|a, b| a.room.as_str().cmp(b.room.as_str()));
     let known: HashSet<String> = placements.iter().map(|p| p.room.to_string()).collect();
@@ -337,7 +355,7 @@ fn db_error(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
 }
 
 async fn room_page(
-    State(home): State<Home>,
+    State(Lite { home, rooms }): State<Lite>,
     Path(room): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> std::result::Result<Response, PageError> {
@@ -350,13 +368,18 @@ async fn room_page(
         Some(p) => p.scope(),
         None => Scope::Pooled(room.clone()),
     };
-    let pool = sqlite_shards(&home)?.pool_for(&scope).await?;
+    let mut routed = rooms.route(&room).await?.begin().await?;
+    let t = Tables::of(&routed)?;
+    let conn = &mut *routed.conn;
 
-    let info = sqlx::query("SELECT name, topic, created_at FROM \"rooms\" WHERE room_id = ?1")
-        .bind(room.as_str())
-        .fetch_optional(&pool)
-        .await
-        .map_err(db_error("reading the room"))?;
+    let info = sqlx::query(AssertSqlSafe(format!(
+        "SELECT name, topic, created_at FROM {} WHERE room_id = ?1",
+        t.rooms
+    )))
+    .bind(room.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error("reading the room"))?;
     let (name, topic, created_at) = match info {
         Some(row) => (
             row.try_get::<Option<String>, _>(0)
@@ -373,12 +396,15 @@ async fn room_page(
         None => (room.to_string(), None, None),
     };
 
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM \"messages\" WHERE room_id = ?1")
-        .bind(room.as_str())
-        .fetch_one(&pool)
-        .await
-        .map_err(db_error("counting messages"))?;
-    let mut messages = fetch_messages(&pool, &room, query.before).await?;
+    let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {} WHERE room_id = ?1",
+        t.messages
+    )))
+    .bind(room.as_str())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error("counting messages"))?;
+    let mut messages = fetch_messages(conn, &t, &room, query.before).await?;
     let has_older = messages.len() as i64 > PAGE_MESSAGES;
     if has_older {
         messages.truncate(PAGE_MESSAGES as usize);
@@ -389,8 +415,9 @@ async fn room_page(
         messages.first().map_or(0, |m| m.id),
         messages.last().map_or(-1, |m| m.id),
     );
-    let attachments = fetch_attachments(&pool, &room, first, last, &shown).await?;
-    let reactions = fetch_reactions(&pool, &room, first, last, &shown).await?;
+    let attachments = fetch_attachments(conn, &t, &room, first, last, &shown).await?;
+    let reactions = fetch_reactions(conn, &t, &room, first, last, &shown).await?;
+    drop(routed);
 
     // Sign each attachment's URL once (a sealed dedicated room fails here with Error::Sealed).
     let mut urls: BTreeMap<String, String> = BTreeMap::new();
@@ -460,31 +487,52 @@ async fn room_page(
     Ok(html(StatusCode::OK, &name, &body))
 }
 
+/// The Mesh tables' names as SQL on a routed connection (`"main"."messages"` in the global
+/// database, `"messages"` in a shard file).
+struct Tables {
+    rooms: String,
+    members: String,
+    messages: String,
+    attachments: String,
+    reactions: String,
+}
+
+impl Tables {
+    fn of<C>(routed: &Routed<C>) -> Result<Self> {
+        let name = |t: &str| Ok::<_, Error>(routed.qualify(&Identifier::new(t)?));
+        Ok(Tables {
+            rooms: name("rooms")?,
+            members: name("members")?,
+            messages: name("messages")?,
+            attachments: name("attachments")?,
+            reactions: name("reactions")?,
+        })
+    }
+}
+
 async fn fetch_messages(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
+    t: &Tables,
     room: &RoomId,
     before: Option<i64>,
 ) -> Result<Vec<MessageRow>> {
     // Keyset pagination on the primary key: `?3` is ignored on the first page.
-    let sql = match before {
-        Some(_) => concat!(
-            "SELECT m.id, m.body, m.reply_to, m.sent_at, m.edited, m.author_id, ",
-            "a.display_name, a.user_name FROM \"messages\" m LEFT JOIN \"members\" a ",
-            "ON a.id = m.author_id AND a.room_id = m.room_id WHERE m.room_id = ?1 ",
-            "AND m.id < ?3 ORDER BY m.id DESC LIMIT ?2"
-        ),
-        None => concat!(
-            "SELECT m.id, m.body, m.reply_to, m.sent_at, m.edited, m.author_id, ",
-            "a.display_name, a.user_name FROM \"messages\" m LEFT JOIN \"members\" a ",
-            "ON a.id = m.author_id AND a.room_id = m.room_id WHERE m.room_id = ?1 ",
-            "AND ?3 IS NOT NULL ORDER BY m.id DESC LIMIT ?2"
-        ),
+    let page = match before {
+        Some(_) => "m.id < ?3",
+        None => "?3 IS NOT NULL",
     };
-    let rows = sqlx::query(sql)
+    let sql = format!(
+        "SELECT m.id, m.body, m.reply_to, m.sent_at, m.edited, m.author_id, \
+         a.display_name, a.user_name FROM {} m LEFT JOIN {} a \
+         ON a.id = m.author_id AND a.room_id = m.room_id WHERE m.room_id = ?1 \
+         AND {page} ORDER BY m.id DESC LIMIT ?2",
+        t.messages, t.members
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(room.as_str())
         .bind(PAGE_MESSAGES + 1)
         .bind(before.unwrap_or(0))
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
         .map_err(db_error("reading messages"))?;
     let e = db_error("reading messages");
@@ -509,20 +557,22 @@ async fn fetch_messages(
 }
 
 async fn fetch_attachments(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
+    t: &Tables,
     room: &RoomId,
     first: i64,
     last: i64,
     shown: &HashSet<i64>,
 ) -> Result<BTreeMap<i64, Vec<AttachmentRow>>> {
-    let rows = sqlx::query(
-        "SELECT message_id, object_key, file_name, content_type, size_bytes FROM \"attachments\" \
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT message_id, object_key, file_name, content_type, size_bytes FROM {} \
          WHERE room_id = ?1 AND message_id BETWEEN ?2 AND ?3 ORDER BY id",
-    )
+        t.attachments
+    )))
     .bind(room.as_str())
     .bind(first)
     .bind(last)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
     .map_err(db_error("reading attachments"))?;
     let e = db_error("reading attachments");
@@ -543,20 +593,22 @@ async fn fetch_attachments(
 }
 
 async fn fetch_reactions(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
+    t: &Tables,
     room: &RoomId,
     first: i64,
     last: i64,
     shown: &HashSet<i64>,
 ) -> Result<BTreeMap<i64, Vec<(String, i64)>>> {
-    let rows = sqlx::query(
-        "SELECT message_id, emoji, count(*) FROM \"reactions\" WHERE room_id = ?1 \
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT message_id, emoji, count(*) FROM {} WHERE room_id = ?1 \
          AND message_id BETWEEN ?2 AND ?3 GROUP BY message_id, emoji ORDER BY message_id, emoji",
-    )
+        t.reactions
+    )))
     .bind(room.as_str())
     .bind(first)
     .bind(last)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
     .map_err(db_error("reading reactions"))?;
     let e = db_error("reading reactions");
@@ -666,7 +718,7 @@ fn media_error(e: &Error) -> Response {
     response
 }
 
-async fn media(State(home): State<Home>, uri: Uri) -> Response {
+async fn media(State(Lite { home, .. }): State<Lite>, uri: Uri) -> Response {
     let path_and_query = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string());

@@ -299,7 +299,7 @@ async fn served() -> Served {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = roomshard_cli::lite::router(home.clone());
+    let app = roomshard_cli::lite::router(home.clone()).unwrap();
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });

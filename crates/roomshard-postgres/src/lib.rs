@@ -5,10 +5,13 @@
 //!   dedicated shards are one schema `room_<id>` per sovereign room on the same server.
 //! - [`PgControlPlane`]: roomshard's [`ControlPlane`](roomshard_core::ControlPlane) tables in
 //!   the same database, created by the migrations this crate ships.
+//! - [`PgPools`]: the runtime router's bounded pools per server, with the guard that keeps
+//!   routed requests off a room mid-cutover.
 //! - [`connect`]: opens a pool from a `postgres://` URL with the session settings both rely on
 //!   (UTC, ISO dates, hex `bytea`, shortest floats), so COPY text is the same on every server.
 
 mod control;
+mod pools;
 mod restore;
 mod session;
 mod shard;
@@ -16,6 +19,7 @@ mod sql;
 mod track;
 
 pub use control::PgControlPlane;
+pub use pools::{DEFAULT_ACQUIRE_TIMEOUT, PgPools, ROUTER_APPLICATION_NAME};
 pub use shard::{DEFAULT_BATCH_ROWS, META_TABLE, PgShardStore};
 pub use track::{
     CHANGE_LOG_TABLE, CUTOVER_SQLSTATE, INSTALL_LOCK_WAIT, MOVED_SQLSTATE, RETIRED_TABLE,

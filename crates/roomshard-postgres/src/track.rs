@@ -145,6 +145,37 @@ fn note_function_sql(ns: &Ns) -> String {
     )
 }
 
+/// The guard a routed request's transaction starts with (see [`crate::PgPools`]): the room's
+/// fence lock in shared mode for the transaction, and whether its pooled rows are retired.
+/// Answers `'cutover'`, `'moved'` or `'ok'`; the shared lock, once taken, keeps a fence waiting
+/// until the request's transaction ends, so a request never reads the pooled copy across a flip.
+fn guard_function_sql(ns: &Ns) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {s}.\"roomshard_guard\"(v_room text) \
+         RETURNS text LANGUAGE plpgsql AS $roomshard$\n\
+         BEGIN\n\
+           IF NOT pg_try_advisory_xact_lock_shared(hashtextextended('roomshard:fence:' || v_room, 0)) THEN\n\
+             RETURN 'cutover';\n\
+           END IF;\n\
+           IF EXISTS (SELECT 1 FROM {s}.\"{retired}\" WHERE room = v_room) THEN\n\
+             RETURN 'moved';\n\
+           END IF;\n\
+           RETURN 'ok';\n\
+         END $roomshard$",
+        s = ns.quoted,
+        retired = RETIRED_TABLE,
+    )
+}
+
+/// The retired-rooms table, as both the change log and the router's guard read it.
+fn retired_table_sql(ns: &Ns) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.\"{RETIRED_TABLE}\" (room text PRIMARY KEY, \
+         since timestamptz NOT NULL DEFAULT now())",
+        ns.quoted
+    )
+}
+
 impl PgShardStore {
     /// Installs the change log, the note function and every shared table's trigger, once: a
     /// later call finds them and changes nothing (no DDL lock on the host's tables).
@@ -184,11 +215,8 @@ impl PgShardStore {
                  since timestamptz NOT NULL DEFAULT now())",
                 ns.quoted
             ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {}.\"{RETIRED_TABLE}\" (room text PRIMARY KEY, \
-                 since timestamptz NOT NULL DEFAULT now())",
-                ns.quoted
-            ),
+            retired_table_sql(&ns),
+            guard_function_sql(&ns),
             format!(
                 "CREATE TABLE IF NOT EXISTS {}.\"{CHANGE_LOG_TABLE}\" (seq bigserial PRIMARY KEY, \
                  room text NOT NULL, tbl text NOT NULL, key text[] NOT NULL)",
@@ -225,6 +253,24 @@ impl PgShardStore {
             .map_err(db_err(format!("installing the trigger of {}", t.desc.name)))?;
         }
         s.commit("installing the change log").await
+    }
+
+    /// Installs what the router's guard needs (the retired-rooms table and `roomshard_guard`),
+    /// without touching the host's tables: no lock on them, so it is safe at any time.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] if the database refuses the DDL.
+    pub async fn install_guard(&self) -> Result<()> {
+        let ns = self.shared_ns();
+        let mut s = Session::begin(self.pool(), Mode::Write, "installing the route guard").await?;
+        advisory_lock(s.conn(), &format!("pooled:{}", ns.name)).await?;
+        for sql in [retired_table_sql(&ns), guard_function_sql(&ns)] {
+            q(sql)
+                .execute(s.conn())
+                .await
+                .map_err(db_err("installing the route guard"))?;
+        }
+        s.commit("installing the route guard").await
     }
 
     /// Whether the log tables, and a trigger on every shared table, exist.

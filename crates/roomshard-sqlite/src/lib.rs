@@ -5,15 +5,18 @@
 //!   file per room.
 //! - [`SqliteControlPlane`]: roomshard's [`ControlPlane`](roomshard_core::ControlPlane) tables in
 //!   the same global database, created by the migrations this crate ships.
+//! - [`SqlitePools`]: the runtime router's bounded pools on those files.
 //! - [`open_global`]: opens that global database, with the settings both of them rely on.
 
 mod codec;
 mod control;
+mod pools;
 mod restore;
 mod shard;
 mod sql;
 
 pub use control::SqliteControlPlane;
+pub use pools::SqlitePools;
 pub use shard::{DEFAULT_BATCH_ROWS, META_TABLE, SqliteShardStore};
 
 use roomshard_core::{Error, Result};

@@ -9,9 +9,10 @@ use crate::sql::{
 use futures::TryStreamExt;
 use roomshard_core::{
     Bytes, CheckpointSink, CopyCheckpoint, CopyOutcome, CopyPass, CopyRequest, DumpSink,
-    DumpSource, EncryptionContext, Error, IdRemap, KeyManager, Location, Parity, ProgressEvent,
-    ProgressSink, ProviderUrl, RestoreOutcome, Result, RoomId, RoomSchema, Scope, ServerUrl,
-    ShardCapabilities, ShardRef, ShardStore, TableCount, TableCursor, TableParity, async_trait,
+    DumpSource, EncryptionContext, Error, IdRemap, Identifier, KeyManager, Location, Namespace,
+    Parity, ProgressEvent, ProgressSink, ProviderUrl, RestoreOutcome, Result, RoomId, RoomSchema,
+    RouteHandle, Scope, ServerUrl, ShardCapabilities, ShardRef, ShardStore, TableCount,
+    TableCursor, TableParity, async_trait,
 };
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -241,6 +242,16 @@ impl SqliteShardStore {
         tx.commit()
             .await
             .map_err(db_err("committing ensure_pooled_tables"))
+    }
+
+    /// The global database's file (the shared tables and the control plane).
+    pub fn global_path(&self) -> PathBuf {
+        self.global.connect_options().get_filename().to_path_buf()
+    }
+
+    /// The directory holding the shard files.
+    pub fn shards_dir(&self) -> &Path {
+        &self.shards_dir
     }
 
     /// The pool holding `scope`'s tables, for the host's own queries: the global pool for a
@@ -696,6 +707,7 @@ impl ShardStore for SqliteShardStore {
             id_remap: true,
             parity_checksums: true,
             size_bytes: true,
+            route: true,
             ..Default::default()
         }
     }
@@ -1082,6 +1094,22 @@ impl ShardStore for SqliteShardStore {
         let pool = self.open_scope(scope).await?;
         let tables = self.scope_tables(&pool, scope, schema).await?;
         crate::restore::restore(&pool, scope, &tables, source, remap).await
+    }
+
+    async fn route(&self, scope: &Scope) -> Result<RouteHandle> {
+        Ok(match scope {
+            Scope::Pooled(room) => RouteHandle {
+                pool: self.global_path().display().to_string(),
+                namespace: Namespace::Shared {
+                    schema: Identifier::new("main")?,
+                    room: room.clone(),
+                },
+            },
+            Scope::Dedicated(room, at) => RouteHandle {
+                pool: self.shard_file(room, at)?.display().to_string(),
+                namespace: Namespace::Isolated,
+            },
+        })
     }
 
     async fn size_bytes(&self, scope: &Scope, schema: &RoomSchema) -> Result<u64> {

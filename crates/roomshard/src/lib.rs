@@ -25,6 +25,7 @@ pub mod flows;
 #[cfg(feature = "embedded")]
 pub mod home;
 pub mod registry;
+pub mod router;
 mod support;
 
 use std::sync::Arc;

@@ -465,6 +465,30 @@ impl Workload {
         }
     }
 
+    /// Seeds the room's rows into `shards`' pooled scope, as [`dump_source`](Self::dump_source)
+    /// describes (ids remapped on collision).
+    ///
+    /// # Errors
+    /// The shard store's.
+    pub async fn seed_pooled(
+        &self,
+        shards: &dyn roomshard_core::ShardStore,
+        schema: &RoomSchema,
+    ) -> roomshard_core::Result<roomshard_core::RestoreOutcome> {
+        let room = roomshard_core::RoomId::new(self.room_id.as_str())?;
+        shards
+            .restore(
+                &roomshard_core::Scope::Pooled(room),
+                schema,
+                &mut self.dump_source(),
+                &roomshard_core::IdRemap {
+                    ids: roomshard_core::RemapPolicy::OnCollision,
+                    media_keys: None,
+                },
+            )
+            .await
+    }
+
     /// Writes the room's `db.sql` to `out`, table by table. Returns the row count per table (in
     /// [`TABLES`] order).
     pub fn write_db_sql<W: Write>(&self, out: W) -> Result<Vec<u64>, BundleError> {

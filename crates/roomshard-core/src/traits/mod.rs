@@ -1,4 +1,5 @@
-//! The four provider contracts: [`ShardStore`], [`MediaStore`], [`KeyManager`], [`Indexer`].
+//! The four provider contracts: [`ShardStore`], [`MediaStore`], [`KeyManager`], [`Indexer`];
+//! and [`ConnectionPools`], what a SQL provider adds for the host's runtime router.
 //!
 //! Each method's docs carry a **Behaviour** section (what a provider must do, which error kinds
 //! it returns) and a **Requires capability** section; the conformance suite checks exactly those
@@ -35,6 +36,7 @@ mod control;
 mod index;
 mod keys;
 mod media;
+mod route;
 mod shard;
 
 pub use control::{
@@ -51,6 +53,7 @@ pub use media::{
     BucketRef, BucketSpec, GetObject, ListPage, ListRequest, MediaStore, ObjectMeta, PutOptions,
     SignedUrl, Usage,
 };
+pub use route::{Admission, ConnectionPools};
 pub use shard::{
     CheckpointSink, CopyCheckpoint, CopyOutcome, CopyPass, CopyRequest, CopySource, DumpSink,
     DumpSource, IdMap, IdRemap, KeyRewrite, Namespace, NoCheckpoints, OutboxEntry, Parity,
