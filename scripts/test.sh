@@ -71,6 +71,7 @@ fi
 step "benchmark smoke (--quick)"
 cargo run --release --locked -p roomshard-benches -- verify --quick
 cargo run --release --locked -p roomshard-benches -- flows --quick --runs 1
+cargo run --release --locked -p roomshard-benches -- flows --quick --runs 1 --postgres
 cargo run --release --locked -p roomshard-benches -- postgres --quick
 
 step "all tests passed"

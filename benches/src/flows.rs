@@ -24,6 +24,10 @@
 //!   files, both from the extracted files; informative: `zstd -dc | tar -x` of the archive onto
 //!   the same file system (no database at all).
 //!
+//! `--postgres` puts both homes' control plane and shards on the benchmark's PostgreSQL (a
+//! database each; export reads the room's schema through COPY, every import goes into a fresh
+//! database): issue 10's export and import figures. The JSON is then `flows-<preset>-postgres.json`.
+//!
 //! `ROOMSHARD_BENCH_ZSTD_WORKERS=N` makes our export compress on N zstd workers
 //! (`ExportOptions::zstd_workers`; default 0), to compare.
 //!
@@ -94,11 +98,27 @@ async fn seed_and_decentralise(home: &Home, w: &Workload) -> Res<(f64, f64)> {
     Ok((seeded, t.elapsed().as_secs_f64()))
 }
 
+/// A home's options: everything under its directory, or the control plane and shards on the
+/// PostgreSQL database `pg` names.
+fn home_options(pg: Option<&str>) -> Res<HomeOptions> {
+    let mut options = HomeOptions::default();
+    if let Some(url) = pg {
+        options.providers.control = Some(roomshard_core::ProviderUrl::parse(url, "--control")?);
+        options.providers.shards = Some(roomshard_core::ProviderUrl::parse(url, "--shards")?);
+    }
+    Ok(options)
+}
+
 /// Child-process body of one phase: runs it, then prints `secs <phase figures> vm_hwm_kib`.
 pub(crate) fn run_phase(phase: Phase) -> Res<()> {
     match phase {
-        Phase::Export { home, room, out } => runtime()?.block_on(async {
-            let home = Home::open(&home, schema(), HomeOptions::default()).await?;
+        Phase::Export {
+            home,
+            room,
+            out,
+            pg,
+        } => runtime()?.block_on(async {
+            let home = Home::open(&home, schema(), home_options(pg.as_deref())?).await?;
             let room = RoomId::new(room)?;
             let options = ExportOptions {
                 created_at: Some(CREATED_AT.to_string()),
@@ -125,8 +145,9 @@ pub(crate) fn run_phase(phase: Phase) -> Res<()> {
             home,
             archive,
             keys,
+            pg,
         } => runtime()?.block_on(async {
-            let home = Home::open(&home, schema(), HomeOptions::default()).await?;
+            let home = Home::open(&home, schema(), home_options(pg.as_deref())?).await?;
             let trusted = TrustedKeys::from_json(&fs::read(&keys)?)?;
             let options = ImportOptions {
                 new_room: Some(RoomId::new(IMPORTED_ROOM)?),
@@ -231,6 +252,14 @@ pub(crate) fn bench_flows(args: &FlowsArgs) -> Res<()> {
     let media = w.media_objects();
     let media_bytes = media_total(&media);
 
+    // The PostgreSQL server: the baselines' database, and with --postgres the homes' too.
+    let pg = Cluster::start_with(Durability::Durable);
+    pg.createdb("bench");
+    let src_pg = args.postgres.then(|| {
+        pg.createdb("src");
+        pg.url("src")
+    });
+
     // Setup: seed a pooled room and decentralise it.
     let src_home = base.join("home-src");
     eprintln!(
@@ -240,7 +269,7 @@ pub(crate) fn bench_flows(args: &FlowsArgs) -> Res<()> {
         src_home.display()
     );
     let (seed_t, decentralise_t, keys) = runtime()?.block_on(async {
-        let home = Home::open(&src_home, schema(), HomeOptions::default()).await?;
+        let home = Home::open(&src_home, schema(), home_options(src_pg.as_deref())?).await?;
         let (s, d) = seed_and_decentralise(&home, &w).await?;
         Ok::<_, Box<dyn std::error::Error>>((s, d, home.trusted_keys_path()))
     })?;
@@ -249,16 +278,19 @@ pub(crate) fn bench_flows(args: &FlowsArgs) -> Res<()> {
     // The reference archive (untimed warm-up export), and its files extracted once.
     let ref_dir = base.join("ref");
     fs::create_dir_all(&ref_dir)?;
-    let (v, _) = child(
-        &[
-            "flow-phase".as_ref(),
-            "export".as_ref(),
-            src_home.as_os_str(),
-            w.room_id.as_ref(),
-            ref_dir.as_os_str(),
-        ],
-        5,
-    )?;
+    let src_pg_args: Vec<&std::ffi::OsStr> = match &src_pg {
+        Some(url) => vec!["--pg".as_ref(), url.as_ref()],
+        None => Vec::new(),
+    };
+    let mut ref_args: Vec<&std::ffi::OsStr> = vec![
+        "flow-phase".as_ref(),
+        "export".as_ref(),
+        src_home.as_os_str(),
+        w.room_id.as_ref(),
+        ref_dir.as_os_str(),
+    ];
+    ref_args.extend(&src_pg_args);
+    let (v, _) = child(&ref_args, 5)?;
     let (archive_bytes, rows, objects) = (v[1] as u64, v[2] as u64, v[3] as u64);
     let archive = ref_dir.join(roomshard_bundle::archive_file_name(&w.room_id));
     let files = base.join("files");
@@ -274,8 +306,6 @@ pub(crate) fn bench_flows(args: &FlowsArgs) -> Res<()> {
     );
 
     // The PostgreSQL side of the baselines: the room's rows in schema room_x.
-    let pg = Cluster::start_with(Durability::Durable);
-    pg.createdb("bench");
     let psql = format!(
         "psql -X -q -v ON_ERROR_STOP=1 {} -d bench",
         pg.client_args().join(" ")
@@ -370,16 +400,15 @@ pub(crate) fn bench_flows(args: &FlowsArgs) -> Res<()> {
         // export
         let _ = fs::remove_dir_all(&export_out);
         fs::create_dir_all(&export_out)?;
-        let (v, k) = child(
-            &[
-                "flow-phase".as_ref(),
-                "export".as_ref(),
-                src_home.as_os_str(),
-                w.room_id.as_ref(),
-                export_out.as_os_str(),
-            ],
-            5,
-        )?;
+        let mut export_args: Vec<&std::ffi::OsStr> = vec![
+            "flow-phase".as_ref(),
+            "export".as_ref(),
+            src_home.as_os_str(),
+            w.room_id.as_ref(),
+            export_out.as_os_str(),
+        ];
+        export_args.extend(&src_pg_args);
+        let (v, k) = child(&export_args, 5)?;
         let _ = fs::remove_dir_all(&export_out);
         export.ours.push(v[0]);
         export.rss(v[4], k);
@@ -406,16 +435,23 @@ pub(crate) fn bench_flows(args: &FlowsArgs) -> Res<()> {
 
         // import
         let _ = fs::remove_dir_all(&import_home);
-        let r = child(
-            &[
-                "flow-phase".as_ref(),
-                "import".as_ref(),
-                import_home.as_os_str(),
-                archive.as_os_str(),
-                keys.as_os_str(),
-            ],
-            4,
-        );
+        // With --postgres, every import goes into a database of its own, as into a new home.
+        let import_pg = args.postgres.then(|| {
+            let db = format!("import{round}");
+            pg.createdb(&db);
+            pg.url(&db)
+        });
+        let mut import_args: Vec<&std::ffi::OsStr> = vec![
+            "flow-phase".as_ref(),
+            "import".as_ref(),
+            import_home.as_os_str(),
+            archive.as_os_str(),
+            keys.as_os_str(),
+        ];
+        if let Some(url) = &import_pg {
+            import_args.extend([std::ffi::OsStr::new("--pg"), std::ffi::OsStr::new(url)]);
+        }
+        let r = child(&import_args, 4);
         let _ = fs::remove_dir_all(&import_home);
         let (v, k) = r?;
         import.ours.push(v[0]);
@@ -443,8 +479,13 @@ pub(crate) fn bench_flows(args: &FlowsArgs) -> Res<()> {
         archive_bytes as f64 / 1e6,
         decompressed as f64 / 1e6,
     );
+    let engine = if args.postgres {
+        "control plane and shards on the PostgreSQL below (a schema per room), local media + local keys"
+    } else {
+        "embedded default (SQLite + local media + local keys)"
+    };
     println!(
-        "# embedded default (SQLite + local media + local keys) in {}; room decentralised before export; import = pooled into a fresh home; PostgreSQL baselines on a local PostgreSQL {} with default (durable) settings",
+        "# {engine} in {}; room decentralised before export; import = pooled into a fresh home; PostgreSQL baselines on a local PostgreSQL {} with default (durable) settings",
         parent.display(),
         pg.query("bench", "SHOW server_version")
     );
@@ -558,6 +599,7 @@ pub(crate) fn bench_flows(args: &FlowsArgs) -> Res<()> {
     let json = serde_json::json!({
         "benchmark": "flows",
         "preset": name,
+        "engine": if args.postgres { "postgres" } else { "sqlite" },
         "runs": runs,
         "workload": {
             "seed": w.seed,
@@ -575,9 +617,11 @@ pub(crate) fn bench_flows(args: &FlowsArgs) -> Res<()> {
         "rss_budget_mib": RSS_BUDGET_MIB,
     });
     let json_path = args.json.clone().unwrap_or_else(|| {
-        target_dir()
-            .join("bench")
-            .join(format!("flows-{name}.json"))
+        target_dir().join("bench").join(if args.postgres {
+            format!("flows-{name}-postgres.json")
+        } else {
+            format!("flows-{name}.json")
+        })
     });
     if let Some(dir) = json_path.parent() {
         fs::create_dir_all(dir)?;

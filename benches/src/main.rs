@@ -80,12 +80,18 @@ enum Phase {
         home: PathBuf,
         room: String,
         out: PathBuf,
+        /// The home's control plane and shards on this PostgreSQL URL (default: SQLite).
+        #[arg(long)]
+        pg: Option<String>,
     },
     /// `import_file` of ARCHIVE into a new home in HOME (which must not exist yet).
     Import {
         home: PathBuf,
         archive: PathBuf,
         keys: PathBuf,
+        /// The home's control plane and shards on this PostgreSQL URL (default: SQLite).
+        #[arg(long)]
+        pg: Option<String>,
     },
     /// The bundle writer writing the preset workload straight to OUT (no stores).
     Bundle {
@@ -115,9 +121,15 @@ struct FlowsArgs {
     /// system temp directory. It is removed at the end.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Where to write the JSON figures; default `$CARGO_TARGET_DIR/bench/flows-<preset>.json`.
+    /// Where to write the JSON figures; default `$CARGO_TARGET_DIR/bench/flows-<preset>.json`
+    /// (`flows-<preset>-postgres.json` with `--postgres`).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Put the homes' control plane and shards on the benchmark's PostgreSQL instead of SQLite
+    /// (export reads the room's schema through COPY, import restores through COPY FROM STDIN):
+    /// issue 10's export and import figures against `pg_dump` and `psql -f`.
+    #[arg(long)]
+    postgres: bool,
 }
 
 #[derive(clap::Args)]

@@ -16,7 +16,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use std::sync::Arc;
 
 /// Default rows per copy batch (one target transaction and one checkpoint per batch).
-pub const DEFAULT_BATCH_ROWS: usize = 10_000;
+pub const DEFAULT_BATCH_ROWS: usize = 50_000;
 /// Rough size of a dump chunk.
 const DUMP_CHUNK_BYTES: usize = 64 * 1024;
 /// The reserved per-shard table holding roomshard's own metadata (the wrapped data key).
@@ -522,6 +522,7 @@ impl PgShardStore {
             u64::try_from(n).unwrap_or(0)
         };
         let batch = i64::try_from(self.batch_rows).unwrap_or(i64::MAX);
+        let keyless = self.bulk_without_key(p, after.as_deref()).await?;
         loop {
             let mut s = Session::begin(&self.pool, Mode::Write, "a copy batch").await?;
             // The batch's last key: the batch_rows-th source key after the cursor, or the
@@ -544,7 +545,8 @@ impl PgShardStore {
             };
             // Then one plain range INSERT … SELECT (no CTE, no sort, no LIMIT): the planner
             // walks the key range and the rows never leave the server. Upsert, so a batch
-            // committed before a crash but not checkpointed is simply written again.
+            // committed before a crash but not checkpointed is simply written again — or, into
+            // a keyless target (see `bulk_without_key`), a plain append.
             let mut next = 1;
             let room_cond = filter_sql(t, "s", p.src_room, next);
             if p.src_room.is_some() {
@@ -566,7 +568,11 @@ impl PgShardStore {
                 cols = t.col_list(Some("s")),
                 src = t.at(p.src),
                 upto = t.up_to(Some("s"), next),
-                upsert = t.on_conflict_update(),
+                upsert = if keyless {
+                    String::new()
+                } else {
+                    t.on_conflict_update()
+                },
             );
             let mut query = q(sql);
             if let Some(room) = p.src_room {
@@ -597,7 +603,81 @@ impl PgShardStore {
             }
             after = Some(upper);
         }
+        if keyless {
+            // One sort at the end instead of an index maintained row by row; the default
+            // constraint name, as `CREATE TABLE … PRIMARY KEY` gives it.
+            let mut s = Session::begin(&self.pool, Mode::Write, "building a primary key").await?;
+            q(format!(
+                "ALTER TABLE {} ADD PRIMARY KEY ({})",
+                t.at(p.dst),
+                t.pk_list(None)
+            ))
+            .execute(s.conn())
+            .await
+            .map_err(db_err(format!(
+                "building the primary key of {}",
+                t.desc.name
+            )))?;
+            s.commit("building a primary key").await?;
+        }
         Ok(())
+    }
+
+    /// Whether this bulk pass fills a keyless target: a dedicated table (never the host's
+    /// shared one) that is empty when its copy starts loses its primary key until the table is
+    /// copied, like a plain `INSERT … SELECT` followed by `ADD PRIMARY KEY`. A pass resumed
+    /// into a table still keyless from a crash first deletes the rows past its checkpoint (a
+    /// batch committed but not checkpointed), so appending again never duplicates a row.
+    async fn bulk_without_key(&self, p: &Pair<'_>, after: Option<&[String]>) -> Result<bool> {
+        if p.dst_room.is_some() {
+            return Ok(false);
+        }
+        let t = p.t;
+        let mut s = Session::begin(&self.pool, Mode::Write, "preparing a bulk copy").await?;
+        let row = q(format!(
+            "SELECT (SELECT conname::text FROM pg_catalog.pg_constraint \
+                     WHERE conrelid = $1::regclass AND contype = 'p'), \
+                    EXISTS (SELECT 1 FROM {} LIMIT 1)",
+            t.at(p.dst)
+        ))
+        .bind(t.at(p.dst))
+        .fetch_one(s.conn())
+        .await
+        .map_err(db_err(format!("inspecting table {}", t.desc.name)))?;
+        let pk: Option<String> = row.try_get(0).map_err(db_err("inspecting a table"))?;
+        let has_rows: bool = row.try_get(1).map_err(db_err("inspecting a table"))?;
+        let keyless = match pk {
+            Some(name) if after.is_none() && !has_rows => {
+                q(format!(
+                    "ALTER TABLE {} DROP CONSTRAINT \"{}\"",
+                    t.at(p.dst),
+                    name.replace('"', "\"\"")
+                ))
+                .execute(s.conn())
+                .await
+                .map_err(db_err(format!("preparing table {}", t.desc.name)))?;
+                true
+            }
+            Some(_) => false,
+            None => {
+                let mut query = match after {
+                    Some(_) => q(format!(
+                        "DELETE FROM {} AS s WHERE {}",
+                        t.at(p.dst),
+                        t.after_cursor(Some("s"), 1)
+                    )),
+                    None => q(format!("DELETE FROM {}", t.at(p.dst))),
+                };
+                query = bind_keys(query, after.unwrap_or(&[]));
+                query
+                    .execute(s.conn())
+                    .await
+                    .map_err(db_err(format!("resuming table {}", t.desc.name)))?;
+                true
+            }
+        };
+        s.commit("preparing a bulk copy").await?;
+        Ok(keyless)
     }
 
     /// The key of the source row `offset` rows after the cursor (in key order, or from the end

@@ -328,3 +328,125 @@ async fn a_cancelled_or_failed_dump_never_poisons_the_pooled_connection() {
         2002
     );
 }
+
+/// Records checkpoints and fails the `fail_at`-th save, as a crash between a batch's commit
+/// and its checkpoint would leave the job.
+struct CrashingCheckpoints {
+    saved: std::sync::Mutex<Vec<roomshard_core::CopyCheckpoint>>,
+    fail_at: usize,
+}
+
+#[async_trait]
+impl roomshard_core::CheckpointSink for CrashingCheckpoints {
+    async fn save(&self, checkpoint: &roomshard_core::CopyCheckpoint) -> Result<()> {
+        let mut saved = self.saved.lock().unwrap();
+        if saved.len() + 1 == self.fail_at {
+            return Err(Error::unavailable("checkpoint", true, "crash on purpose"));
+        }
+        saved.push(checkpoint.clone());
+        Ok(())
+    }
+}
+
+async fn primary_key_of(store: &PgShardStore, table: &str) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT conname::text FROM pg_catalog.pg_constraint \
+         WHERE conrelid = $1::regclass AND contype = 'p'",
+    )
+    .bind(table)
+    .fetch_optional(store.pool())
+    .await
+    .unwrap()
+}
+
+/// The bulk copy into an empty shard table fills it without its primary key and builds the key
+/// at the end; a batch committed but never checkpointed (the crash) is deleted on resume, so
+/// the resumed copy neither duplicates nor loses a row, and the key is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_copy_fills_keyless_and_resumes_past_an_unsaved_batch() {
+    let cluster = Cluster::start();
+    let store = pg_store(&cluster, 4).await.with_batch_rows(40);
+    let room = RoomId::new("keyless").unwrap();
+    let pooled = Scope::Pooled(room.clone());
+    let mut source = Source::new("things", many_rows(room.as_str(), 300));
+    store
+        .restore(&pooled, &schema(), &mut source, &IdRemap::default())
+        .await
+        .unwrap();
+    let at = roomshard_core::Location {
+        shard: Some(store.locate_shard(&room, None).unwrap()),
+        ..roomshard_core::Location::default()
+    };
+    store.ensure_shard(&room, &at, &schema()).await.unwrap();
+    let dedicated = Scope::Dedicated(room.clone(), at);
+    let request = |checkpoints, resume_from| roomshard_core::CopyRequest {
+        schema: Box::leak(Box::new(schema())),
+        source: roomshard_core::CopySource {
+            scope: pooled.clone(),
+            server: None,
+        },
+        target: dedicated.clone(),
+        pass: roomshard_core::CopyPass::Bulk,
+        resume_from,
+        checkpoints,
+        progress: &roomshard_core::NoProgress,
+    };
+    let table = "\"room_keyless\".\"things\"";
+    assert_eq!(
+        primary_key_of(&store, table).await.as_deref(),
+        Some("things_pkey")
+    );
+
+    // Batches 1–3 commit; the third checkpoint never saves.
+    let crash = CrashingCheckpoints {
+        saved: std::sync::Mutex::new(Vec::new()),
+        fail_at: 3,
+    };
+    let err = store
+        .copy_room(request(&crash, None))
+        .await
+        .expect_err("the crash");
+    assert!(format!("{err:?}").contains("crash on purpose"), "{err:?}");
+    assert_eq!(
+        primary_key_of(&store, table).await,
+        None,
+        "keyless while filling"
+    );
+    let filled: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(filled, 120, "three batches committed, two checkpointed");
+
+    let last = crash.saved.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.current.as_ref().unwrap().rows_done, 80);
+    store
+        .copy_room(request(&roomshard_core::NoCheckpoints, Some(last)))
+        .await
+        .unwrap();
+    assert_eq!(
+        primary_key_of(&store, table).await.as_deref(),
+        Some("things_pkey")
+    );
+    let (src, dst) = (
+        store.parity(&pooled, &schema()).await.unwrap(),
+        store.parity(&dedicated, &schema()).await.unwrap(),
+    );
+    assert_eq!(dst.tables[0].rows, 300);
+    assert!(src.mismatched_tables(&dst).is_empty(), "{src:?} vs {dst:?}");
+    assert_eq!(dump(&store, &pooled).await, dump(&store, &dedicated).await);
+
+    // A catch-up pass over the rebuilt key upserts as before.
+    store
+        .copy_room(roomshard_core::CopyRequest {
+            pass: roomshard_core::CopyPass::CatchUp,
+            ..request(&roomshard_core::NoCheckpoints, None)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.parity(&dedicated, &schema()).await.unwrap().tables[0].rows,
+        300
+    );
+}
