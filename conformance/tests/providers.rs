@@ -84,6 +84,35 @@ async fn sqlite_shard_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_pools_conform() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let global = roomshard_sqlite::open_global(&dir.path().join("global.db"))
+        .await
+        .expect("open global database");
+    let store =
+        Arc::new(SqliteShardStore::open(global, &dir.path().join("shards")).expect("open store"));
+    store
+        .ensure_pooled_tables(&fixture_schema().expect("fixture schema"))
+        .await
+        .expect("shared tables");
+    let config = ShardSuiteConfig {
+        pooled_tables: true,
+        room_prefix: None,
+        peer: None,
+    };
+    let pools = roomshard_sqlite::SqlitePools::new(store.clone());
+    let report =
+        roomshard_conformance::suite::run_pools_suite(&pools, store.as_ref(), &config).await;
+    println!("{report}");
+    assert_eq!(report.failures(), 0, "{report}");
+    assert_eq!(
+        report.passed(),
+        2,
+        "budget and unknown server checked: {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_control_plane_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = roomshard_sqlite::open_global(&dir.path().join("global.sqlite3"))

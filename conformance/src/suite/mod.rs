@@ -1,6 +1,7 @@
 //! The provider behaviour suite: plain async functions, one per documented behaviour, that any
 //! [`KeyManager`](roomshard_core::KeyManager), [`MediaStore`](roomshard_core::MediaStore) or
-//! [`ShardStore`](roomshard_core::ShardStore) — ours or a third party's — runs against itself.
+//! [`ShardStore`](roomshard_core::ShardStore) — ours or a third party's — runs against itself;
+//! and [`run_pools_suite`] for a SQL provider's [`ConnectionPools`](roomshard_core::ConnectionPools).
 //!
 //! # Why this shape
 //! - **Plain functions** (the `object_store::integration` shape): a provider's own test calls
@@ -22,12 +23,14 @@ mod control;
 mod index;
 mod keys;
 mod media;
+mod pools;
 mod shard;
 
 pub use control::*;
 pub use index::*;
 pub use keys::*;
 pub use media::*;
+pub use pools::*;
 pub use shard::*;
 
 use roomshard_core::{Error, RoomId};

@@ -41,7 +41,7 @@ impl std::fmt::Debug for ShardSuiteConfig {
 }
 
 impl ShardSuiteConfig {
-    fn room(&self) -> Result<RoomId, Failure> {
+    pub(crate) fn room(&self) -> Result<RoomId, Failure> {
         fresh_room(self.room_prefix.as_deref().unwrap_or("cf"))
     }
 }
@@ -87,7 +87,7 @@ pub fn fixture_schema() -> Result<RoomSchema, Error> {
     RoomSchema::new("conformance-1", vec![threads, posts, tags])
 }
 
-fn schema() -> Result<RoomSchema, Failure> {
+pub(crate) fn schema() -> Result<RoomSchema, Failure> {
     fixture_schema().map_err(|e| Failure::new(format!("fixture schema: {e}")))
 }
 
@@ -370,11 +370,14 @@ fn located(store: &dyn ShardStore, room: &RoomId) -> Result<Location, Failure> {
 }
 
 /// `room`'s dedicated scope at the location `store` gives it.
-fn dedicated(store: &dyn ShardStore, room: &RoomId) -> Result<Scope, Failure> {
+pub(crate) fn dedicated(store: &dyn ShardStore, room: &RoomId) -> Result<Scope, Failure> {
     Ok(Scope::Dedicated(room.clone(), located(store, room)?))
 }
 
-async fn new_shard(store: &dyn ShardStore, config: &ShardSuiteConfig) -> Result<RoomId, Failure> {
+pub(crate) async fn new_shard(
+    store: &dyn ShardStore,
+    config: &ShardSuiteConfig,
+) -> Result<RoomId, Failure> {
     let room = config.room()?;
     store
         .ensure_shard(&room, &located(store, &room)?, &schema()?)

@@ -46,6 +46,28 @@ async fn postgres_shard_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pools_conform() {
+    let cluster = Cluster::start();
+    cluster.createdb("mesh");
+    let shards = Arc::new(store(&cluster, "mesh").await);
+    let config = ShardSuiteConfig {
+        pooled_tables: true,
+        room_prefix: None,
+        peer: None,
+    };
+    let pools = roomshard_postgres::PgPools::new(shards.clone());
+    let report =
+        roomshard_conformance::suite::run_pools_suite(&pools, shards.as_ref(), &config).await;
+    println!("{report}");
+    assert_eq!(report.failures(), 0, "{report}");
+    assert_eq!(
+        report.passed(),
+        3,
+        "budget, unknown server and the guard: {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_moves_between_postgres_and_sqlite_and_back() {
     let cluster = Cluster::start();
     cluster.createdb("mesh");

@@ -17,8 +17,8 @@ use crate::sql::db_err;
 ///
 /// - A "server" is a file: the global database (pooled rooms; its tables are `"main"."<t>"`,
 ///   filtered by room) or a shard file in the store's directory (a dedicated room; its tables
-///   are bare names). Any other path is refused, and a missing shard file is
-///   [`Error::NotFound`], never created.
+///   are bare names). Any other path, and a missing shard file, is [`Error::NotFound`]; a
+///   shard file is never created.
 /// - A request runs on a pooled connection. SQLite has no fence of its own, so the pools do
 ///   not guard moves ([`guards_moves`](ConnectionPools::guards_moves) is false) and the router
 ///   re-reads the room's placement on every request instead (a local read of the global file).
@@ -47,10 +47,9 @@ impl SqlitePools {
         let in_dir = path.parent() == Some(self.store.shards_dir())
             && path.extension().is_some_and(|e| e == "sqlite3");
         if !in_dir {
-            return Err(Error::invalid(
-                "route pool",
-                format!("{server} is neither the global database nor a shard file of this store"),
-            ));
+            return Err(Error::not_found(format!(
+                "server {server}: neither the global database nor a shard file of this store"
+            )));
         }
         Ok(path)
     }
