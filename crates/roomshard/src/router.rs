@@ -8,7 +8,8 @@
 //!   [`RouterConfig::budget_per_server`] connections. A pool is opened (lazily) and closed under
 //!   its server's gate, so a closing pool and its replacement never hold connections at once.
 //! - **An LRU of pools with an idle TTL** ([`RouterConfig::pool_idle_ttl`],
-//!   [`RouterConfig::max_pools`]), swept by [`Router::sweep`] (and on every cache miss). A pool
+//!   [`RouterConfig::max_pools`]), swept by [`Router::sweep`] (and by cache misses, at most once
+//!   per [`SWEEP_EVERY`]). A pool
 //!   in use — a [`Route`] alive for its server, or a connection checked out — is never closed.
 //! - **Race-free cold creation.** Concurrent first requests for a server open one pool.
 //! - **Never stale data.** A sealed room answers [`Error::Sealed`]; a room in its cutover answers
@@ -38,6 +39,9 @@ use roomshard_core::{
 use serde::Serialize;
 
 use crate::Roomshard;
+
+/// How often cache misses sweep idle pools ([`Router::sweep`] called directly always runs).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Settings of a [`Router`].
 #[derive(Clone, Debug)]
@@ -117,6 +121,8 @@ struct Inner<P: ConnectionPools> {
     config: RouterConfig,
     cache: Mutex<LruCache<RoomId, Cached>>,
     servers: Mutex<HashMap<String, Arc<Slot<P::Pool>>>>,
+    /// When a cache miss last swept the pools (at most once per [`SWEEP_EVERY`]).
+    last_sweep: Mutex<Instant>,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
@@ -153,6 +159,7 @@ impl<P: ConnectionPools> Router<P> {
                 cache: Mutex::new(LruCache::new(config.cache_capacity.max(1))),
                 config,
                 servers: Mutex::new(HashMap::new()),
+                last_sweep: Mutex::new(Instant::now()),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
@@ -193,7 +200,9 @@ impl<P: ConnectionPools> Router<P> {
                         inner.evictions.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                self.sweep().await;
+                if self.sweep_due() {
+                    self.sweep().await;
+                }
                 handle
             }
         };
@@ -307,6 +316,18 @@ impl<P: ConnectionPools> Router<P> {
             drop(gate);
         }
         n
+    }
+
+    /// Whether a cache miss should sweep now: at most once per [`SWEEP_EVERY`], so a router
+    /// that reads the placement on every request (SQLite) does not walk its pools each time.
+    fn sweep_due(&self) -> bool {
+        let mut last = lock(&self.inner.last_sweep);
+        if last.elapsed() >= SWEEP_EVERY {
+            *last = Instant::now();
+            true
+        } else {
+            false
+        }
     }
 
     fn cached(&self, room: &RoomId) -> Option<RouteHandle> {
