@@ -114,23 +114,26 @@ fn function_name(t: &TableSql) -> roomshard_core::Identifier {
         .unwrap_or_else(|_| t.ident.clone())
 }
 
-/// The shared function every trigger calls (see the module docs).
+/// The shared function every trigger calls (see the module docs). Its fence and retired checks
+/// are the router's guard's ([`guard_function_sql`]), so a host write and a routed read can never
+/// disagree on whether a room is fenced or moved.
 fn note_function_sql(ns: &Ns) -> String {
     format!(
         "CREATE OR REPLACE FUNCTION {s}.\"roomshard_note\"(v_room text, v_tbl text, v_key text[]) \
          RETURNS void LANGUAGE plpgsql AS $roomshard$\n\
+         DECLARE v_state text;\n\
          BEGIN\n\
-           IF coalesce(current_setting('roomshard.bypass_fence', true), '') <> 'on'\n\
-              AND NOT pg_try_advisory_xact_lock_shared(hashtextextended('roomshard:fence:' || v_room, 0)) THEN\n\
-             RAISE EXCEPTION 'room % is in its read-only cutover; retry shortly', v_room\n\
-               USING ERRCODE = '{code}',\n\
-                     HINT = 'roomshard is moving this room to its own shard; retry the write in a moment, where the placement then says';\n\
-           END IF;\n\
-           IF coalesce(current_setting('roomshard.bypass_fence', true), '') <> 'on'\n\
-              AND EXISTS (SELECT 1 FROM {s}.\"{retired}\" WHERE room = v_room) THEN\n\
-             RAISE EXCEPTION 'room % lives in its own shard now; write there', v_room\n\
-               USING ERRCODE = '{moved}',\n\
-                     HINT = 'roomshard moved this room out of the shared tables; route the write by the room''s placement';\n\
+           IF coalesce(current_setting('roomshard.bypass_fence', true), '') <> 'on' THEN\n\
+             v_state := {s}.\"roomshard_guard\"(v_room);\n\
+             IF v_state = 'cutover' THEN\n\
+               RAISE EXCEPTION 'room % is in its read-only cutover; retry shortly', v_room\n\
+                 USING ERRCODE = '{code}',\n\
+                       HINT = 'roomshard is moving this room to its own shard; retry the write in a moment, where the placement then says';\n\
+             ELSIF v_state = 'moved' THEN\n\
+               RAISE EXCEPTION 'room % lives in its own shard now; write there', v_room\n\
+                 USING ERRCODE = '{moved}',\n\
+                       HINT = 'roomshard moved this room out of the shared tables; route the write by the room''s placement';\n\
+             END IF;\n\
            END IF;\n\
            IF EXISTS (SELECT 1 FROM {s}.\"{tracked}\" WHERE room = v_room) THEN\n\
              INSERT INTO {s}.\"{log}\" (room, tbl, key) VALUES (v_room, v_tbl, v_key);\n\
@@ -139,7 +142,6 @@ fn note_function_sql(ns: &Ns) -> String {
         s = ns.quoted,
         code = CUTOVER_SQLSTATE,
         moved = MOVED_SQLSTATE,
-        retired = RETIRED_TABLE,
         tracked = TRACKED_TABLE,
         log = CHANGE_LOG_TABLE,
     )
