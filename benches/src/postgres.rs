@@ -38,6 +38,10 @@ pub struct PostgresArgs {
     /// Full sizes (1M rows, 200 schemas).
     #[arg(long)]
     full: bool,
+    /// Only the read-only cutover figures (`cutover_ms`, write latency and pauses), at the
+    /// chosen size: what to re-run while tuning the cutover.
+    #[arg(long)]
+    cutover_only: bool,
 }
 
 fn messages() -> RoomSchema {
@@ -96,6 +100,9 @@ pub fn bench_postgres(args: &PostgresArgs) -> std::result::Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    if args.cutover_only {
+        return rt.block_on(cutover_under_writes(&cluster, rows / 2));
+    }
     rt.block_on(run(&cluster, rows, schemas))
 }
 
@@ -369,7 +376,7 @@ async fn cutover_under_writes(cluster: &Cluster, rows: u64) -> std::result::Resu
             "{acked} writes acknowledged, {in_shard} in the shard"
         ));
     }
-    let cutover_ms = home
+    let flip = home
         .roomshard
         .control
         .audit_log(Some(&room))
@@ -378,13 +385,20 @@ async fn cutover_under_writes(cluster: &Cluster, rows: u64) -> std::result::Resu
         .into_iter()
         .rev()
         .find(|r| r.entry.action == "decentralise.sovereign")
-        .and_then(|r| r.entry.detail["cutover_ms"].as_u64())
+        .map(|r| r.entry.detail)
+        .ok_or("no decentralise.sovereign in the audit log")?;
+    let cutover_ms = flip["cutover_ms"]
+        .as_u64()
         .ok_or("no cutover_ms in the audit log")?;
     let total: u64 = outcome.parity.tables.iter().map(|t| t.rows).sum();
     println!(
-        "cutover_ms: {cutover_ms} ms (baseline: goal 1000 ms, ratio: {:.3}) [{rows} rows + {} written before the flip, a {flow_s:.1} s decentralise, 1000 writes/s arriving]",
+        "cutover_ms: {cutover_ms} ms (baseline: goal 1000 ms, ratio: {:.3}) [{rows} rows + {} written before the flip, a {flow_s:.1} s decentralise, 1000 writes/s arriving; steps {}; chunks re-checked {} of {} in {}]",
         cutover_ms as f64 / 1000.0,
-        total - rows
+        total - rows,
+        flip["steps"],
+        flip["chunks"]["chunks_checked"],
+        flip["chunks"]["chunks_total"],
+        flip["chunks"]["timings"],
     );
     let all = sorted(writes.iter().map(|w| w.0).collect());
     let paused = sorted(writes.iter().filter(|w| w.1).map(|w| w.0).collect());

@@ -6,10 +6,10 @@ use super::{
     expect_unsupported, fresh_room, run_checks,
 };
 use roomshard_core::{
-    Bytes, CheckpointSink, CopyCheckpoint, CopyPass, CopyRequest, CopySource, DumpSink, DumpSource,
-    Error, IdRemap, Identifier, KeyRewrite, Location, LogicalType, NoCheckpoints, NoProgress,
-    Parity, ProgressEvent, RemapPolicy, RoomId, RoomSchema, Scope, ServerUrl, ShardStore, Table,
-    TableCount, TableDescriptor, async_trait,
+    Bytes, CheckpointSink, ChunkParity, ChunkPlan, CopyCheckpoint, CopyPass, CopyRequest,
+    CopySource, DumpSink, DumpSource, Error, IdRemap, Identifier, KeyRange, KeyRewrite, Location,
+    LogicalType, NoCheckpoints, NoProgress, Parity, ProgressEvent, RemapPolicy, RoomId, RoomSchema,
+    Scope, ServerUrl, ShardStore, Table, TableCount, TableDescriptor, async_trait,
 };
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
@@ -247,7 +247,7 @@ impl RecordingCheckpoints {
 /// The checks of the shard suite, in the order [`run_shard_suite`] runs them.
 pub fn shard_checks() -> Vec<CheckSpec<dyn ShardStore, ShardSuiteConfig>> {
     checks!(dyn ShardStore, ShardSuiteConfig;
-        locate_shard_is_pure_and_ensure_shard_goes_there, an_adopted_shard_is_never_created_or_dropped, a_pinned_region_is_refused_without_regions, ensure_shard_is_idempotent_and_refuses_a_different_table, restore_then_dump_round_trips_every_type, restore_refuses_bad_dumps_all_or_nothing, restore_keep_collision_is_a_conflict, restore_on_collision_remaps_and_rewrites_references, restore_rewrites_media_keys, dump_stops_on_a_sink_error, parity_counts_and_checksums_match_the_dump, bulk_copy_is_checkpointed_and_converges, copy_refuses_bad_requests, catch_up_makes_the_target_equal, a_changes_pass_applies_what_the_log_recorded, a_write_fence_is_held_alone_and_dies_with_its_holder, copy_resumes_after_a_failed_checkpoint, cross_server_copy, a_dump_restores_into_another_store_and_back, drop_room_is_idempotent_and_room_scoped, size_bytes_of_a_shard, route_names_tables, outbox_reads_and_trims,
+        locate_shard_is_pure_and_ensure_shard_goes_there, an_adopted_shard_is_never_created_or_dropped, a_pinned_region_is_refused_without_regions, ensure_shard_is_idempotent_and_refuses_a_different_table, restore_then_dump_round_trips_every_type, restore_refuses_bad_dumps_all_or_nothing, restore_keep_collision_is_a_conflict, restore_on_collision_remaps_and_rewrites_references, restore_rewrites_media_keys, dump_stops_on_a_sink_error, parity_counts_and_checksums_match_the_dump, bulk_copy_is_checkpointed_and_converges, copy_refuses_bad_requests, catch_up_makes_the_target_equal, a_changes_pass_applies_what_the_log_recorded, chunk_parity_ranges_compare_name_rows_and_follow_applied_keys, a_write_fence_is_held_alone_and_dies_with_its_holder, copy_resumes_after_a_failed_checkpoint, cross_server_copy, a_dump_restores_into_another_store_and_back, drop_room_is_idempotent_and_room_scoped, size_bytes_of_a_shard, route_names_tables, outbox_reads_and_trims,
     )
 }
 
@@ -1418,17 +1418,7 @@ pub async fn a_changes_pass_applies_what_the_log_recorded(
         schema: &RoomSchema,
         room: &RoomId,
     ) -> roomshard_core::Result<roomshard_core::CopyOutcome> {
-        store
-            .copy_room(request(
-                store,
-                schema,
-                room,
-                CopyPass::Changes,
-                None,
-                &NoCheckpoints,
-                &NoProgress,
-            ))
-            .await
+        one_pass(store, schema, room, CopyPass::Changes).await
     }
     let untracked = changes(store, &schema, &room).await;
     ensure(matches!(untracked, Err(Error::Conflict { .. })), || {
@@ -1495,6 +1485,247 @@ pub async fn a_changes_pass_applies_what_the_log_recorded(
     ensure(matches!(after, Err(Error::Conflict { .. })), || {
         format!("a changes pass after tracking stopped must be Conflict, got {after:?}")
     })?;
+    Ok(Verdict::Passed)
+}
+
+/// One pass of pooled `room` into its shard, without checkpoints or progress.
+async fn one_pass(
+    store: &dyn ShardStore,
+    schema: &RoomSchema,
+    room: &RoomId,
+    pass: CopyPass,
+) -> roomshard_core::Result<roomshard_core::CopyOutcome> {
+    store
+        .copy_room(request(
+            store,
+            schema,
+            room,
+            pass,
+            None,
+            &NoCheckpoints,
+            &NoProgress,
+        ))
+        .await
+}
+
+/// `chunk_parity`, `row_digests`, `reset_applied` and `applied_in`: a split chains its ranges
+/// (the first from the start, each after the previous, the last to the end) with
+/// `rows_per_chunk` rows each and every row counted once; the same ranges on a faithful copy
+/// match; a row only one copy has mismatches exactly its range and is named by `row_digests`;
+/// with `change_log`, `applied_in` returns exactly the ranges holding keys a `Changes` pass
+/// applied, and nothing after `reset_applied`; a range of a table not in the schema is
+/// `Invalid`.
+pub async fn chunk_parity_ranges_compare_name_rows_and_follow_applied_keys(
+    store: &dyn ShardStore,
+    config: &ShardSuiteConfig,
+) -> CheckResult {
+    let schema = schema()?;
+    let caps = store.capabilities();
+    if !caps.chunk_parity {
+        let room = config.room()?;
+        return expect_unsupported(
+            store
+                .chunk_parity(
+                    &Scope::Pooled(room),
+                    &schema,
+                    &ChunkPlan::Split { rows_per_chunk: 1 },
+                )
+                .await,
+            "chunk_parity",
+            "chunk_parity",
+        );
+    }
+    let room = match pooled_room_with_shard(store, config).await? {
+        Ok(room) => room,
+        Err(v) => return Ok(v),
+    };
+    let pooled = Scope::Pooled(room.clone());
+    let target = dedicated(store, &room)?;
+    if caps.change_log {
+        store
+            .track_changes(&room, &schema, true)
+            .await
+            .context("track_changes on")?;
+    }
+    one_pass(store, &schema, &room, CopyPass::Bulk)
+        .await
+        .context("bulk copy_room")?;
+    let split = store
+        .chunk_parity(&pooled, &schema, &ChunkPlan::Split { rows_per_chunk: 1 })
+        .await
+        .context("chunk_parity split")?;
+    // threads: 3 rows -> 3 ranges of 1 and an empty last one; posts: 2 + 1; tags: 1 empty.
+    let shape: Vec<(String, u64)> = split
+        .iter()
+        .map(|c| (c.range.table.clone(), c.rows))
+        .collect();
+    let want: Vec<(String, u64)> = [
+        ("threads", 1),
+        ("threads", 1),
+        ("threads", 1),
+        ("threads", 0),
+        ("posts", 1),
+        ("posts", 1),
+        ("posts", 0),
+        ("tags", 0),
+    ]
+    .iter()
+    .map(|(t, n)| ((*t).to_string(), *n))
+    .collect();
+    ensure(shape == want, || {
+        format!("a split of 1 row per chunk must give {want:?}, gave {shape:?}")
+    })?;
+    for pair in split.windows(2) {
+        let (a, b) = (&pair[0].range, &pair[1].range);
+        let chained = if a.table == b.table {
+            b.after.is_some() && b.after == a.up_to
+        } else {
+            a.up_to.is_none() && b.after.is_none()
+        };
+        ensure(chained, || {
+            format!(
+                "ranges must chain (each after the previous, the last to the end): {a} then {b}"
+            )
+        })?;
+    }
+    let b = base_of(&room);
+    ensure(
+        split[1].range.after == Some(vec![(b + 1).to_string()])
+            && split[2].range.up_to == Some(vec![(b + 10).to_string()]),
+        || {
+            format!(
+                "range bounds are the keys in COPY text form; got {} and {}",
+                split[1].range, split[2].range
+            )
+        },
+    )?;
+    let ranges: Vec<KeyRange> = split.iter().map(|c| c.range.clone()).collect();
+    let plan = ChunkPlan::Ranges(ranges.clone());
+    let on_copy = store
+        .chunk_parity(&target, &schema, &plan)
+        .await
+        .context("chunk_parity of the copy over the source's ranges")?;
+    let differing = |a: &[ChunkParity], b: &[ChunkParity]| -> Vec<usize> {
+        (0..a.len().max(b.len()))
+            .filter(|&i| match (a.get(i), b.get(i)) {
+                (Some(x), Some(y)) => !x.matches(y),
+                _ => true,
+            })
+            .collect()
+    };
+    let d = differing(&split, &on_copy);
+    ensure(d.is_empty(), || {
+        format!("a faithful copy must match on every range; ranges {d:?} differ: {on_copy:?}")
+    })?;
+    let bogus = store
+        .chunk_parity(
+            &target,
+            &schema,
+            &ChunkPlan::Ranges(vec![KeyRange {
+                table: "no_such_table".into(),
+                after: None,
+                up_to: None,
+            }]),
+        )
+        .await;
+    expect_kind(bogus, Kind::Invalid, "a range of a table not in the schema")?;
+
+    if caps.change_log {
+        store.reset_applied(&room).await.context("reset_applied")?;
+        // Every row of the room is deleted and written again (thread 2 edited, 10 gone, 11 new).
+        change_the_source(store, &schema, &room).await?;
+        one_pass(store, &schema, &room, CopyPass::Changes)
+            .await
+            .context("changes pass")?;
+        let applied = store
+            .applied_in(&room, &schema, &ranges)
+            .await
+            .context("applied_in")?;
+        // threads b+1, b+2, b+10, b+11 fall in ranges 0..=3; posts 1 and 2 in 4 and 5; the
+        // empty last range of posts and tags hold no applied key.
+        ensure(applied == vec![0, 1, 2, 3, 4, 5], || {
+            format!("applied_in must name exactly the ranges holding applied keys: {applied:?}")
+        })?;
+        store
+            .reset_applied(&room)
+            .await
+            .context("reset_applied, again")?;
+        let none = store
+            .applied_in(&room, &schema, &ranges)
+            .await
+            .context("applied_in after reset")?;
+        ensure(none.is_empty(), || {
+            format!("after reset_applied, applied_in must return nothing, got {none:?}")
+        })?;
+    } else {
+        change_the_source(store, &schema, &room).await?;
+        one_pass(store, &schema, &room, CopyPass::CatchUp)
+            .await
+            .context("catch-up pass")?;
+    }
+    // One row only the source has: exactly its range differs, and row_digests names it.
+    let extra = b + 12;
+    let mut source = MemorySource::new(vec![(
+        "threads",
+        vec![format!(
+            "{r}\t{extra}\textra\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n",
+            r = room.as_str()
+        )],
+    )]);
+    store
+        .restore(&pooled, &schema, &mut source, &IdRemap::default())
+        .await
+        .context("restore of one more pooled row")?;
+    let (src, dst) = (
+        store
+            .chunk_parity(&pooled, &schema, &plan)
+            .await
+            .context("chunk_parity of the source")?,
+        store
+            .chunk_parity(&target, &schema, &plan)
+            .await
+            .context("chunk_parity of the copy")?,
+    );
+    let d = differing(&src, &dst);
+    ensure(d == vec![3], || {
+        format!(
+            "a row only the source has (threads {extra}) must mismatch exactly the last threads \
+             range (3); ranges {d:?} differ"
+        )
+    })?;
+    let key = vec![extra.to_string()];
+    let (a, b2) = (
+        store
+            .row_digests(&pooled, &schema, &ranges[3], 100)
+            .await
+            .context("row_digests of the source")?,
+        store
+            .row_digests(&target, &schema, &ranges[3], 100)
+            .await
+            .context("row_digests of the copy")?,
+    );
+    let only: Vec<&Vec<String>> = a
+        .iter()
+        .filter(|r| !b2.iter().any(|o| o.key == r.key))
+        .map(|r| &r.key)
+        .collect();
+    ensure(only == vec![&key], || {
+        format!(
+            "row_digests must name the one row the copy lacks ({key:?}); source {a:?}, copy {b2:?}"
+        )
+    })?;
+    ensure(
+        a.iter()
+            .filter(|r| r.key != key)
+            .all(|r| b2.iter().any(|o| o.key == r.key && o.digest == r.digest)),
+        || format!("equal rows must have equal digests: source {a:?}, copy {b2:?}"),
+    )?;
+    if caps.change_log {
+        store
+            .track_changes(&room, &schema, false)
+            .await
+            .context("track_changes off")?;
+    }
     Ok(Verdict::Passed)
 }
 

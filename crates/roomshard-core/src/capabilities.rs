@@ -48,6 +48,11 @@ pub struct ShardCapabilities {
     pub id_remap: bool,
     /// `parity` returns a content checksum per table, not only row counts.
     pub parity_checksums: bool,
+    /// `chunk_parity` and `row_digests` work: counts and content hashes per primary-key range,
+    /// so a copy job checks a large room chunk by chunk while it is writable, re-checks only the
+    /// chunks that changed inside the read-only cutover, and names the rows of a mismatch. With
+    /// `change_log`, `reset_applied` and `applied_in` say which chunks a catch-up touched.
+    pub chunk_parity: bool,
     /// `size_bytes` reports storage used by a room.
     pub size_bytes: bool,
     /// `route` maps a room to a connection handle for the host's queries.

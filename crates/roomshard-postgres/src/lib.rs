@@ -10,6 +10,7 @@
 //! - [`connect`]: opens a pool from a `postgres://` URL with the session settings both rely on
 //!   (UTC, ISO dates, hex `bytea`, shortest floats), so COPY text is the same on every server.
 
+mod chunks;
 mod control;
 mod pools;
 mod restore;

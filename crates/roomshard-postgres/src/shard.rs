@@ -5,11 +5,11 @@ use crate::session::{Mode, Session};
 use crate::sql::{Ns, TableSql, db_err, normalise_copy_out, q};
 use futures::TryStreamExt;
 use roomshard_core::{
-    Bytes, CopyCheckpoint, CopyOutcome, CopyPass, CopyRequest, DumpSink, DumpSource,
-    EncryptionContext, Error, IdRemap, Identifier, KeyManager, Location, Namespace, Parity,
-    ProgressEvent, ProviderUrl, RestoreOutcome, Result, RoomId, RoomSchema, RouteHandle, Scope,
-    ServerUrl, ShardCapabilities, ShardRef, ShardStore, TableCount, TableCursor, TableParity,
-    async_trait,
+    Bytes, ChunkParity, ChunkPlan, CopyCheckpoint, CopyOutcome, CopyPass, CopyRequest, DumpSink,
+    DumpSource, EncryptionContext, Error, IdRemap, Identifier, KeyManager, KeyRange, Location,
+    Namespace, Parity, ProgressEvent, ProviderUrl, RestoreOutcome, Result, RoomId, RoomSchema,
+    RouteHandle, RowDigest, Scope, ServerUrl, ShardCapabilities, ShardRef, ShardStore, TableCount,
+    TableCursor, TableParity, async_trait,
 };
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Row};
@@ -253,7 +253,7 @@ impl PgShardStore {
 
     /// Opens a session on `scope`: the namespace checked, a dedicated schema found (NotFound)
     /// and its gate passed, every schema table present (NotFound) and matching (Conflict).
-    async fn open(
+    pub(crate) async fn open(
         &self,
         scope: &Scope,
         schema: &RoomSchema,
@@ -394,7 +394,7 @@ async fn read_wrapped_key(conn: &mut PgConnection, ns: &Ns) -> Result<Option<Vec
 }
 
 /// The room filter of a scope: pooled reads and writes filter on the room key column.
-fn room_filter(scope: &Scope) -> Option<&RoomId> {
+pub(crate) fn room_filter(scope: &Scope) -> Option<&RoomId> {
     match scope {
         Scope::Pooled(room) => Some(room),
         Scope::Dedicated(..) => None,
@@ -402,7 +402,7 @@ fn room_filter(scope: &Scope) -> Option<&RoomId> {
 }
 
 /// `"a"."k" = $n` conditions binding a room filter, or nothing.
-fn filter_sql(t: &TableSql, alias: &str, room: Option<&RoomId>, param: usize) -> String {
+pub(crate) fn filter_sql(t: &TableSql, alias: &str, room: Option<&RoomId>, param: usize) -> String {
     match room {
         Some(_) => format!(" AND {alias}.{} = ${param}", t.room_col()),
         None => String::new(),
@@ -410,7 +410,7 @@ fn filter_sql(t: &TableSql, alias: &str, room: Option<&RoomId>, param: usize) ->
 }
 
 /// A cursor's key texts, as bound parameters.
-fn bind_keys<'q>(
+pub(crate) fn bind_keys<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     keys: &'q [String],
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
@@ -421,7 +421,7 @@ fn bind_keys<'q>(
 }
 
 /// The key texts of a cursor as checkpoints store them (COPY text form of each value).
-fn escape_keys(keys: Vec<String>) -> Vec<String> {
+pub(crate) fn escape_keys(keys: Vec<String>) -> Vec<String> {
     keys.into_iter()
         .map(|k| {
             let mut s = String::new();
@@ -432,7 +432,7 @@ fn escape_keys(keys: Vec<String>) -> Vec<String> {
 }
 
 /// The raw key values of a checkpoint's cursor (its COPY text form undone).
-fn unescape_keys(t: &TableSql, keys: &[String]) -> Result<Vec<String>> {
+pub(crate) fn unescape_keys(t: &TableSql, keys: &[String]) -> Result<Vec<String>> {
     if keys.len() != t.pk.len() {
         return Err(Error::invalid(
             "copy checkpoint",
@@ -905,6 +905,7 @@ impl ShardStore for PgShardStore {
             restore: true,
             id_remap: true,
             parity_checksums: true,
+            chunk_parity: true,
             size_bytes: true,
             route: true,
             ..Default::default()
@@ -1162,6 +1163,38 @@ impl ShardStore for PgShardStore {
         Ok(Parity {
             tables: sink.tables,
         })
+    }
+
+    async fn chunk_parity(
+        &self,
+        scope: &Scope,
+        schema: &RoomSchema,
+        plan: &ChunkPlan,
+    ) -> Result<Vec<ChunkParity>> {
+        self.chunks(scope, schema, plan).await
+    }
+
+    async fn row_digests(
+        &self,
+        scope: &Scope,
+        schema: &RoomSchema,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<RowDigest>> {
+        self.digests(scope, schema, range, limit).await
+    }
+
+    async fn reset_applied(&self, room: &RoomId) -> Result<()> {
+        self.reset_applied_keys(room).await
+    }
+
+    async fn applied_in(
+        &self,
+        room: &RoomId,
+        schema: &RoomSchema,
+        ranges: &[KeyRange],
+    ) -> Result<Vec<usize>> {
+        self.applied_ranges(room, schema, ranges).await
     }
 
     async fn drop_room(&self, scope: &Scope, schema: &RoomSchema) -> Result<()> {

@@ -209,26 +209,47 @@ impl TableSql {
 
     /// `(k1, k2) > ($n::t1, $n+1::t2)`: rows after a cursor, parameters from `$first`.
     pub(crate) fn after_cursor(&self, alias: Option<&str>, first: usize) -> String {
-        let left = join(self.pk.iter().map(|&i| self.key_expr(i, alias)));
-        let right = join(
-            self.pk
-                .iter()
-                .enumerate()
-                .map(|(n, &i)| self.key_param(i, first + n)),
-        );
-        format!("({left}) > ({right})")
+        self.compare(&self.order_by(alias), ">", first)
     }
 
     /// `(k1, k2) <= ($n::t1, …)`: rows up to and including a bound.
     pub(crate) fn up_to(&self, alias: Option<&str>, first: usize) -> String {
-        let left = join(self.pk.iter().map(|&i| self.key_expr(i, alias)));
+        self.compare(&self.order_by(alias), "<=", first)
+    }
+
+    /// `(<left>) <op> ($first::t1, …)`: a key tuple compared with a bound of key parameters.
+    pub(crate) fn compare(&self, left: &str, op: &str, first: usize) -> String {
         let right = join(
             self.pk
                 .iter()
                 .enumerate()
                 .map(|(n, &i)| self.key_param(i, first + n)),
         );
-        format!("({left}) <= ({right})")
+        format!("({left}) {op} ({right})")
+    }
+
+    /// A change-log style key (`<alias>.key`, a `text[]` of the key values) as comparable
+    /// expressions of the key's types, one per key column: `(a.key[1])::int8`,
+    /// `(a.key[2])::text COLLATE "C"`.
+    pub(crate) fn logged_key_exprs(&self, alias: &str) -> Vec<String> {
+        self.pk
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| {
+                let ty = self.desc.columns[i].logical_type;
+                let cast = format!("({alias}.key[{}])::{}", n + 1, pg_type(ty));
+                if ty == LogicalType::Text {
+                    format!("{cast} COLLATE \"C\"")
+                } else {
+                    cast
+                }
+            })
+            .collect()
+    }
+
+    /// The `n`-th key column's parameter `$param`, cast from text to its type.
+    pub(crate) fn key_param_at(&self, n: usize, param: usize) -> String {
+        self.key_param(self.pk[n], param)
     }
 
     /// A key parameter `$n`, cast from its text form to the column's type.

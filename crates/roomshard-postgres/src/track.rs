@@ -41,6 +41,17 @@ pub const CHANGE_LOG_TABLE: &str = "roomshard_change_log";
 /// The shared-schema table listing the rooms whose pooled rows are retired (the room lives in
 /// its own shard).
 pub const RETIRED_TABLE: &str = "roomshard_retired";
+/// The shared-schema table of keys `Changes` passes applied since the copy job's last chunk
+/// check (see [`crate::chunks`]).
+pub const APPLIED_TABLE: &str = "roomshard_applied";
+/// The shared-schema table of each room's current generation of applied keys: a reset bumps it
+/// (one row written) instead of deleting the keys (which would leave dead rows every later read
+/// of the current keys walks through).
+pub const APPLIED_GEN_TABLE: &str = "roomshard_applied_gen";
+/// The SQLSTATE a `TRUNCATE` of a shared table gets while a room in it is tracked: it would
+/// remove rows without a row trigger, so the change log (and the chunk checks that trust it)
+/// would miss it.
+pub const TRUNCATE_SQLSTATE: &str = "RSC03";
 /// The SQLSTATE a host write gets while its room is fenced.
 pub const CUTOVER_SQLSTATE: &str = "RSC01";
 /// The SQLSTATE a host write to a retired room's pooled rows gets.
@@ -147,6 +158,25 @@ fn note_function_sql(ns: &Ns) -> String {
     )
 }
 
+/// The statement trigger that refuses `TRUNCATE` of a shared table while any room is tracked.
+fn no_truncate_function_sql(ns: &Ns) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {s}.\"roomshard_no_truncate\"() RETURNS trigger \
+         LANGUAGE plpgsql AS $roomshard$\n\
+         BEGIN\n\
+           IF EXISTS (SELECT 1 FROM {s}.\"{tracked}\") THEN\n\
+             RAISE EXCEPTION 'TRUNCATE of % while roomshard copies rooms out of it', TG_TABLE_NAME\n\
+               USING ERRCODE = '{code}',\n\
+                     HINT = 'a TRUNCATE fires no row trigger, so the copy job could not see it; DELETE the rows instead, or wait until the decentralise finishes';\n\
+           END IF;\n\
+           RETURN NULL;\n\
+         END $roomshard$",
+        s = ns.quoted,
+        tracked = TRACKED_TABLE,
+        code = TRUNCATE_SQLSTATE,
+    )
+}
+
 /// The guard a routed request's transaction starts with (see [`crate::PgPools`]): the room's
 /// fence lock in shared mode for the transaction, and whether its pooled rows are retired.
 /// Answers `'cutover'`, `'moved'` or `'ok'`; the shared lock, once taken, keeps a fence waiting
@@ -229,7 +259,23 @@ impl PgShardStore {
                  (room, tbl, seq)",
                 ns.quoted
             ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {}.\"{APPLIED_GEN_TABLE}\" (room text PRIMARY KEY, \
+                 gen bigint NOT NULL)",
+                ns.quoted
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {}.\"{APPLIED_TABLE}\" (room text NOT NULL, \
+                 gen bigint NOT NULL, tbl text NOT NULL, key text[] NOT NULL)",
+                ns.quoted
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS \"{APPLIED_TABLE}__room\" ON {}.\"{APPLIED_TABLE}\" \
+                 (room, gen, tbl)",
+                ns.quoted
+            ),
             note_function_sql(&ns),
+            no_truncate_function_sql(&ns),
         ];
         for sql in ddl {
             q(sql)
@@ -253,6 +299,18 @@ impl PgShardStore {
             .execute(s.conn())
             .await
             .map_err(db_err(format!("installing the trigger of {}", t.desc.name)))?;
+            q(format!(
+                "CREATE OR REPLACE TRIGGER \"roomshard_truncate\" BEFORE TRUNCATE ON {} \
+                 FOR EACH STATEMENT EXECUTE FUNCTION {}.\"roomshard_no_truncate\"()",
+                t.at(&ns),
+                ns.quoted,
+            ))
+            .execute(s.conn())
+            .await
+            .map_err(db_err(format!(
+                "installing the TRUNCATE guard of {}",
+                t.desc.name
+            )))?;
         }
         s.commit("installing the change log").await
     }
@@ -284,21 +342,23 @@ impl PgShardStore {
             .map_err(db_err("checking the change log"))?;
         let names: Vec<String> = tables.iter().map(|t| t.desc.name.clone()).collect();
         let row = sqlx::query(
-            "SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2)) IS NOT NULL, \
+            "SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2)) IS NOT NULL \
+                    AND to_regclass(quote_ident($1) || '.' || quote_ident($4)) IS NOT NULL, \
                     (SELECT count(*) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid \
                      JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname = $1 AND g.tgname = 'roomshard_track' \
+                     WHERE n.nspname = $1 AND g.tgname IN ('roomshard_track', 'roomshard_truncate') \
                        AND c.relname = ANY($3))",
         )
         .bind(&ns.name)
         .bind(CHANGE_LOG_TABLE)
         .bind(&names)
+        .bind(APPLIED_TABLE)
         .fetch_one(&mut *conn)
         .await
         .map_err(db_err("checking the change log"))?;
         let log: bool = row.try_get(0).map_err(db_err("checking the change log"))?;
         let triggers: i64 = row.try_get(1).map_err(db_err("checking the change log"))?;
-        Ok(log && usize::try_from(triggers).unwrap_or(0) == tables.len())
+        Ok(log && usize::try_from(triggers).unwrap_or(0) == 2 * tables.len())
     }
 
     /// `track_changes` (see the trait).
@@ -374,6 +434,18 @@ impl PgShardStore {
         .execute(s.conn())
         .await
         .map_err(db_err("clearing a room's change log"))?;
+        if to_regclass_exists(s.conn(), &ns, APPLIED_TABLE).await? {
+            for table in [APPLIED_TABLE, APPLIED_GEN_TABLE] {
+                q(format!(
+                    "DELETE FROM {}.\"{table}\" WHERE room = $1",
+                    ns.quoted
+                ))
+                .bind(room.as_str())
+                .execute(s.conn())
+                .await
+                .map_err(db_err("clearing a room's applied keys"))?;
+            }
+        }
         s.commit("untracking a room").await?;
         Ok(was)
     }
@@ -474,6 +546,11 @@ impl PgShardStore {
         room: &RoomId,
     ) -> Result<(u64, u64)> {
         let log = format!("{}.\"{CHANGE_LOG_TABLE}\"", src.quoted);
+        let applied = format!("{}.\"{APPLIED_TABLE}\"", src.quoted);
+        let generation = format!(
+            "coalesce((SELECT gen FROM {}.\"{APPLIED_GEN_TABLE}\" WHERE room = $1), 0)",
+            src.quoted
+        );
         let keys = join(t.pk.iter().enumerate().map(|(n, &i)| {
             format!(
                 "(key[{}])::{} AS k{n}",
@@ -497,6 +574,8 @@ impl PgShardStore {
             "WITH batch AS (DELETE FROM {log} WHERE seq IN (SELECT seq FROM {log} \
                WHERE room = $1 AND tbl = $2 ORDER BY seq LIMIT $3) RETURNING key), \
              k AS (SELECT DISTINCT {keys} FROM batch), \
+             mark AS (INSERT INTO {applied} (room, gen, tbl, key) \
+               SELECT DISTINCT $1, {generation}, $2, key FROM batch RETURNING 1), \
              gone AS (DELETE FROM {dst} AS d USING k WHERE {dk}{dst_room} AND NOT EXISTS \
                (SELECT 1 FROM {srct} AS s WHERE {sd} AND s.{rc} = $1) RETURNING 1), \
              put AS (INSERT INTO {dst} ({plain}) SELECT {scols} FROM {srct} AS s JOIN k ON {sk} \
@@ -567,9 +646,18 @@ impl PgShardStore {
 
 /// Whether the shared schema has the tracked-rooms table yet (it appears with the triggers).
 async fn tracked_table_exists(conn: &mut PgConnection, ns: &Ns) -> Result<bool> {
+    to_regclass_exists(conn, ns, TRACKED_TABLE).await
+}
+
+/// Whether the shared schema has table `name`.
+pub(crate) async fn to_regclass_exists(
+    conn: &mut PgConnection,
+    ns: &Ns,
+    name: &str,
+) -> Result<bool> {
     sqlx::query("SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2)) IS NOT NULL")
         .bind(&ns.name)
-        .bind(TRACKED_TABLE)
+        .bind(name)
         .fetch_one(conn)
         .await
         .map_err(db_err("checking the change log"))?

@@ -509,3 +509,148 @@ async fn tracking_waits_for_a_slow_write_in_short_attempts_with_the_room_writabl
     host_write(&host, "slow", 9_999).await.unwrap();
     assert!(log_rows(&cluster, "slow").await >= 1);
 }
+
+/// Chunk parity against host writes in another DateStyle and time zone: `applied_in` names
+/// exactly the ranges a changes pass touched (typed comparison, composite and timestamp keys),
+/// the copies match over every range afterwards, and a `TRUNCATE` (which no row trigger sees)
+/// is refused while a room is tracked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_keys_name_exactly_the_chunks_a_pass_touched_and_truncate_is_refused() {
+    use roomshard_core::{ChunkPlan, KeyRange};
+    let cluster = Cluster::start();
+    let store = store(&cluster).await;
+    let host = host(&cluster).await;
+    let base = 200_000;
+    let room = seeded_room(&store, "chunked", base).await;
+    store.track_changes(&room, &schema(), true).await.unwrap();
+    pass(&store, &room, CopyPass::Bulk).await.unwrap();
+    let pooled = Scope::Pooled(room.clone());
+    let split = store
+        .chunk_parity(&pooled, &schema(), &ChunkPlan::Split { rows_per_chunk: 10 })
+        .await
+        .unwrap();
+    let shape: Vec<(&str, u64)> = split
+        .iter()
+        .map(|c| (c.range.table.as_str(), c.rows))
+        .collect();
+    // messages 50 rows: 5 ranges and an empty last; reactions 40: 4 and an empty last; ticks
+    // 10: 1 and an empty last.
+    assert_eq!(
+        shape,
+        [
+            ("messages", 10),
+            ("messages", 10),
+            ("messages", 10),
+            ("messages", 10),
+            ("messages", 10),
+            ("messages", 0),
+            ("reactions", 10),
+            ("reactions", 10),
+            ("reactions", 10),
+            ("reactions", 10),
+            ("reactions", 0),
+            ("ticks", 10),
+            ("ticks", 0),
+        ]
+    );
+    assert_eq!(
+        split[7].range.after,
+        Some(vec![(base + 5).to_string(), "bob".to_string()]),
+        "a composite key bound, in COPY text form"
+    );
+    assert_eq!(
+        split[12].range.after,
+        Some(vec![
+            "2026-01-01 09:00:00.25+00".to_string(),
+            (base + 9).to_string()
+        ]),
+        "a timestamp key bound, in roomshard's UTC text form"
+    );
+    let ranges: Vec<KeyRange> = split.iter().map(|c| c.range.clone()).collect();
+    store.reset_applied(&room).await.unwrap();
+    for sql in [
+        format!(
+            "UPDATE public.messages SET body = 'edited' WHERE id = {}",
+            base + 15
+        ),
+        format!(
+            "INSERT INTO public.messages VALUES ('chunked', {}, 'last')",
+            base + 1000
+        ),
+        format!(
+            "DELETE FROM public.reactions WHERE message_id = {} AND who = 'bob'",
+            base + 3
+        ),
+        format!(
+            "UPDATE public.ticks SET note = 'tock' WHERE n = {}",
+            base + 3
+        ),
+        // 12:00 in Berlin is 11:00 UTC: after every seeded tick (as a value, not as text).
+        format!(
+            "INSERT INTO public.ticks VALUES ('chunked', '01.01.2026 12:00:00 CET', {}, 'late')",
+            base + 99
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&host)
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .applied_in(&room, &schema(), &ranges)
+            .await
+            .unwrap()
+            .is_empty(),
+        "logged but not yet applied: nothing applied"
+    );
+    pass(&store, &room, CopyPass::Changes).await.unwrap();
+    assert_eq!(
+        store.applied_in(&room, &schema(), &ranges).await.unwrap(),
+        vec![1, 5, 6, 11, 12]
+    );
+    let plan = ChunkPlan::Ranges(ranges.clone());
+    let source = store.chunk_parity(&pooled, &schema(), &plan).await.unwrap();
+    let target = store
+        .chunk_parity(&dedicated(&store, &room), &schema(), &plan)
+        .await
+        .unwrap();
+    for (s, t) in source.iter().zip(&target) {
+        assert!(s.matches(t), "{s:?} vs {t:?}");
+    }
+    assert_eq!(
+        source[5].rows, 1,
+        "the insert past the last key is in the open range"
+    );
+    assert_eq!(source[12].rows, 1, "the late tick is in the open range");
+    store.reset_applied(&room).await.unwrap();
+    assert!(
+        store
+            .applied_in(&room, &schema(), &ranges)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // TRUNCATE would bypass the log: refused while a room is tracked, with its own code.
+    let err = sqlx::query("TRUNCATE public.messages")
+        .execute(&host)
+        .await
+        .unwrap_err();
+    let code = err
+        .as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.to_string());
+    assert_eq!(code.as_deref(), Some("RSC03"), "{err}");
+    let n: i64 = sqlx::query("SELECT count(*) FROM public.messages")
+        .fetch_one(&host)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 51, "nothing was truncated");
+    store.track_changes(&room, &schema(), false).await.unwrap();
+    sqlx::query("TRUNCATE public.messages")
+        .execute(&host)
+        .await
+        .unwrap();
+}

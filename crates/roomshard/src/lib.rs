@@ -220,13 +220,17 @@ pub struct Config {
     /// authoritative and writes reopen, and the next attempt starts with more catch-up passes.
     /// It bounds how long the room refuses writes, whatever the room's size or write rate.
     pub cutover_limit: std::time::Duration,
+    /// Rows per key-range chunk when a store with `chunk_parity` checks a copy: the unit a
+    /// mismatch is found, named and re-checked in. Smaller chunks make the re-check inside the
+    /// cutover cheaper and the first check (while the room is writable) do more queries.
+    pub parity_chunk_rows: u64,
     /// Storage price used by plans' cost estimates, in US dollars per GiB-month.
     pub price_per_gib_month_usd: f64,
 }
 
 impl Config {
     /// Defaults: standard profile, unpinned region, receipts valid 365 days, cutover once a
-    /// catch-up pass changes ≤ 100 rows and for at most 5 s, $0.023/GiB-month (object storage
+    /// catch-up pass changes ≤ 100 rows and for at most 5 s, parity chunks of 10 000 rows, $0.023/GiB-month (object storage
     /// list price).
     pub fn new(grantee: Grantee, signing_key: SigningKeyId, signing_key_id: String) -> Self {
         Config {
@@ -242,6 +246,7 @@ impl Config {
             receipt_validity_days: 365,
             cutover_threshold_rows: 100,
             cutover_limit: std::time::Duration::from_secs(5),
+            parity_chunk_rows: 10_000,
             price_per_gib_month_usd: 0.023,
         }
     }

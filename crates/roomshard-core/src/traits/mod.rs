@@ -55,10 +55,10 @@ pub use media::{
 };
 pub use route::{Admission, ConnectionPools};
 pub use shard::{
-    CheckpointSink, CopyCheckpoint, CopyOutcome, CopyPass, CopyRequest, CopySource, DumpSink,
-    DumpSource, IdMap, IdRemap, KeyRewrite, Namespace, NoCheckpoints, OutboxEntry, Parity,
-    RemapPolicy, RestoreOutcome, RouteHandle, ShardRef, ShardStore, TableCount, TableCursor,
-    TableParity, WriteFence,
+    CheckpointSink, ChunkParity, ChunkPlan, CopyCheckpoint, CopyOutcome, CopyPass, CopyRequest,
+    CopySource, DumpSink, DumpSource, IdMap, IdRemap, KeyRange, KeyRewrite, Namespace,
+    NoCheckpoints, OutboxEntry, Parity, RemapPolicy, RestoreOutcome, RouteHandle, RowDigest,
+    ShardRef, ShardStore, TableCount, TableCursor, TableParity, WriteFence,
 };
 
 #[cfg(test)]

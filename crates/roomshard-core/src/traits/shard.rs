@@ -101,6 +101,8 @@ pub trait ShardStore: Send + Sync {
     ///   none), and the applied log entries are removed in the same transaction, so a crash
     ///   between batches loses nothing and a repeated pass does nothing twice. It saves no
     ///   checkpoint (the log is its own). A source that is not tracked is [`Error::Conflict`].
+    ///   With `chunk_parity`, the keys it applied are recorded in the same transaction, for
+    ///   [`applied_in`](Self::applied_in).
     /// - With `resume_from`, continues after the checkpoint; a store without `copy_resumable`
     ///   ignores it and starts over (safe, since copies are idempotent).
     /// - Returns [`Error::NotFound`] if the target shard does not exist (call
@@ -193,6 +195,101 @@ pub trait ShardStore: Send + Sync {
     /// # Requires capability
     /// None for counts; `parity_checksums` for checksums.
     async fn parity(&self, scope: &Scope, schema: &RoomSchema) -> Result<Parity>;
+
+    /// Row counts and content hashes per primary-key range ("chunk") of a room's tables: what
+    /// lets a copy job check a large room while it is still writable, re-check inside the
+    /// read-only cutover only the chunks that changed since, and name the rows of a mismatch.
+    ///
+    /// # Behaviour
+    /// - [`ChunkPlan::Split`] cuts every schema table, in schema order, into ranges of
+    ///   `rows_per_chunk` rows in primary-key order. Each range's `after` is the previous
+    ///   range's `up_to` (`None` for the first); the last range of a table has `up_to: None` (to
+    ///   the end), so rows another copy has past the last key still fall in a range. An empty
+    ///   table gives one range covering everything, with 0 rows.
+    /// - [`ChunkPlan::Resplit`] does the same inside one range: its ranges chain from the
+    ///   range's `after` to its `up_to`, every `rows_per_chunk` rows (one range if it holds
+    ///   fewer).
+    /// - [`ChunkPlan::Ranges`] answers for exactly the ranges given, in the order given (as a
+    ///   split on another copy of the room produced them). A table not in the schema is
+    ///   [`Error::Invalid`]; a key that does not parse as its column's type is
+    ///   [`Error::Invalid`].
+    /// - Key values are in COPY text form, like [`TableCursor::after_key`].
+    /// - `checksum` is the lowercase hex SHA-256 of a provider-defined text of the range's rows
+    ///   in primary-key order: equal for two scopes of **this store** exactly when their rows in
+    ///   the range are equal (unlike [`parity`](Self::parity), it is not comparable across
+    ///   providers; cross-store moves compare full parity).
+    /// - Each range is read in one snapshot; a split reads each table in one snapshot.
+    /// - A missing dedicated shard is [`Error::NotFound`].
+    ///
+    /// # Requires capability
+    /// `chunk_parity`.
+    async fn chunk_parity(
+        &self,
+        scope: &Scope,
+        schema: &RoomSchema,
+        plan: &ChunkPlan,
+    ) -> Result<Vec<ChunkParity>> {
+        let _ = (scope, schema, plan);
+        Err(Error::unsupported("chunk_parity", self.name()))
+    }
+
+    /// Every row of one range as its key and a digest of its content, in primary-key order,
+    /// at most `limit` rows: what names the rows of a mismatched chunk (compare two copies'
+    /// digests by key).
+    ///
+    /// # Behaviour
+    /// - Keys in COPY text form; digests comparable between scopes of this store, as
+    ///   [`chunk_parity`](Self::chunk_parity)'s checksums.
+    /// - A table not in the schema is [`Error::Invalid`].
+    ///
+    /// # Requires capability
+    /// `chunk_parity`.
+    async fn row_digests(
+        &self,
+        scope: &Scope,
+        schema: &RoomSchema,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<RowDigest>> {
+        let _ = (scope, schema, range, limit);
+        Err(Error::unsupported("row_digests", self.name()))
+    }
+
+    /// Forgets which keys of `room` [`CopyPass::Changes`] passes have applied so far, so that
+    /// [`applied_in`](Self::applied_in) answers for the passes from now on: the mark a copy
+    /// job sets when it checks chunk parity, before it catches up again.
+    ///
+    /// # Behaviour
+    /// - Every `Changes` pass records, in the same transaction as it applies them, the keys it
+    ///   applied; this forgets them. Idempotent; a room never tracked is `Ok`.
+    ///
+    /// # Requires capability
+    /// `change_log` and `chunk_parity`.
+    async fn reset_applied(&self, room: &RoomId) -> Result<()> {
+        let _ = room;
+        Err(Error::unsupported("reset_applied", self.name()))
+    }
+
+    /// Which of `ranges` hold a key a [`CopyPass::Changes`] pass applied (inserted, updated or
+    /// deleted in the target) since the last [`reset_applied`](Self::reset_applied): the
+    /// chunks whose parity may have changed. Returns indexes into `ranges`, ascending.
+    ///
+    /// # Behaviour
+    /// - Exact for the keys applied: a range holding none of them is not returned, one holding
+    ///   any is (a key deleted from both copies counts too).
+    /// - A table not in the schema is [`Error::Invalid`].
+    ///
+    /// # Requires capability
+    /// `change_log` and `chunk_parity`.
+    async fn applied_in(
+        &self,
+        room: &RoomId,
+        schema: &RoomSchema,
+        ranges: &[KeyRange],
+    ) -> Result<Vec<usize>> {
+        let _ = (room, schema, ranges);
+        Err(Error::unsupported("applied_in", self.name()))
+    }
 
     /// A room's row count per table — the cheap check ("is this room empty?", "how big is
     /// it?") that must not read and hash every row the way [`parity`](Self::parity) does.
@@ -545,6 +642,78 @@ impl Parity {
         }
         out
     }
+}
+
+/// How to cut a room into chunks for [`ShardStore::chunk_parity`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChunkPlan {
+    /// Cut every table into ranges of this many rows (at least 1), in primary-key order.
+    Split {
+        /// Rows per range (the last range of a table may hold fewer, or more on another copy).
+        rows_per_chunk: u64,
+    },
+    /// Exactly these ranges, in this order.
+    Ranges(Vec<KeyRange>),
+    /// Cut one range into ranges of this many rows, as `Split` cuts a table: the first keeps
+    /// the range's `after`, the last its `up_to`, so together they cover exactly the same keys
+    /// (a range that grew — the open end of a table the host appends to — becomes several).
+    Resplit {
+        /// The range to cut.
+        range: KeyRange,
+        /// Rows per range.
+        rows_per_chunk: u64,
+    },
+}
+
+/// A range of one table's primary keys: the rows with `after < key <= up_to`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyRange {
+    /// The table.
+    pub table: String,
+    /// Exclusive lower bound (primary-key values in COPY text form); `None` from the start.
+    pub after: Option<Vec<String>>,
+    /// Inclusive upper bound; `None` to the end of the table.
+    pub up_to: Option<Vec<String>>,
+}
+
+impl std::fmt::Display for KeyRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = |k: &Option<Vec<String>>| k.as_ref().map(|k| format!("({})", k.join(", ")));
+        write!(
+            f,
+            "{} keys {} .. {}",
+            self.table,
+            key(&self.after).map_or_else(|| "start".to_string(), |k| format!("after {k}")),
+            key(&self.up_to).map_or_else(|| "end".to_string(), |k| format!("up to {k}")),
+        )
+    }
+}
+
+/// One range's row count and checksum (see [`ShardStore::chunk_parity`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkParity {
+    /// The range.
+    pub range: KeyRange,
+    /// Rows of the room in it.
+    pub rows: u64,
+    /// Lowercase hex SHA-256 of the range's rows (comparable within one store).
+    pub checksum: String,
+}
+
+impl ChunkParity {
+    /// Whether two copies agree on this range (same rows, same checksum).
+    pub fn matches(&self, other: &ChunkParity) -> bool {
+        self.range == other.range && self.rows == other.rows && self.checksum == other.checksum
+    }
+}
+
+/// One row's key and content digest (see [`ShardStore::row_digests`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowDigest {
+    /// Primary-key values in COPY text form.
+    pub key: Vec<String>,
+    /// Digest of the row's content (comparable within one store).
+    pub digest: String,
 }
 
 /// Receives a dump, table by table (see [`ShardStore::dump`]).

@@ -18,6 +18,7 @@ use roomshard_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::chunks::{ChunkCheck, Copies};
 use super::copy::{
     JobState, Side, bulk_copy_media, copy_pass, media_difference, media_totals, reconcile_media,
     replace_rows, sealed,
@@ -29,6 +30,9 @@ use crate::support::parity_digest;
 const MAX_CATCH_UP_PASSES: usize = 5;
 /// Cutovers attempted before giving up when parity keeps failing.
 const MAX_CUTOVERS: usize = 3;
+/// Repairs of mismatched chunks while the room is writable before cutover is attempted anyway
+/// (its own check then decides).
+const MAX_CHUNK_REPAIRS: usize = 3;
 /// Bytes per row assumed for a cost estimate when the store cannot tell.
 const ESTIMATED_ROW_BYTES: u64 = 256;
 
@@ -356,6 +360,17 @@ pub async fn decentralise_with(
     let mut held_fence = None;
     // The shard's parity as checked at the flip, for the receipt (a resumed job hashes again).
     let mut flipped_parity = None;
+    // With chunk parity the copies are compared range by range while the room is writable,
+    // and the cutover re-checks only the ranges not known to match (see `flows::chunks`).
+    let chunked = use_log && caps.chunk_parity;
+    let copies = Copies {
+        rs,
+        target: own.shards.as_ref(),
+        room,
+        pooled: &pooled,
+        dedicated: &dedicated,
+    };
+    let mut chunks: Option<ChunkCheck> = None;
 
     // 3. Copy while the pooled room stays writable: bulk, then catch-up passes until the delta
     //    is small. 4. Cutover: read-only, final catch-up, parity; parity failing reopens writes.
@@ -397,6 +412,51 @@ pub async fn decentralise_with(
                     break;
                 }
             }
+            if chunked {
+                // Check while writable, so the cutover re-checks only what changes from here.
+                progress.emit(ProgressEvent::Phase(Phase::Parity));
+                for repair in 1..=MAX_CHUNK_REPAIRS {
+                    match chunks.as_mut() {
+                        Some(check) => check.recheck(copies, true).await?,
+                        None => chunks = Some(ChunkCheck::first(copies).await?),
+                    }
+                    let Some(check) = chunks.as_ref() else {
+                        break;
+                    };
+                    if check.matches() {
+                        rs.audit("decentralise.parity_checked", Some(room), check.detail(&[]))
+                            .await?;
+                        break;
+                    }
+                    let rows = check.name_rows(copies).await?;
+                    tracing::warn!(%room, tables = ?check.tables(), "chunk parity mismatch; repairing");
+                    rs.audit(
+                        "decentralise.parity_mismatch",
+                        Some(room),
+                        check.detail(&rows),
+                    )
+                    .await?;
+                    if repair == MAX_CHUNK_REPAIRS {
+                        break;
+                    }
+                    // The change log did not explain these rows: compare and repair them all.
+                    copy_pass(rs, from, to, CopyPass::CatchUp, None, &job, progress).await?;
+                }
+                // Writes went on during the check: catch up again, and re-check what that
+                // touched (cutting ranges that grew), so the cutover's final pass and its
+                // re-check stay as small as the writes of the last moment.
+                for _ in 0..MAX_CATCH_UP_PASSES {
+                    let rows =
+                        copy_pass(rs, from, to, CopyPass::Changes, None, &job, progress).await?;
+                    if rows <= rs.config.cutover_threshold_rows {
+                        break;
+                    }
+                }
+                if let Some(check) = chunks.as_mut().filter(|c| c.matches()) {
+                    check.recheck(copies, true).await?;
+                    copy_pass(rs, from, to, CopyPass::Changes, None, &job, progress).await?;
+                }
+            }
             rs.move_placement(
                 &mut placement,
                 PlacementState::Cutover,
@@ -411,7 +471,15 @@ pub async fn decentralise_with(
         // step is all or nothing, or idempotent) and writes reopen on the pooled copy.
         let limit = rs.config.cutover_limit;
         let started = std::time::Instant::now();
+        // Milliseconds per step of the window, for the audit and whoever tunes it.
+        let mut steps = serde_json::Map::new();
         let checked = tokio::time::timeout(limit, async {
+            let mut lap = std::time::Instant::now();
+            let mut step = |name: &str| {
+                let ms = u64::try_from(lap.elapsed().as_millis()).unwrap_or(u64::MAX);
+                steps.insert(format!("{name}_ms"), ms.into());
+                lap = std::time::Instant::now();
+            };
             // The fence waits for the host's writes in flight and refuses new ones; dropped
             // with this future on a timeout or an error, it reopens them.
             let fence = if fenced {
@@ -419,6 +487,7 @@ pub async fn decentralise_with(
             } else {
                 None
             };
+            step("fence");
             if same_store {
                 let pass = if use_log && !full_check {
                     CopyPass::Changes
@@ -429,17 +498,34 @@ pub async fn decentralise_with(
             } else {
                 replace_rows(rs, from, to, progress).await?;
             }
+            step("catch_up");
             reconcile_media(from, to).await?;
+            step("media");
             progress.emit(ProgressEvent::Phase(Phase::Parity));
-            // Both sides at once (two sessions, two server processes): the read-only window
-            // is the longer of the two hashes, not their sum.
-            let (source, target) = tokio::try_join!(
-                rs.shards.parity(&pooled, &rs.schema),
-                own.shards.parity(&dedicated, &rs.schema),
-            )?;
-            let tables = source.mismatched_tables(&target);
+            let (tables, target, rows) = match chunks.as_mut() {
+                Some(check) if chunked => {
+                    check.recheck(copies, false).await?;
+                    let rows = if check.matches() {
+                        Vec::new()
+                    } else {
+                        check.name_rows(copies).await?
+                    };
+                    (check.tables(), None, Some(check.detail(&rows)))
+                }
+                _ => {
+                    // Both sides at once (two sessions, two server processes): the read-only
+                    // window is the longer of the two hashes, not their sum.
+                    let (source, target) = tokio::try_join!(
+                        rs.shards.parity(&pooled, &rs.schema),
+                        own.shards.parity(&dedicated, &rs.schema),
+                    )?;
+                    (source.mismatched_tables(&target), Some(target), None)
+                }
+            };
+            step("parity");
             let media = media_difference(from, to).await?;
-            Ok::<_, Error>((fence, tables, media, target))
+            step("media_check");
+            Ok::<_, Error>((fence, tables, media, target, rows))
         })
         .await;
         let cutover_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -464,9 +550,9 @@ pub async fn decentralise_with(
             }
             continue;
         };
-        let (fence, tables, media, target) = checked?;
+        let (fence, tables, media, target, chunk_detail) = checked?;
         if tables.is_empty() && media.is_none() {
-            flipped_parity = Some(target);
+            flipped_parity = target;
             // Held through the flip until the pooled rows are retired: a host write that
             // missed the placement change must not land in rows nothing reads any more.
             held_fence = fence;
@@ -474,7 +560,11 @@ pub async fn decentralise_with(
                 &mut placement,
                 PlacementState::Sovereign,
                 "decentralise.sovereign",
-                serde_json::json!({ "cutover_ms": cutover_ms }),
+                serde_json::json!({
+                    "cutover_ms": cutover_ms,
+                    "steps": steps,
+                    "chunks": chunk_detail,
+                }),
                 |_| {},
             )
             .await?;
@@ -488,15 +578,19 @@ pub async fn decentralise_with(
                 &mut placement,
                 PlacementState::Copying,
                 "decentralise.parity_failed",
-                serde_json::json!({ "tables": tables, "media": media }),
+                serde_json::json!({ "tables": tables, "media": media, "chunks": chunk_detail }),
                 |_| {},
             )
             .await?;
             if cutovers >= MAX_CUTOVERS {
                 return Err(Error::conflict(format!(
                     "room {room}: parity still fails after {cutovers} cutovers (tables {tables:?}, \
-                     media {media:?}); the room is writable in the shared store again, run \
-                     decentralise again once writes calm down"
+                     media {media:?}{rows}); the room is writable in the shared store again, run \
+                     decentralise again once writes calm down",
+                    rows = chunk_detail
+                        .as_ref()
+                        .map(|d| format!(", rows {}", d["rows"]))
+                        .unwrap_or_default(),
                 )));
             }
         }

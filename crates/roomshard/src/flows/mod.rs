@@ -3,6 +3,7 @@
 pub mod abort;
 pub mod access;
 pub mod audit;
+mod chunks;
 mod copy;
 pub mod decentralise;
 pub mod export;
