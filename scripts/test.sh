@@ -54,6 +54,7 @@ ROOMSHARD_TEST_BACKEND=postgres cargo test --locked -p roomshard-cli --test flow
   --skip audit_verify_detects_a_truncated_tail_by_receipt_anchors_and_expect_head \
   --skip provider_urls_place_a_home_and_bad_ones_are_refused_without_secrets \
   --skip decentralise_adopts_a_customers_own_database_and_recentralise_leaves_it
+ROOMSHARD_TEST_BACKEND=postgres cargo test --locked -p roomshard-cli --test lite
 free_build target/debug
 
 step "WASM verifier: build with the rustc 1.63 toolchain and run the vectors under Node"

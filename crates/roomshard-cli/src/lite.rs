@@ -36,11 +36,10 @@ use roomshard::home::{Home, HomeShards};
 use roomshard::router::{Routed, Router as RoomRouter, RouterConfig};
 use roomshard_core::Identifier;
 use roomshard_core::{Error, MediaStore, ObjectKey, PlacementState, Result, RoomId, Scope};
+use roomshard_postgres::PgPools;
 use roomshard_sqlite::SqlitePools;
-use roomshard_sqlite::SqliteShardStore;
 use serde::Deserialize;
-use sqlx::SqliteConnection;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Row, SqliteConnection};
 
 /// Most messages one room page shows (the latest ones; older pages via `?before=`).
 pub const PAGE_MESSAGES: i64 = 200;
@@ -61,8 +60,7 @@ const MEDIA_CSP: &str = "default-src 'none'; sandbox";
 /// # Errors
 /// [`Error::Unavailable`] if `addr` cannot be bound or the server fails.
 pub async fn serve(home: Home, addr: SocketAddr) -> Result<()> {
-    // Refused before listening: the pages query the embedded default's tables themselves.
-    sqlite_shards(&home)?;
+    let app = router(home.clone())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::unavailable(format!("listening on {addr}"), false, e))?;
@@ -73,24 +71,12 @@ pub async fn serve(home: Home, addr: SocketAddr) -> Result<()> {
         "roomshard lite: serving {} at http://{local}/ (Ctrl-C to stop)",
         home.dir().display()
     );
-    axum::serve(listener, router(home)?)
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| Error::unavailable(format!("serving on {local}"), false, e))?;
     println!("roomshard lite: stopped");
     Ok(())
-}
-
-/// The home's SQLite store: the pages read the embedded default's tables with SQLite SQL.
-/// A PostgreSQL home is refused with what to do instead, never half served.
-fn sqlite_shards(home: &Home) -> Result<&std::sync::Arc<SqliteShardStore>> {
-    match &home.shards {
-        HomeShards::Sqlite(s) => Ok(s),
-        HomeShards::Postgres(_) => Err(Error::unsupported(
-            "lite serve (PostgreSQL shards)",
-            "postgres",
-        )),
-    }
 }
 
 /// Resolves on Ctrl-C; if no signal handler can be installed, never (the process is then
@@ -107,17 +93,73 @@ async fn shutdown_signal() {
 #[derive(Clone)]
 struct Lite {
     home: Home,
-    rooms: RoomRouter<SqlitePools>,
+    rooms: Rooms,
+}
+
+/// The home's runtime router, on whichever engine its shards are.
+#[derive(Clone)]
+enum Rooms {
+    Sqlite(RoomRouter<SqlitePools>),
+    Postgres(RoomRouter<PgPools>),
+}
+
+/// A routed connection of either engine. The pages' SQL is written once for both: `$n`
+/// parameters (SQLite reads them as positions too), timestamps `CAST(… AS TEXT)`, booleans
+/// through `CASE`, so one statement decodes the same on either.
+enum Db<'c> {
+    Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection of `$db` (a `&mut Db`): the same
+/// code, type-checked once per engine.
+macro_rules! on_db {
+    ($db:expr, $c:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($c) => $body,
+            Db::Postgres($c) => $body,
+        }
+    };
+}
+
+/// Reads what `read` reads from `room`'s rows, routed to wherever the room lives now.
+macro_rules! with_room {
+    ($rooms:expr, $room:expr, |$db:ident, $t:ident| $read:expr) => {
+        match $rooms {
+            Rooms::Sqlite(r) => {
+                let mut routed = r.route($room).await?.begin().await?;
+                let $t = Tables::of(&routed)?;
+                let mut $db = Db::Sqlite(&mut *routed.conn);
+                $read
+            }
+            Rooms::Postgres(r) => {
+                let mut routed = r.route($room).await?.begin().await?;
+                let $t = Tables::of(&routed)?;
+                let mut $db = Db::Postgres(&mut *routed.conn);
+                $read
+            }
+        }
+    };
 }
 
 /// Mesh-Lite's routes over `home` (see the [module docs](self)); bind it anywhere, e.g. on
-/// `127.0.0.1:0` in tests.
+/// `127.0.0.1:0` in tests. Serves a home on the embedded default and one on PostgreSQL alike.
 ///
 /// # Errors
-/// [`Error::Unsupported`] for a home whose shards are not on SQLite.
+/// None today; kept fallible for providers that cannot be served.
 pub fn router(home: Home) -> Result<Router> {
-    let pools = SqlitePools::new(sqlite_shards(&home)?.clone());
-    let rooms = RoomRouter::new(home.roomshard.clone(), pools, RouterConfig::default());
+    let rooms = match &home.shards {
+        HomeShards::Sqlite(s) => Rooms::Sqlite(RoomRouter::new(
+            home.roomshard.clone(),
+            SqlitePools::new(s.clone()),
+            RouterConfig::default(),
+        )),
+        HomeShards::Postgres(s) => Rooms::Postgres(RoomRouter::new(
+            home.roomshard.clone(),
+            PgPools::new(s.clone()),
+            RouterConfig::default(),
+        )),
+    };
     Ok(Router::new()
         .route("/", get(index))
         .route("/rooms/{room}", get(room_page))
@@ -253,28 +295,17 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response {
 // ---------------------------------------------------------------------------------------------
 // GET /
 
-async fn index(State(Lite { home, .. }): State<Lite>) -> std::result::Result<Response, PageError> {
+async fn index(
+    State(Lite { home, rooms }): State<Lite>,
+) -> std::result::Result<Response, PageError> {
     let mut placements = home.roomshard.control.placements().await?;
     placements.sort_by(|a, b| a.room.as_str().cmp(b.room.as_str()));
     let known: HashSet<String> = placements.iter().map(|p| p.room.to_string()).collect();
 
-    // Names of pooled rooms (and pooled rooms without a placement yet) from the shared table.
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    // Names of pooled rooms (and pooled rooms without a placement yet) from the shared table,
+    // reached through the route of a pooled room.
     let anchor = RoomId::new("lite")?;
-    let global = sqlite_shards(&home)?
-        .pool_for(&Scope::Pooled(anchor))
-        .await?;
-    let rows = sqlx::query("SELECT room_id, name FROM \"rooms\" ORDER BY room_id LIMIT ?1")
-        .bind(MAX_POOLED_LISTED)
-        .fetch_all(&global)
-        .await
-        .map_err(db_error("listing rooms"))?;
-    for row in rows {
-        let id: String = row.try_get(0).map_err(db_error("listing rooms"))?;
-        let name: Option<String> = row.try_get(1).map_err(db_error("listing rooms"))?;
-        names.insert(id, name.unwrap_or_default());
-    }
-
+    let names = with_room!(&rooms, &anchor, |db, t| pooled_names(&mut db, &t).await?);
     let mut body = String::from("<h1>Rooms</h1>");
     if placements.is_empty() && names.is_empty() {
         body.push_str("<p>No rooms in this home yet.</p>");
@@ -368,56 +399,35 @@ async fn room_page(
         Some(p) => p.scope(),
         None => Scope::Pooled(room.clone()),
     };
-    let mut routed = rooms.route(&room).await?.begin().await?;
-    let t = Tables::of(&routed)?;
-    let conn = &mut *routed.conn;
-
-    let info = sqlx::query(AssertSqlSafe(format!(
-        "SELECT name, topic, created_at FROM {} WHERE room_id = ?1",
-        t.rooms
-    )))
-    .bind(room.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error("reading the room"))?;
+    let page = with_room!(&rooms, &room, |db, t| read_page(
+        &mut db,
+        &t,
+        &room,
+        query.before
+    )
+    .await?);
+    let Page {
+        info,
+        total,
+        mut messages,
+        attachments,
+        reactions,
+    } = page;
     let (name, topic, created_at) = match info {
-        Some(row) => (
-            row.try_get::<Option<String>, _>(0)
-                .map_err(db_error("reading the room"))?
-                .unwrap_or_else(|| room.to_string()),
-            row.try_get::<Option<String>, _>(1)
-                .map_err(db_error("reading the room"))?,
-            row.try_get::<Option<String>, _>(2)
-                .map_err(db_error("reading the room"))?,
-        ),
+        Some((name, topic, created_at)) => {
+            (name.unwrap_or_else(|| room.to_string()), topic, created_at)
+        }
         None if placement.is_none() => {
             return Err(Error::not_found(format!("room {room}")).into());
         }
         None => (room.to_string(), None, None),
     };
-
-    let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM {} WHERE room_id = ?1",
-        t.messages
-    )))
-    .bind(room.as_str())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_error("counting messages"))?;
-    let mut messages = fetch_messages(conn, &t, &room, query.before).await?;
     let has_older = messages.len() as i64 > PAGE_MESSAGES;
     if has_older {
         messages.truncate(PAGE_MESSAGES as usize);
     }
     messages.reverse(); // oldest first
-    let shown: HashSet<i64> = messages.iter().map(|m| m.id).collect();
-    let (first, last) = (
-        messages.first().map_or(0, |m| m.id),
-        messages.last().map_or(-1, |m| m.id),
-    );
-    let attachments = fetch_attachments(conn, &t, &room, first, last, &shown).await?;
-    let reactions = fetch_reactions(conn, &t, &room, first, last, &shown).await?;
-    drop(routed);
+    let first = messages.first().map_or(0, |m| m.id);
 
     // Sign each attachment's URL once (a sealed dedicated room fails here with Error::Sealed).
     let mut urls: BTreeMap<String, String> = BTreeMap::new();
@@ -510,116 +520,217 @@ impl Tables {
     }
 }
 
+/// What a room page shows, read in one routed transaction.
+struct Page {
+    /// Name, topic and creation time from the room's row, if it has one.
+    info: Option<(Option<String>, Option<String>, Option<String>)>,
+    /// Messages in the room.
+    total: i64,
+    /// Up to one page and one more, newest first.
+    messages: Vec<MessageRow>,
+    attachments: BTreeMap<i64, Vec<AttachmentRow>>,
+    reactions: BTreeMap<i64, Vec<(String, i64)>>,
+}
+
+/// Reads a room page: the room's row, its message count, a page of messages before `before`
+/// (newest first, one more than a page to tell whether older ones exist), and the attachments
+/// and reactions of the messages shown.
+async fn read_page(
+    db: &mut Db<'_>,
+    t: &Tables,
+    room: &RoomId,
+    before: Option<i64>,
+) -> Result<Page> {
+    let info_sql = format!(
+        "SELECT name, topic, CAST(created_at AS TEXT) FROM {} WHERE room_id = $1",
+        t.rooms
+    );
+    let count_sql = format!("SELECT count(*) FROM {} WHERE room_id = $1", t.messages);
+    let (info, total) = on_db!(db, c => {
+        let e = db_error("reading the room");
+        let info = sqlx::query(AssertSqlSafe(info_sql))
+            .bind(room.as_str())
+            .fetch_optional(&mut **c)
+            .await
+            .map_err(&e)?
+            .map(|row| {
+                Ok::<_, Error>((
+                    row.try_get::<Option<String>, _>(0).map_err(&e)?,
+                    row.try_get::<Option<String>, _>(1).map_err(&e)?,
+                    row.try_get::<Option<String>, _>(2).map_err(&e)?,
+                ))
+            })
+            .transpose()?;
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(count_sql))
+            .bind(room.as_str())
+            .fetch_one(&mut **c)
+            .await
+            .map_err(db_error("counting messages"))?;
+        (info, total)
+    });
+    let messages = fetch_messages(db, t, room, before).await?;
+    let shown: Vec<&MessageRow> = messages.iter().take(PAGE_MESSAGES as usize).collect();
+    let ids: HashSet<i64> = shown.iter().map(|m| m.id).collect();
+    let (first, last) = (
+        shown.iter().map(|m| m.id).min().unwrap_or(0),
+        shown.iter().map(|m| m.id).max().unwrap_or(-1),
+    );
+    let attachments = fetch_attachments(db, t, room, first, last, &ids).await?;
+    let reactions = fetch_reactions(db, t, room, first, last, &ids).await?;
+    Ok(Page {
+        info,
+        total,
+        messages,
+        attachments,
+        reactions,
+    })
+}
+
+/// Names of the pooled rooms in the shared `rooms` table, by room id.
+async fn pooled_names(db: &mut Db<'_>, t: &Tables) -> Result<BTreeMap<String, String>> {
+    let sql = format!(
+        "SELECT room_id, name FROM {} ORDER BY room_id LIMIT $1",
+        t.rooms
+    );
+    let rows = on_db!(db, c => {
+        let e = db_error("listing rooms");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(MAX_POOLED_LISTED)
+            .fetch_all(&mut **c)
+            .await
+            .map_err(&e)?
+            .into_iter()
+            .map(|row| {
+                let id: String = row.try_get(0).map_err(&e)?;
+                let name: Option<String> = row.try_get(1).map_err(&e)?;
+                Ok::<_, Error>((id, name.unwrap_or_default()))
+            })
+            .collect::<Result<Vec<_>>>()?
+    });
+    Ok(rows.into_iter().collect())
+}
+
 async fn fetch_messages(
-    conn: &mut SqliteConnection,
+    db: &mut Db<'_>,
     t: &Tables,
     room: &RoomId,
     before: Option<i64>,
 ) -> Result<Vec<MessageRow>> {
-    // Keyset pagination on the primary key: `?3` is ignored on the first page.
-    let page = match before {
-        Some(_) => "m.id < ?3",
-        None => "?3 IS NOT NULL",
-    };
+    // Keyset pagination on the primary key; the first page is everything below i64::MAX.
     let sql = format!(
-        "SELECT m.id, m.body, m.reply_to, m.sent_at, m.edited, m.author_id, \
+        "SELECT m.id, m.body, m.reply_to, CAST(m.sent_at AS TEXT), \
+         CAST(CASE WHEN m.edited THEN 1 ELSE 0 END AS BIGINT), m.author_id, \
          a.display_name, a.user_name FROM {} m LEFT JOIN {} a \
-         ON a.id = m.author_id AND a.room_id = m.room_id WHERE m.room_id = ?1 \
-         AND {page} ORDER BY m.id DESC LIMIT ?2",
+         ON a.id = m.author_id AND a.room_id = m.room_id WHERE m.room_id = $1 \
+         AND m.id < $3 ORDER BY m.id DESC LIMIT $2",
         t.messages, t.members
     );
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(room.as_str())
-        .bind(PAGE_MESSAGES + 1)
-        .bind(before.unwrap_or(0))
-        .fetch_all(conn)
-        .await
-        .map_err(db_error("reading messages"))?;
-    let e = db_error("reading messages");
-    rows.into_iter()
-        .map(|row| {
-            let author_id: i64 = row.try_get(5).map_err(&e)?;
-            let display: Option<String> = row.try_get(6).map_err(&e)?;
-            let user: Option<String> = row.try_get(7).map_err(&e)?;
-            Ok(MessageRow {
-                id: row.try_get(0).map_err(&e)?,
-                body: row.try_get(1).map_err(&e)?,
-                reply_to: row.try_get(2).map_err(&e)?,
-                sent_at: row.try_get(3).map_err(&e)?,
-                edited: row.try_get::<Option<i64>, _>(4).map_err(&e)?.unwrap_or(0) != 0,
-                author: display
-                    .filter(|d| !d.trim().is_empty())
-                    .or(user)
-                    .unwrap_or_else(|| format!("member #{author_id}")),
+    on_db!(db, c => {
+        let e = db_error("reading messages");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(room.as_str())
+            .bind(PAGE_MESSAGES + 1)
+            .bind(before.unwrap_or(i64::MAX))
+            .fetch_all(&mut **c)
+            .await
+            .map_err(&e)?
+            .into_iter()
+            .map(|row| {
+                let author_id: i64 = row.try_get(5).map_err(&e)?;
+                let display: Option<String> = row.try_get(6).map_err(&e)?;
+                let user: Option<String> = row.try_get(7).map_err(&e)?;
+                Ok(MessageRow {
+                    id: row.try_get(0).map_err(&e)?,
+                    body: row.try_get(1).map_err(&e)?,
+                    reply_to: row.try_get(2).map_err(&e)?,
+                    sent_at: row.try_get(3).map_err(&e)?,
+                    edited: row.try_get::<Option<i64>, _>(4).map_err(&e)?.unwrap_or(0) != 0,
+                    author: display
+                        .filter(|d| !d.trim().is_empty())
+                        .or(user)
+                        .unwrap_or_else(|| format!("member #{author_id}")),
+                })
             })
-        })
-        .collect()
+            .collect()
+    })
 }
 
 async fn fetch_attachments(
-    conn: &mut SqliteConnection,
+    db: &mut Db<'_>,
     t: &Tables,
     room: &RoomId,
     first: i64,
     last: i64,
     shown: &HashSet<i64>,
 ) -> Result<BTreeMap<i64, Vec<AttachmentRow>>> {
-    let rows = sqlx::query(AssertSqlSafe(format!(
+    let sql = format!(
         "SELECT message_id, object_key, file_name, content_type, size_bytes FROM {} \
-         WHERE room_id = ?1 AND message_id BETWEEN ?2 AND ?3 ORDER BY id",
+         WHERE room_id = $1 AND message_id BETWEEN $2 AND $3 ORDER BY id",
         t.attachments
-    )))
-    .bind(room.as_str())
-    .bind(first)
-    .bind(last)
-    .fetch_all(conn)
-    .await
-    .map_err(db_error("reading attachments"))?;
-    let e = db_error("reading attachments");
+    );
+    let rows: Vec<AttachmentRow> = on_db!(db, c => {
+        let e = db_error("reading attachments");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(room.as_str())
+            .bind(first)
+            .bind(last)
+            .fetch_all(&mut **c)
+            .await
+            .map_err(&e)?
+            .into_iter()
+            .map(|row| {
+                Ok(AttachmentRow {
+                    message_id: row.try_get(0).map_err(&e)?,
+                    object_key: row.try_get(1).map_err(&e)?,
+                    file_name: row.try_get(2).map_err(&e)?,
+                    content_type: row.try_get(3).map_err(&e)?,
+                    size_bytes: row.try_get(4).map_err(&e)?,
+                })
+            })
+            .collect::<Result<_>>()?
+    });
     let mut out: BTreeMap<i64, Vec<AttachmentRow>> = BTreeMap::new();
-    for row in rows {
-        let a = AttachmentRow {
-            message_id: row.try_get(0).map_err(&e)?,
-            object_key: row.try_get(1).map_err(&e)?,
-            file_name: row.try_get(2).map_err(&e)?,
-            content_type: row.try_get(3).map_err(&e)?,
-            size_bytes: row.try_get(4).map_err(&e)?,
-        };
-        if shown.contains(&a.message_id) {
-            out.entry(a.message_id).or_default().push(a);
-        }
+    for a in rows.into_iter().filter(|a| shown.contains(&a.message_id)) {
+        out.entry(a.message_id).or_default().push(a);
     }
     Ok(out)
 }
 
 async fn fetch_reactions(
-    conn: &mut SqliteConnection,
+    db: &mut Db<'_>,
     t: &Tables,
     room: &RoomId,
     first: i64,
     last: i64,
     shown: &HashSet<i64>,
 ) -> Result<BTreeMap<i64, Vec<(String, i64)>>> {
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT message_id, emoji, count(*) FROM {} WHERE room_id = ?1 \
-         AND message_id BETWEEN ?2 AND ?3 GROUP BY message_id, emoji ORDER BY message_id, emoji",
+    let sql = format!(
+        "SELECT message_id, emoji, count(*) FROM {} WHERE room_id = $1 \
+         AND message_id BETWEEN $2 AND $3 GROUP BY message_id, emoji ORDER BY message_id, emoji",
         t.reactions
-    )))
-    .bind(room.as_str())
-    .bind(first)
-    .bind(last)
-    .fetch_all(conn)
-    .await
-    .map_err(db_error("reading reactions"))?;
-    let e = db_error("reading reactions");
+    );
+    let rows: Vec<(i64, String, i64)> = on_db!(db, c => {
+        let e = db_error("reading reactions");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(room.as_str())
+            .bind(first)
+            .bind(last)
+            .fetch_all(&mut **c)
+            .await
+            .map_err(&e)?
+            .into_iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(&e)?,
+                    row.try_get(1).map_err(&e)?,
+                    row.try_get(2).map_err(&e)?,
+                ))
+            })
+            .collect::<Result<_>>()?
+    });
     let mut out: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
-    for row in rows {
-        let message: i64 = row.try_get(0).map_err(&e)?;
-        if shown.contains(&message) {
-            out.entry(message)
-                .or_default()
-                .push((row.try_get(1).map_err(&e)?, row.try_get(2).map_err(&e)?));
-        }
+    for (message, emoji, n) in rows.into_iter().filter(|r| shown.contains(&r.0)) {
+        out.entry(message).or_default().push((emoji, n));
     }
     Ok(out)
 }

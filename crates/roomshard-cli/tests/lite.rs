@@ -17,7 +17,7 @@ use roomshard::home::{Home, HomeOptions};
 use roomshard_core::traits::PutOptions;
 use roomshard_core::{
     Bytes, DumpSource, IdRemap, KeySpec, ObjectBody, ObjectKey, Placement, PlacementChange,
-    PlacementState, Profile, RemapPolicy, Result, RoomId, Scope, async_trait,
+    PlacementState, Profile, ProviderUrl, RemapPolicy, Result, RoomId, Scope, async_trait,
 };
 use roomshard_example_mesh::{Media, Workload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -201,13 +201,9 @@ struct Served {
 /// dedicated (sovereign) room, and serves the router on 127.0.0.1:0.
 async fn served() -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::open(
-        dir.path(),
-        roomshard_example_mesh::schema(),
-        HomeOptions::default(),
-    )
-    .await
-    .unwrap();
+    let home = Home::open(dir.path(), roomshard_example_mesh::schema(), home_options())
+        .await
+        .unwrap();
     let rs = &home.roomshard;
 
     // 1. Pooled, hand-written: XSS body, reply, deleted message, PNG + text attachment.
@@ -756,13 +752,9 @@ async fn lite_in_chromium() {
 #[tokio::test]
 async fn serve_listens_on_the_given_address() {
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::open(
-        dir.path(),
-        roomshard_example_mesh::schema(),
-        HomeOptions::default(),
-    )
-    .await
-    .unwrap();
+    let home = Home::open(dir.path(), roomshard_example_mesh::schema(), home_options())
+        .await
+        .unwrap();
     // A free port: bind, note it, release it.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -783,6 +775,24 @@ async fn serve_listens_on_the_given_address() {
     assert!(empty.text().contains("No rooms in this home yet"));
     assert!(!server.is_finished());
     server.abort();
+}
+
+/// The home's providers: the embedded default, or with `ROOMSHARD_TEST_BACKEND=postgres` a fresh
+/// database of this process's PostgreSQL 15 cluster for both the control plane and the shards
+/// (scripts/test.sh runs these tests both ways), so the pages are shown to read either engine.
+fn home_options() -> HomeOptions {
+    let mut options = HomeOptions::default();
+    match std::env::var("ROOMSHARD_TEST_BACKEND").as_deref() {
+        Ok("postgres") => {
+            let cluster = roomshard_interop_tests::pg::Cluster::shared();
+            let url = cluster.url(&cluster.fresh_database("lite"));
+            options.providers.control = Some(ProviderUrl::parse(&url, "--control").unwrap());
+            options.providers.shards = Some(ProviderUrl::parse(&url, "--shards").unwrap());
+        }
+        Ok("sqlite") | Err(_) => {}
+        Ok(other) => panic!("ROOMSHARD_TEST_BACKEND={other:?}: expected sqlite or postgres"),
+    }
+    options
 }
 
 /// The audit entry of a placement change a test makes to set the scene.
