@@ -1510,7 +1510,8 @@ async fn one_pass(
 
 /// `chunk_parity`, `row_digests`, `reset_applied` and `applied_in`: a split chains its ranges
 /// (the first from the start, each after the previous, the last to the end) with
-/// `rows_per_chunk` rows each and every row counted once; the same ranges on a faithful copy
+/// `rows_per_chunk` rows each and every row counted once, and a resplit of a range chains the
+/// same way inside it; the same ranges on a faithful copy
 /// match; a row only one copy has mismatches exactly its range and is named by `row_digests`;
 /// with `change_log`, `applied_in` returns exactly the ranges holding keys a `Changes` pass
 /// applied, and nothing after `reset_applied`; a range of a table not in the schema is
@@ -1600,6 +1601,27 @@ pub async fn chunk_parity_ranges_compare_name_rows_and_follow_applied_keys(
         },
     )?;
     let ranges: Vec<KeyRange> = split.iter().map(|c| c.range.clone()).collect();
+    // Cutting the rest of threads again gives the split's own ranges there.
+    let resplit = store
+        .chunk_parity(
+            &pooled,
+            &schema,
+            &ChunkPlan::Resplit {
+                range: KeyRange {
+                    table: "threads".into(),
+                    after: split[0].range.up_to.clone(),
+                    up_to: None,
+                },
+                rows_per_chunk: 1,
+            },
+        )
+        .await
+        .context("chunk_parity resplit")?;
+    let again: Vec<&KeyRange> = resplit.iter().map(|c| &c.range).collect();
+    let want: Vec<&KeyRange> = ranges[1..4].iter().collect();
+    ensure(again == want, || {
+        format!("a resplit of threads after its first key must give {want:?}, gave {again:?}")
+    })?;
     let plan = ChunkPlan::Ranges(ranges.clone());
     let on_copy = store
         .chunk_parity(&target, &schema, &plan)

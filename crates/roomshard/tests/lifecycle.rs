@@ -1729,3 +1729,114 @@ async fn a_chunk_mismatch_is_named_repaired_and_rechecked_without_starting_over(
     let flip = detail("decentralise.sovereign").unwrap();
     assert_eq!(flip["chunks"]["chunks_checked"], 0, "{flip}");
 }
+
+/// Adds `n` messages to the pooled room (new ids, past every key) when the catch-up phase starts
+/// the second time — after the first chunk check, which a chunk-parity store runs in between:
+/// the writes a host makes while that check runs.
+struct LateWrites<'a> {
+    rs: &'a roomshard::Roomshard,
+    room: RoomId,
+    n: usize,
+    catch_ups: std::sync::atomic::AtomicUsize,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl roomshard_core::ProgressSink for LateWrites<'_> {
+    fn emit(&self, event: ProgressEvent) {
+        if event != ProgressEvent::Phase(Phase::CatchUp)
+            || self
+                .catch_ups
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                != 1
+        {
+            return;
+        }
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let pooled = Scope::Pooled(self.room.clone());
+                let text = common::dump_text(self.rs, &pooled).await;
+                let first = text["messages"]
+                    .lines()
+                    .next()
+                    .expect("a message")
+                    .to_string();
+                let desc = self.rs.schema.table("messages").expect("messages");
+                let id = desc
+                    .columns
+                    .iter()
+                    .position(|c| c.name == "id")
+                    .expect("id");
+                // Copies of the first message with new ids past every existing one.
+                let rows: String = (0..self.n)
+                    .map(|i| {
+                        let mut fields: Vec<String> =
+                            first.split('\t').map(str::to_string).collect();
+                        fields[id] = (5_000_000 + i).to_string();
+                        format!("{}\n", fields.join("\t"))
+                    })
+                    .collect();
+                common::seed_rows(
+                    self.rs,
+                    &pooled,
+                    vec![("messages".to_string(), rows.into_bytes())],
+                )
+                .await;
+            });
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_grew_while_writable_is_cut_again_before_the_cutover() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut home = open(dir.path(), 50).await;
+    home.roomshard.config.parity_chunk_rows = 40;
+    let room = seed(&home, &workload("growing", 300, 4)).await;
+    let rs = &home.roomshard;
+    let sink = LateWrites {
+        rs,
+        room: room.clone(),
+        n: 130,
+        catch_ups: 0.into(),
+        done: false.into(),
+    };
+    let outcome = flows::decentralise(rs, &room, &sink).await.unwrap();
+    if !rs.shards.capabilities().chunk_parity {
+        // One catch-up phase only: nothing to cut, and the room moved whole.
+        assert!(!sink.done.into_inner());
+        return;
+    }
+    assert!(sink.done.into_inner(), "the late writes were made");
+    let messages = outcome
+        .parity
+        .tables
+        .iter()
+        .find(|t| t.table == "messages")
+        .unwrap()
+        .rows;
+    assert_eq!(messages, 430, "every late write reached the shard");
+    let log = rs.control.audit_log(Some(&room)).await.unwrap();
+    let checks: Vec<serde_json::Value> = log
+        .iter()
+        .filter(|r| r.entry.action == "decentralise.parity_checked")
+        .map(|r| r.entry.detail.clone())
+        .collect();
+    let first = checks.first().expect("the first check is audited")["chunks_total"]
+        .as_u64()
+        .unwrap();
+    let flip = log
+        .iter()
+        .find(|r| r.entry.action == "decentralise.sovereign")
+        .unwrap()
+        .entry
+        .detail["chunks"]
+        .clone();
+    let last = flip["chunks_total"].as_u64().unwrap();
+    // 130 rows landed in the open last range: cut into chunks of 40 before the cutover.
+    assert!(
+        last >= first + 3,
+        "ranges {first} at the first check, {last} at the flip: {flip}"
+    );
+    assert!(flip["chunks_checked"].as_u64().unwrap() <= 1, "{flip}");
+}

@@ -445,6 +445,7 @@ pub async fn decentralise_with(
                 // Writes went on during the check: catch up again, and re-check what that
                 // touched (cutting ranges that grew), so the cutover's final pass and its
                 // re-check stay as small as the writes of the last moment.
+                progress.emit(ProgressEvent::Phase(Phase::CatchUp));
                 for _ in 0..MAX_CATCH_UP_PASSES {
                     let rows =
                         copy_pass(rs, from, to, CopyPass::Changes, None, &job, progress).await?;
