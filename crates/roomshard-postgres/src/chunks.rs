@@ -19,7 +19,7 @@
 use crate::session::{Mode, Session};
 use crate::shard::{PgShardStore, bind_keys, escape_keys, filter_sql, room_filter, unescape_keys};
 use crate::sql::{Ns, TableSql, db_err, q};
-use crate::track::{APPLIED_GEN_TABLE, APPLIED_TABLE};
+use crate::track::{APPLIED_GEN_TABLE, APPLIED_TABLE, to_regclass_exists};
 use roomshard_core::{
     ChunkParity, ChunkPlan, Error, KeyRange, Result, RoomId, RoomSchema, RowDigest, Scope,
 };
@@ -227,7 +227,7 @@ impl PgShardStore {
             .acquire()
             .await
             .map_err(db_err("forgetting applied keys"))?;
-        if !applied_table_exists(&mut conn, &ns).await? {
+        if !to_regclass_exists(&mut conn, &ns, APPLIED_TABLE).await? {
             return Ok(());
         }
         // A new generation: the keys recorded so far stop counting, with one row written.
@@ -266,7 +266,7 @@ impl PgShardStore {
             .acquire()
             .await
             .map_err(db_err("reading applied keys"))?;
-        if !applied_table_exists(&mut conn, &ns).await? {
+        if !to_regclass_exists(&mut conn, &ns, APPLIED_TABLE).await? {
             return Ok(Vec::new());
         }
         let applied = format!("{}.\"{APPLIED_TABLE}\"", ns.quoted);
@@ -391,9 +391,4 @@ impl PgShardStore {
             })
             .collect()
     }
-}
-
-/// Whether the shared schema has the applied-keys table yet (it comes with the change log).
-async fn applied_table_exists(conn: &mut sqlx::PgConnection, ns: &Ns) -> Result<bool> {
-    crate::track::to_regclass_exists(conn, ns, APPLIED_TABLE).await
 }

@@ -355,7 +355,7 @@ pub async fn decentralise_with(
     let use_log = same_store && caps.change_log;
     let fenced = caps.write_fence;
     // After a failed parity check the next round compares the whole room once (whatever the
-    // log missed, e.g. a TRUNCATE, which fires no row trigger), then follows the log again.
+    // log missed, e.g. writes with the row triggers disabled), then follows the log again.
     let mut full_check = false;
     let mut held_fence = None;
     // The shard's parity as checked at the flip, for the receipt (a resumed job hashes again).
