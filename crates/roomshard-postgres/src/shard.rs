@@ -409,6 +409,23 @@ pub(crate) fn filter_sql(t: &TableSql, alias: &str, room: Option<&RoomId>, param
     }
 }
 
+/// ` AND s.<room> = $first` (a pooled source) and ` AND (<pk>) > ($…)` (with a cursor): the
+/// source rows after a cursor, with parameters from `first` on — the room, then the cursor's
+/// keys — and the next free parameter number.
+fn source_after(p: &Pair<'_>, cursor: bool, first: usize) -> (String, usize) {
+    let t = p.t;
+    let mut next = first;
+    let mut cond = filter_sql(t, "s", p.src_room, next);
+    if p.src_room.is_some() {
+        next += 1;
+    }
+    if cursor {
+        cond.push_str(&format!(" AND {}", t.after_cursor(Some("s"), next)));
+        next += t.pk.len();
+    }
+    (cond, next)
+}
+
 /// A cursor's key texts, as bound parameters.
 pub(crate) fn bind_keys<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -493,8 +510,15 @@ struct Pair<'a> {
 }
 
 impl PgShardStore {
-    /// Bulk: `INSERT … SELECT … ORDER BY pk LIMIT n ON CONFLICT DO UPDATE` per key range, one
-    /// transaction and one checkpoint per batch. The rows never leave the server.
+    /// Bulk: one range `INSERT … SELECT` (an upsert, or an append into a keyless target) per
+    /// `batch_rows` keys, one transaction and one checkpoint per batch. The rows never leave the
+    /// server.
+    ///
+    /// The reads around the copy run beside it on a second connection, so the server works on
+    /// both cores: the count for progress and the first batch's bound together, then each next
+    /// batch's bound while the current batch is written (the bound is a key of the source, read
+    /// at its own snapshot; a row written after it is a change the catch-up finds, as for any
+    /// row written during the copy).
     async fn bulk_table(
         &self,
         ctx: &mut CopyCtx<'_>,
@@ -503,88 +527,21 @@ impl PgShardStore {
         mut rows_done: u64,
     ) -> Result<()> {
         let t = p.t;
-        let total = {
-            let mut conn = self
-                .pool
-                .acquire()
-                .await
-                .map_err(db_err(format!("counting table {}", t.desc.name)))?;
-            let mut query = q(t.count_sql(p.src, p.src_room.is_some()));
-            if let Some(room) = p.src_room {
-                query = query.bind(room.as_str());
-            }
-            let n: i64 = query
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(db_err(format!("counting table {}", t.desc.name)))?
-                .try_get(0)
-                .map_err(db_err("counting"))?;
-            u64::try_from(n).unwrap_or(0)
-        };
-        let batch = i64::try_from(self.batch_rows).unwrap_or(i64::MAX);
         let keyless = self.bulk_without_key(p, after.as_deref()).await?;
-        loop {
-            let mut s = Session::begin(&self.pool, Mode::Write, "a copy batch").await?;
-            // The batch's last key: the batch_rows-th source key after the cursor, or the
-            // source's last key when fewer are left (an index-only walk of the key).
-            let full = self
-                .source_key(&mut s, p, after.as_deref(), batch - 1, false)
-                .await?;
-            let (upper, is_full) = match full {
-                Some(k) => (k, true),
-                None => match self
-                    .source_key(&mut s, p, after.as_deref(), 0, true)
-                    .await?
-                {
-                    Some(k) => (k, false),
-                    None => {
-                        s.rollback("an empty copy batch").await?;
-                        break;
-                    }
-                },
+        let (left, mut next) = futures::try_join!(
+            self.count_left(p, after.as_deref()),
+            self.next_bound(p, after.as_deref())
+        )?;
+        let total = rows_done + left;
+        while let Some((upper, is_full)) = next.take() {
+            let copy = self.copy_range(p, after.as_deref(), &upper, keyless);
+            let n = if is_full {
+                let (n, following) = futures::try_join!(copy, self.next_bound(p, Some(&upper)))?;
+                next = following;
+                n
+            } else {
+                copy.await?
             };
-            // Then one plain range INSERT … SELECT (no CTE, no sort, no LIMIT): the planner
-            // walks the key range and the rows never leave the server. Upsert, so a batch
-            // committed before a crash but not checkpointed is simply written again — or, into
-            // a keyless target (see `bulk_without_key`), a plain append.
-            let mut next = 1;
-            let room_cond = filter_sql(t, "s", p.src_room, next);
-            if p.src_room.is_some() {
-                next += 1;
-            }
-            let lower = match &after {
-                Some(_) => {
-                    let c = format!(" AND {}", t.after_cursor(Some("s"), next));
-                    next += t.pk.len();
-                    c
-                }
-                None => String::new(),
-            };
-            let sql = format!(
-                "INSERT INTO {dst} ({plain}) SELECT {cols} FROM {src} AS s \
-                 WHERE TRUE{room_cond}{lower} AND {upto} {upsert}",
-                dst = t.at(p.dst),
-                plain = t.col_list(None),
-                cols = t.col_list(Some("s")),
-                src = t.at(p.src),
-                upto = t.up_to(Some("s"), next),
-                upsert = if keyless {
-                    String::new()
-                } else {
-                    t.on_conflict_update()
-                },
-            );
-            let mut query = q(sql);
-            if let Some(room) = p.src_room {
-                query = query.bind(room.as_str());
-            }
-            let query = bind_keys(query, after.as_deref().unwrap_or(&[]));
-            let n = bind_keys(query, &upper)
-                .execute(s.conn())
-                .await
-                .map_err(db_err(format!("copying a batch of {}", t.desc.name)))?
-                .rows_affected();
-            s.commit(&format!("a batch of {}", t.desc.name)).await?;
             ctx.rows_written += n;
             rows_done += n;
             ctx.save(Some(TableCursor {
@@ -596,11 +553,8 @@ impl PgShardStore {
             ctx.progress.emit(ProgressEvent::Rows {
                 table: t.desc.name.clone(),
                 done: rows_done,
-                total: Some(total),
+                total: Some(total.max(rows_done)),
             });
-            if !is_full {
-                break;
-            }
             after = Some(upper);
         }
         if keyless {
@@ -621,6 +575,95 @@ impl PgShardStore {
             s.commit("building a primary key").await?;
         }
         Ok(())
+    }
+
+    /// The source rows after the cursor (the room's rows of a pooled table), for progress.
+    async fn count_left(&self, p: &Pair<'_>, after: Option<&[String]>) -> Result<u64> {
+        let t = p.t;
+        let what = || format!("counting table {}", t.desc.name);
+        let (cond, _) = source_after(p, after.is_some(), 1);
+        let sql = format!(
+            "SELECT count(*) FROM {src} AS s WHERE TRUE{cond}",
+            src = t.at(p.src),
+        );
+        let mut query = q(sql);
+        if let Some(room) = p.src_room {
+            query = query.bind(room.as_str());
+        }
+        // A session, not a bare pooled connection: this runs beside the copy, and a count
+        // cancelled mid-query (the copy failed) must close its connection, never pool it.
+        let mut s = Session::begin(&self.pool, Mode::Snapshot, "counting a table").await?;
+        let n: i64 = bind_keys(query, after.unwrap_or(&[]))
+            .fetch_one(s.conn())
+            .await
+            .map_err(db_err(what()))?
+            .try_get(0)
+            .map_err(db_err("counting"))?;
+        s.rollback("counting a table").await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The next batch's last key after the cursor and whether the batch is full: the
+    /// `batch_rows`-th source key, or the source's last key when fewer are left (index walks
+    /// of the key), or `None` when no row is left.
+    async fn next_bound(
+        &self,
+        p: &Pair<'_>,
+        after: Option<&[String]>,
+    ) -> Result<Option<(Vec<String>, bool)>> {
+        let batch = i64::try_from(self.batch_rows).unwrap_or(i64::MAX);
+        let mut s = Session::begin(&self.pool, Mode::Snapshot, "ranging a copy batch").await?;
+        let bound = match self.source_key(&mut s, p, after, batch - 1, false).await? {
+            Some(k) => Some((k, true)),
+            None => self
+                .source_key(&mut s, p, after, 0, true)
+                .await?
+                .map(|k| (k, false)),
+        };
+        s.rollback("ranging a copy batch").await?;
+        Ok(bound)
+    }
+
+    /// One batch: the source rows in `(after, upper]` into the target in one plain range
+    /// `INSERT … SELECT` (no CTE, no sort, no LIMIT: the planner walks the key range), committed
+    /// on its own. Upsert, so a batch committed before a crash but not checkpointed is simply
+    /// written again — or, into a keyless target (see `bulk_without_key`), a plain append.
+    async fn copy_range(
+        &self,
+        p: &Pair<'_>,
+        after: Option<&[String]>,
+        upper: &[String],
+        keyless: bool,
+    ) -> Result<u64> {
+        let t = p.t;
+        let mut s = Session::begin(&self.pool, Mode::Write, "a copy batch").await?;
+        let (lower, next) = source_after(p, after.is_some(), 1);
+        let sql = format!(
+            "INSERT INTO {dst} ({plain}) SELECT {cols} FROM {src} AS s \
+             WHERE TRUE{lower} AND {upto} {upsert}",
+            dst = t.at(p.dst),
+            plain = t.col_list(None),
+            cols = t.col_list(Some("s")),
+            src = t.at(p.src),
+            upto = t.up_to(Some("s"), next),
+            upsert = if keyless {
+                String::new()
+            } else {
+                t.on_conflict_update()
+            },
+        );
+        let mut query = q(sql);
+        if let Some(room) = p.src_room {
+            query = query.bind(room.as_str());
+        }
+        let query = bind_keys(query, after.unwrap_or(&[]));
+        let n = bind_keys(query, upper)
+            .execute(s.conn())
+            .await
+            .map_err(db_err(format!("copying a batch of {}", t.desc.name)))?
+            .rows_affected();
+        s.commit(&format!("a batch of {}", t.desc.name)).await?;
+        Ok(n)
     }
 
     /// Whether this bulk pass fills a keyless target: a dedicated table (never the host's
@@ -691,17 +734,9 @@ impl PgShardStore {
         from_end: bool,
     ) -> Result<Option<Vec<String>>> {
         let t = p.t;
-        let mut next = 2;
-        let room_cond = filter_sql(t, "s", p.src_room, next);
-        if p.src_room.is_some() {
-            next += 1;
-        }
-        let cursor_cond = match after {
-            Some(_) => format!(" AND {}", t.after_cursor(Some("s"), next)),
-            None => String::new(),
-        };
+        let (cond, _) = source_after(p, after.is_some(), 2);
         let sql = format!(
-            "SELECT ARRAY[{keys}] FROM {src} AS s WHERE TRUE{room_cond}{cursor_cond} \
+            "SELECT ARRAY[{keys}] FROM {src} AS s WHERE TRUE{cond} \
              ORDER BY {order} OFFSET $1 LIMIT 1",
             keys = t.pk_as_text(Some("s")),
             src = t.at(p.src),
@@ -811,22 +846,20 @@ impl PgShardStore {
         // Parameters: $1 room (if any side is filtered; both sides are the same room), then the
         // lower bound's keys, then the upper bound's.
         let filtered = p.src_room.is_some() || p.dst_room.is_some();
-        let mut next = if filtered { 2 } else { 1 };
-        let lower_at = next;
-        if after.is_some() {
-            next += t.pk.len();
-        }
-        let upper_at = next;
-        let range = |alias: &str| {
+        // The bounds' parameters from `first` on.
+        let range_from = |alias: &str, first: usize| {
             let mut c = String::new();
+            let mut next = first;
             if after.is_some() {
-                c.push_str(&format!(" AND {}", t.after_cursor(Some(alias), lower_at)));
+                c.push_str(&format!(" AND {}", t.after_cursor(Some(alias), next)));
+                next += t.pk.len();
             }
             if upper.is_some() {
-                c.push_str(&format!(" AND {}", t.up_to(Some(alias), upper_at)));
+                c.push_str(&format!(" AND {}", t.up_to(Some(alias), next)));
             }
             c
         };
+        let range = |alias: &str| range_from(alias, if filtered { 2 } else { 1 });
         let src_room = filter_sql(t, "s", p.src_room, 1);
         let dst_room = filter_sql(t, "d", p.dst_room, 1);
         let bind_all = |sql: String| {
@@ -874,12 +907,22 @@ impl PgShardStore {
             .await
             .map_err(db_err(format!("catching up deletes of {}", t.desc.name)))?
             .rows_affected();
+        // The count reads the source alone: the room is a parameter only when the source is
+        // filtered. (Binding a room the statement never uses would work once — the statement
+        // then declares it — but breaks when the same text was prepared before without it.)
         let count = format!(
             "SELECT count(*) FROM {src} AS s WHERE TRUE{src_room}{src_range}",
             src = t.at(p.src),
-            src_range = range("s"),
+            src_range = range_from("s", if p.src_room.is_some() { 2 } else { 1 }),
         );
-        let seen: i64 = bind_all(count)
+        let mut count_query = q(count);
+        if p.src_room.is_some() {
+            count_query = count_query.bind(p.room.as_str().to_string());
+        }
+        for k in after.unwrap_or(&[]).iter().chain(upper.unwrap_or(&[])) {
+            count_query = count_query.bind(k.clone());
+        }
+        let seen: i64 = count_query
             .fetch_one(s.conn())
             .await
             .map_err(db_err(format!("counting table {}", t.desc.name)))?
