@@ -29,7 +29,7 @@
 //! database): issue 10's export and import figures. The JSON is then `flows-<preset>-postgres.json`.
 //!
 //! `ROOMSHARD_BENCH_ZSTD_WORKERS=N` makes our export compress on N zstd workers
-//! (`ExportOptions::zstd_workers`; default 0), to compare.
+//! (`ExportOptions::zstd_workers`: independent frames on N threads; default 0, one frame), to compare.
 //!
 //! The PostgreSQL server is started by the benchmark (initdb + pg_ctl on 127.0.0.1, a random
 //! port, in the temporary directory) and stopped when it ends; when it cannot start, the
@@ -109,6 +109,79 @@ fn home_options(pg: Option<&str>) -> Res<HomeOptions> {
     Ok(options)
 }
 
+/// With `ROOMSHARD_BENCH_PHASES` set, a phase child prints when each step of its flow starts
+/// (milliseconds since the flow call) to stderr: where the time goes, without a profiler.
+struct PhaseClock {
+    started: Instant,
+    /// This process's CPU seconds (user + system) when the clock started.
+    cpu_at_start: f64,
+    on: bool,
+    first_object: std::sync::atomic::AtomicBool,
+}
+
+impl PhaseClock {
+    fn new() -> Self {
+        PhaseClock {
+            started: Instant::now(),
+            cpu_at_start: process_cpu_secs(),
+            on: std::env::var_os("ROOMSHARD_BENCH_PHASES").is_some(),
+            first_object: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+}
+
+impl roomshard_core::ProgressSink for PhaseClock {
+    fn emit(&self, event: roomshard_core::ProgressEvent) {
+        use roomshard_core::ProgressEvent as E;
+        if !self.on {
+            return;
+        }
+        let what = match event {
+            E::Phase(p) => format!("phase {p:?}"),
+            E::Planned { .. } => "planned".to_string(),
+            E::Objects { .. } => {
+                if !self
+                    .first_object
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    return;
+                }
+                "first object".to_string()
+            }
+            E::Finished => format!(
+                "finished; {:.0} ms of CPU in this process (all threads) since the start",
+                (process_cpu_secs() - self.cpu_at_start) * 1000.0
+            ),
+            _ => return,
+        };
+        eprintln!(
+            "  [{:7.1} ms] {what}",
+            self.started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+}
+
+/// User + system CPU seconds of this process so far (`/proc/self/stat`, in clock ticks of
+/// 1/100 s); 0 where that is not readable.
+fn process_cpu_secs() -> f64 {
+    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Child-process body of one phase: runs it, then prints `secs <phase figures> vm_hwm_kib`.
 pub(crate) fn run_phase(phase: Phase) -> Res<()> {
     match phase {
@@ -130,7 +203,8 @@ pub(crate) fn run_phase(phase: Phase) -> Res<()> {
             };
             let t = Instant::now();
             let (_, _, outcome) =
-                rflows::export_to_dir(&home.roomshard, &room, &out, &options, &NoProgress).await?;
+                rflows::export_to_dir(&home.roomshard, &room, &out, &options, &PhaseClock::new())
+                    .await?;
             let secs = t.elapsed().as_secs_f64();
             println!(
                 "{secs} {} {} {} {}",
@@ -156,9 +230,14 @@ pub(crate) fn run_phase(phase: Phase) -> Res<()> {
                 ..ImportOptions::default()
             };
             let t = Instant::now();
-            let outcome =
-                rflows::import_file(&home.roomshard, &archive, &trusted, &options, &NoProgress)
-                    .await?;
+            let outcome = rflows::import_file(
+                &home.roomshard,
+                &archive,
+                &trusted,
+                &options,
+                &PhaseClock::new(),
+            )
+            .await?;
             let secs = t.elapsed().as_secs_f64();
             let rows: u64 = outcome.tables.iter().map(|t| t.rows).sum();
             println!("{secs} {rows} {} {}", outcome.objects, vm_hwm_kib());

@@ -383,6 +383,12 @@ fn time_process(program: &Path, args: &[&std::ffi::OsStr]) -> Res<Run> {
         )
         .into());
     }
+    if std::env::var_os("ROOMSHARD_BENCH_PHASES").is_some() {
+        // The child's step timings (flows.rs, `PhaseClock`).
+        for line in stderr.lines().filter(|l| l.starts_with("  [")) {
+            eprintln!("{line}");
+        }
+    }
     let rss_kib = stderr
         .lines()
         .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))

@@ -42,6 +42,12 @@ pub struct PostgresArgs {
     /// chosen size: what to re-run while tuning the cutover.
     #[arg(long)]
     cutover_only: bool,
+    /// Only the same-server copy figure (`copy_rows`), at the chosen size.
+    #[arg(long, conflicts_with = "cutover_only")]
+    copy_only: bool,
+    /// Runs of the copy figure, ours and the baseline's in turn (median of each).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 fn messages() -> RoomSchema {
@@ -60,6 +66,12 @@ fn messages() -> RoomSchema {
         .map_err(|e| e.to_string())
         .unwrap_or_else(|e| panic!("bench schema: {e}"));
     RoomSchema::new("bench-1", vec![t]).unwrap_or_else(|e| panic!("bench schema: {e}"))
+}
+
+/// The median of `v` (sorted in place); 0 when empty.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(v, 0.5)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -103,10 +115,23 @@ pub fn bench_postgres(args: &PostgresArgs) -> std::result::Result<(), String> {
     if args.cutover_only {
         return rt.block_on(cutover_under_writes(&cluster, rows / 2));
     }
-    rt.block_on(run(&cluster, rows, schemas))
+    let schemas = if args.copy_only { 0 } else { schemas };
+    rt.block_on(run(
+        &cluster,
+        rows,
+        schemas,
+        args.runs.max(1),
+        args.copy_only,
+    ))
 }
 
-async fn run(cluster: &Cluster, rows: u64, schemas: usize) -> std::result::Result<(), String> {
+async fn run(
+    cluster: &Cluster,
+    rows: u64,
+    schemas: usize,
+    runs: usize,
+    copy_only: bool,
+) -> std::result::Result<(), String> {
     let err = |e: roomshard_core::Error| e.to_string();
     let url = ProviderUrl::parse(&cluster.url("postgres"), "--shards").map_err(err)?;
     let pool = roomshard_postgres::connect(&url, 8).await.map_err(err)?;
@@ -128,7 +153,10 @@ async fn run(cluster: &Cluster, rows: u64, schemas: usize) -> std::result::Resul
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     times.sort_by(f64::total_cmp);
-    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)]
+        .into_iter()
+        .filter(|_| !copy_only)
+    {
         let v = percentile(&times, p);
         println!(
             "provision_ms_{name}: {v:.2} ms (baseline: goal 50 ms, ratio: {:.3}) [{schemas} schemas of {} tables]",
@@ -151,55 +179,78 @@ async fn run(cluster: &Cluster, rows: u64, schemas: usize) -> std::result::Resul
     cluster.query("postgres", &seed("bench", rows + 1));
     cluster.query("postgres", "VACUUM ANALYZE public.messages");
 
-    // Baseline: one INSERT … SELECT into a keyless table, the key built after.
-    cluster.query("postgres", "CREATE SCHEMA room_base");
-    let started = Instant::now();
-    cluster.query(
-        "postgres",
-        "CREATE TABLE room_base.messages (room_id text NOT NULL, id bigint NOT NULL, \
-         author text NOT NULL, body text, created_at timestamptz NOT NULL); \
-         INSERT INTO room_base.messages SELECT room_id, id, author, body, created_at \
-         FROM public.messages WHERE room_id = 'bench'; \
-         ALTER TABLE room_base.messages ADD PRIMARY KEY (id)",
-    );
-    let base_s = started.elapsed().as_secs_f64();
-
+    // The copy, `args.runs` times, each of ours and the baseline's in turn into a fresh
+    // schema (median of each): one INSERT … SELECT into a keyless table, the key built after,
+    // against `copy_room`'s checkpointed batches.
     let room = RoomId::new("bench").map_err(err)?;
     let at = Location {
         shard: Some(store.locate_shard(&room, None).map_err(err)?),
         ..Location::default()
     };
-    store.ensure_shard(&room, &at, &schema).await.map_err(err)?;
-    let dedicated = Scope::Dedicated(room.clone(), at);
-    let started = Instant::now();
-    let out = store
-        .copy_room(roomshard_core::CopyRequest {
-            schema: &schema,
-            source: roomshard_core::CopySource {
-                scope: Scope::Pooled(room.clone()),
-                server: None,
-            },
-            target: dedicated.clone(),
-            pass: roomshard_core::CopyPass::Bulk,
-            resume_from: None,
-            checkpoints: &NoCheckpoints,
-            progress: &NoProgress,
-        })
-        .await
-        .map_err(err)?;
-    let ours_s = started.elapsed().as_secs_f64();
-    if out.tables[0].rows != rows {
-        return Err(format!(
-            "copied {} rows, expected {rows}",
-            out.tables[0].rows
-        ));
+    let dedicated = Scope::Dedicated(room.clone(), at.clone());
+    let (mut base_runs, mut our_runs) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        cluster.query(
+            "postgres",
+            "DROP SCHEMA IF EXISTS room_base CASCADE; CREATE SCHEMA room_base",
+        );
+        let started = Instant::now();
+        cluster.query(
+            "postgres",
+            "CREATE TABLE room_base.messages (room_id text NOT NULL, id bigint NOT NULL, \
+             author text NOT NULL, body text, created_at timestamptz NOT NULL); \
+             INSERT INTO room_base.messages SELECT room_id, id, author, body, created_at \
+             FROM public.messages WHERE room_id = 'bench'; \
+             ALTER TABLE room_base.messages ADD PRIMARY KEY (id)",
+        );
+        base_runs.push(started.elapsed().as_secs_f64());
+
+        if run > 0 {
+            cluster.query("postgres", "DROP SCHEMA room_bench CASCADE");
+        }
+        store.ensure_shard(&room, &at, &schema).await.map_err(err)?;
+        let started = Instant::now();
+        let out = store
+            .copy_room(roomshard_core::CopyRequest {
+                schema: &schema,
+                source: roomshard_core::CopySource {
+                    scope: Scope::Pooled(room.clone()),
+                    server: None,
+                },
+                target: dedicated.clone(),
+                pass: roomshard_core::CopyPass::Bulk,
+                resume_from: None,
+                checkpoints: &NoCheckpoints,
+                progress: &NoProgress,
+            })
+            .await
+            .map_err(err)?;
+        our_runs.push(started.elapsed().as_secs_f64());
+        if out.tables[0].rows != rows {
+            return Err(format!(
+                "copied {} rows, expected {rows}",
+                out.tables[0].rows
+            ));
+        }
     }
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.3}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let runs_text = format!("ours {} s, baseline {} s", fmt(&our_runs), fmt(&base_runs));
+    let (ours_s, base_s) = (median(&mut our_runs), median(&mut base_runs));
     let (ours_tp, base_tp) = (rows as f64 / ours_s, rows as f64 / base_s);
     println!(
-        "copy_rows: {ours_tp:.0} rows/s (baseline: INSERT … SELECT + primary key after, {base_tp:.0} rows/s, ratio: {:.3}) [{rows} rows, {} batches]",
+        "copy_rows: {ours_tp:.0} rows/s (baseline: INSERT … SELECT + primary key after, {base_tp:.0} rows/s, ratio: {:.3}) [{rows} rows, {} batches, median of {runs}: {runs_text}]",
         ours_tp / base_tp,
         rows.div_ceil(roomshard_postgres::DEFAULT_BATCH_ROWS as u64)
     );
+
+    if copy_only {
+        return Ok(());
+    }
 
     // Dump vs psql's COPY to /dev/null.
     let started = Instant::now();

@@ -117,7 +117,13 @@ impl Cluster {
             psql,
             _dir: dir,
         };
-        let log = cluster._dir.path().join("server.log");
+        // Profiling knobs (docs/benchmarks.md): `ROOMSHARD_PG_LOG` keeps the server log at a
+        // path of its own (it outlives the cluster), `ROOMSHARD_PG_SERVER_OPTS` adds server
+        // options, e.g. `-c log_min_duration_statement=0` to log every statement's duration.
+        let log = std::env::var_os("ROOMSHARD_PG_LOG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cluster._dir.path().join("server.log"));
+        let extra = std::env::var("ROOMSHARD_PG_SERVER_OPTS").unwrap_or_default();
         let mut last = None;
         for _attempt in 0..3 {
             let port = free_port();
@@ -129,7 +135,7 @@ impl Cluster {
                 .arg(&log)
                 .args(["-w", "-t", "60", "start", "-o"])
                 .arg(format!(
-                    "-c listen_addresses=127.0.0.1 -p {port} -k {}{}",
+                    "-c listen_addresses=127.0.0.1 -p {port} -k {}{} {extra}",
                     cluster._dir.path().display(),
                     match durability {
                         Durability::Off => {

@@ -39,6 +39,7 @@
 
 mod attest;
 mod error;
+mod frames;
 mod signer;
 mod sql;
 mod writer;
@@ -47,6 +48,7 @@ pub use attest::{
     PendingEnvelope, receipt_to_sign, sidecar, sidecar_to_sign, sign_envelope, sign_receipt,
 };
 pub use error::BundleError;
+pub use frames::FRAME_BYTES;
 pub use p256::elliptic_curve::zeroize::Zeroizing;
 pub use signer::{
     LocalEd25519Signer, LocalP256Signer, Signer, key_id_for_spki_der, key_id_for_spki_pem,

@@ -16,6 +16,7 @@ use roomshard_verify::{Algorithm, Manifest, VerifyLimits};
 use sha2::{Digest, Sha256};
 
 use crate::error::BundleError;
+use crate::frames::FrameEncoder;
 use crate::signer::Signer;
 
 /// Largest signature accepted, in bytes (its base64 stays under the verifier's 4 KiB limit).
@@ -60,8 +61,10 @@ pub struct WriterOptions {
     /// zstd level (default 3: fast, and media is mostly incompressible anyway). Levels up to 22
     /// stay within the verifier's 2^27 window limit.
     pub zstd_level: i32,
-    /// zstd worker threads; 0 compresses on the calling thread. Output with workers differs from
-    /// output without, but is the same for any number of workers ≥ 1.
+    /// zstd worker threads; 0 compresses on the calling thread into one frame, N ≥ 1 cuts the
+    /// tar stream into independent frames of [`FRAME_BYTES`](crate::FRAME_BYTES) compressed on
+    /// N threads while the calling thread frames, hashes and writes (module `frames`). Output
+    /// with workers differs from output without, but is the same for any number of workers ≥ 1.
     pub zstd_workers: u32,
 }
 
@@ -189,7 +192,51 @@ fn unix_seconds(ts: &str) -> u64 {
     u64::try_from(secs).unwrap_or(0)
 }
 
-type Tar<W> = tar::Builder<zstd::stream::write::Encoder<'static, W>>;
+type Tar<W> = tar::Builder<Compressor<W>>;
+
+/// The zstd layer: one frame on the calling thread, or independent frames on workers.
+enum Compressor<W: Write> {
+    Single(zstd::stream::write::Encoder<'static, W>),
+    Frames(FrameEncoder<W>),
+}
+
+impl<W: Write> Compressor<W> {
+    fn new(out: W, options: &WriterOptions) -> io::Result<Self> {
+        if options.zstd_workers > 0 {
+            return Ok(Compressor::Frames(FrameEncoder::new(
+                out,
+                options.zstd_level,
+                options.zstd_workers,
+            )?));
+        }
+        let mut encoder = zstd::stream::write::Encoder::new(out, options.zstd_level)?;
+        encoder.include_checksum(true)?;
+        Ok(Compressor::Single(encoder))
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::Single(e) => e.finish(),
+            Compressor::Frames(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Single(e) => e.write(buf),
+            Compressor::Frames(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Single(e) => e.flush(),
+            Compressor::Frames(e) => e.flush(),
+        }
+    }
+}
 
 /// Largest mtime a ustar header holds in octal (11 digits); later times are clamped so headers
 /// never fall back to base-256 numbers.
@@ -303,11 +350,7 @@ impl<W: Write> BundleWriter<W> {
                 zstd::compression_level_range()
             )));
         }
-        let mut encoder = zstd::stream::write::Encoder::new(out, options.zstd_level)?;
-        encoder.include_checksum(true)?;
-        if options.zstd_workers > 0 {
-            encoder.multithread(options.zstd_workers)?;
-        }
+        let encoder = Compressor::new(out, &options)?;
         let mtime = unix_seconds(&meta.created_at);
         Ok(BundleWriter {
             tar: tar::Builder::new(encoder),

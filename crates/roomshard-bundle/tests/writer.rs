@@ -186,6 +186,57 @@ fn deterministic_output() {
     );
 }
 
+/// With workers the archive is independent zstd frames of `FRAME_BYTES` of tar stream each
+/// (the last shorter), each decodable on its own, whatever the number of workers; the verifier
+/// accepts it.
+#[test]
+fn workers_write_independent_frames_of_frame_bytes() {
+    let with = |workers| WriterOptions {
+        zstd_level: 3,
+        zstd_workers: workers,
+    };
+    let one = write_bundle_with(&signer(), with(1)).out.into_parts().0;
+    let three = write_bundle_with(&signer(), with(3)).out.into_parts().0;
+    assert!(one == three, "1 and 3 workers wrote different archives");
+    let single = zstd::decode_all(write_bundle().out.into_parts().0.as_slice()).unwrap();
+
+    let mut rest = one.as_slice();
+    let mut decoded = Vec::new();
+    let mut sizes = Vec::new();
+    while !rest.is_empty() {
+        let n = zstd::zstd_safe::find_frame_compressed_size(rest).expect("a whole frame");
+        let (frame, tail) = rest.split_at(n);
+        let alone = zstd::decode_all(frame).expect("a frame decodes on its own");
+        sizes.push(alone.len());
+        decoded.extend_from_slice(&alone);
+        rest = tail;
+    }
+    assert!(
+        decoded == single,
+        "the frames' content differs from one frame's"
+    );
+    assert_eq!(
+        sizes.len(),
+        single.len().div_ceil(roomshard_bundle::FRAME_BYTES)
+    );
+    assert!(
+        sizes.len() >= 5,
+        "{} frames for {} bytes",
+        sizes.len(),
+        single.len()
+    );
+    let (last, whole) = sizes.split_last().unwrap();
+    assert!(whole.iter().all(|&n| n == roomshard_bundle::FRAME_BYTES));
+    assert!(*last > 0 && *last <= roomshard_bundle::FRAME_BYTES);
+
+    let report = roomshard_verify::verify_reader(
+        one.as_slice(),
+        trusted_keys_for(&signer()),
+        roomshard_verify::VerifyOptions::default(),
+    );
+    assert!(report.valid, "{:?}", report.error);
+}
+
 #[test]
 fn hashing_writer_digest_is_the_archive_digest() {
     let done = write_bundle();

@@ -48,10 +48,14 @@ pub struct ExportOptions {
     /// Where to spool `db.sql` (its size goes into the archive before its bytes); default: the
     /// system temp directory.
     pub spool_dir: Option<PathBuf>,
-    /// zstd worker threads compressing the archive; 0 (the default) compresses on the archive
-    /// writer thread itself. Measured on the standard workload (docs/benchmarks.md), workers made
-    /// a mostly-incompressible export slower on two cores and cost ~48 MiB of buffers, so they
-    /// are opt-in. The archive bytes are the same for any count ≥ 1, but differ from 0's.
+    /// zstd worker threads compressing the archive in independent frames
+    /// (`roomshard_bundle::WriterOptions::zstd_workers`) while the writer thread frames, hashes
+    /// and writes; 0 (the default) compresses on the writer thread into one frame. On two cores
+    /// workers measured no faster — the export is CPU-bound on hashing, decryption and
+    /// compression together (docs/benchmarks.md) — and cost ~13 MiB, so they are opt-in; with
+    /// more cores they take compression off the writer thread, and independent frames can be
+    /// decompressed in parallel. The archive bytes are the same for any count ≥ 1, so such an
+    /// export is reproducible across machines; they differ from 0's.
     pub zstd_workers: u32,
 }
 
