@@ -44,11 +44,11 @@ fn range_sql(t: &TableSql, room: Option<&RoomId>, range: &KeyRange) -> Result<Ra
             " AND {}",
             t.after_cursor(Some("s"), binds.len() + 1)
         ));
-        binds.extend(unescape_keys(t, after)?);
+        binds.extend(unescape_keys(t, after, "key range")?);
     }
     if let Some(up_to) = &range.up_to {
         cond.push_str(&format!(" AND {}", t.up_to(Some("s"), binds.len() + 1)));
-        binds.extend(unescape_keys(t, up_to)?);
+        binds.extend(unescape_keys(t, up_to, "key range")?);
     }
     Ok(RangeSql { cond, binds })
 }
@@ -257,8 +257,13 @@ impl PgShardStore {
             .iter()
             .map(TableSql::new)
             .collect::<Result<Vec<_>>>()?;
+        // Every range must name a table and fit its key, even where nothing was applied: a
+        // malformed range is refused, never answered "untouched".
         for range in ranges {
-            table_of(&tables, range)?;
+            let t = table_of(&tables, range)?;
+            for bound in [&range.after, &range.up_to].into_iter().flatten() {
+                unescape_keys(t, bound, "key range")?;
+            }
         }
         let ns = self.shared_ns();
         let mut conn = self
@@ -335,7 +340,10 @@ impl PgShardStore {
             let mut cells = vec![format!("{i}::int8")];
             for bound in [&range.after, &range.up_to] {
                 let values = match bound {
-                    Some(keys) => unescape_keys(t, keys)?.into_iter().map(Some).collect(),
+                    Some(keys) => unescape_keys(t, keys, "key range")?
+                        .into_iter()
+                        .map(Some)
+                        .collect(),
                     None => vec![None; width],
                 };
                 for (n, v) in values.into_iter().enumerate() {

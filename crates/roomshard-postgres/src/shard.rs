@@ -448,13 +448,14 @@ pub(crate) fn escape_keys(keys: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// The raw key values of a checkpoint's cursor (its COPY text form undone).
-pub(crate) fn unescape_keys(t: &TableSql, keys: &[String]) -> Result<Vec<String>> {
+/// The raw key values of a checkpoint's cursor or of a key range's bound (their COPY text
+/// form undone); `what` says which one in an error.
+pub(crate) fn unescape_keys(t: &TableSql, keys: &[String], what: &str) -> Result<Vec<String>> {
     if keys.len() != t.pk.len() {
         return Err(Error::invalid(
-            "copy checkpoint",
+            what,
             format!(
-                "cursor of table {} has {} key values, the key has {} columns",
+                "a bound of table {} has {} key values, the key has {} columns",
                 t.desc.name,
                 keys.len(),
                 t.pk.len()
@@ -463,15 +464,11 @@ pub(crate) fn unescape_keys(t: &TableSql, keys: &[String]) -> Result<Vec<String>
     }
     keys.iter()
         .map(|k| {
-            let mut values = roomshard_verify::copy::parse_row(k.as_bytes()).map_err(|f| {
-                Error::invalid("copy checkpoint", format!("cursor key: {}", f.describe()))
-            })?;
+            let mut values = roomshard_verify::copy::parse_row(k.as_bytes())
+                .map_err(|f| Error::invalid(what, format!("a bound's key: {}", f.describe())))?;
             match (values.pop(), values.is_empty()) {
                 (Some(Some(v)), true) => Ok(v),
-                _ => Err(Error::invalid(
-                    "copy checkpoint",
-                    "a cursor key is NULL or holds a tab",
-                )),
+                _ => Err(Error::invalid(what, "a bound's key is NULL or holds a tab")),
             }
         })
         .collect()
@@ -1113,7 +1110,10 @@ impl ShardStore for PgShardStore {
                 .and_then(|c| c.current.as_ref())
                 .filter(|cur| cur.table == t.desc.name && !cur.after_key.is_empty());
             let (start, rows_done) = match cursor {
-                Some(cur) => (Some(unescape_keys(t, &cur.after_key)?), cur.rows_done),
+                Some(cur) => (
+                    Some(unescape_keys(t, &cur.after_key, "copy checkpoint")?),
+                    cur.rows_done,
+                ),
                 None => (None, 0),
             };
             let pair = Pair {

@@ -632,6 +632,30 @@ async fn applied_keys_name_exactly_the_chunks_a_pass_touched_and_truncate_is_ref
             .is_empty()
     );
 
+    // A range whose bound does not fit the table's key is refused as a key range (not as a
+    // copy checkpoint), by both calls that take ranges, and nothing is read.
+    let mut bad = ranges[0].clone();
+    bad.up_to = Some(vec!["1".to_string(), "2".to_string(), "3".to_string()]);
+    let bad_plan = ChunkPlan::Ranges(vec![bad.clone()]);
+    for err in [
+        store
+            .chunk_parity(&pooled, &schema(), &bad_plan)
+            .await
+            .unwrap_err(),
+        store
+            .applied_in(&room, &schema(), std::slice::from_ref(&bad))
+            .await
+            .unwrap_err(),
+    ] {
+        match &err {
+            Error::Invalid { what, detail } => {
+                assert_eq!(what, "key range", "{err}");
+                assert!(detail.contains("has 3 key values"), "{err}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
     // TRUNCATE would bypass the log: refused while a room is tracked, with its own code.
     let err = sqlx::query("TRUNCATE public.messages")
         .execute(&host)
